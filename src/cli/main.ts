@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util'
+import { App, createLogger, openStore } from '../app.js'
+import { loadConfig } from '../config/index.js'
+import { Devices } from '../devices/index.js'
+import { IotError } from '../errors.js'
+
+const USAGE = `iotcore: an IoT cloud platform
+
+Usage:
+  iotcore start [--roles api,gateway,ingest,organizer]   run the platform (default: all roles)
+  iotcore migrate                                         apply database migrations
+  iotcore device create NAME [--imei IMEI]                register a device; prints its id and token
+
+Configuration is read from the environment (see README.md): IOTCORE_DATA_DIR, DATABASE_URL, PORT, ...`
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { roles: { type: 'string' }, imei: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  })
+  const [cmd, sub, name] = positionals
+  if (values.help || !cmd) {
+    console.log(USAGE)
+    return cmd || values.help ? 0 : 1
+  }
+  const config = loadConfig(process.env, { roles: values.roles })
+  const log = createLogger(config.logLevel)
+
+  if (cmd === 'start') {
+    const app = new App(config, log)
+    let stopping = false
+    const shutdown = (signal: string) => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal }, 'shutting down')
+      app.stop().then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, 'shutdown failed')
+          process.exit(1)
+        },
+      )
+    }
+    process.on('SIGTERM', () => shutdown('SIGTERM'))
+    process.on('SIGINT', () => shutdown('SIGINT'))
+    try {
+      await app.start()
+    } catch (err) {
+      await app.stop().catch(() => {})
+      throw err
+    }
+    const host = config.host === '0.0.0.0' ? 'localhost' : config.host
+    const lines = [
+      `iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`,
+      app.httpPort
+        ? `  REST API   http://${host}:${app.httpPort}/api/v1   (docs: http://${host}:${app.httpPort}/docs)`
+        : '',
+      app.httpPort && app.mqtt
+        ? `  HTTP ingest POST http://${host}:${app.httpPort}/api/v1/devices/<id>/telemetry`
+        : '',
+      app.mqtt?.port
+        ? `  MQTT       mqtt://${host}:${app.mqtt.port}   (WebSocket: ws://${host}:${app.httpPort}/mqtt)`
+        : '',
+      app.httpPort
+        ? `  health     http://${host}:${app.httpPort}/readyz   metrics: http://${host}:${app.httpPort}/metrics`
+        : '',
+      app.admin.generated
+        ? `  admin token (shown once, kept in ${app.admin.file}):\n    ${app.admin.token}`
+        : `  admin token: ${app.config.adminToken ? 'from IOTCORE_ADMIN_TOKEN' : `in ${app.admin.file}`}`,
+    ]
+    console.log(lines.filter(Boolean).join('\n'))
+    return -1
+  }
+
+  if (cmd === 'migrate') {
+    const { store, embedded } = await openStore(config, log)
+    const applied = await store.migrate()
+    console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'the database is up to date')
+    await store.stop()
+    await embedded?.stop()
+    return 0
+  }
+
+  if (cmd === 'device' && sub === 'create') {
+    if (!name) {
+      console.error('usage: iotcore device create NAME [--imei IMEI]')
+      return 1
+    }
+    const { store, embedded } = await openStore(config, log)
+    try {
+      const d = await new Devices(store, config.offlineAfterSeconds).create({ name, imei: values.imei })
+      console.log(JSON.stringify({ id: d.id, name: d.name, imei: d.imei, token: d.token }, null, 2))
+    } finally {
+      await store.stop()
+      await embedded?.stop()
+    }
+    return 0
+  }
+
+  console.error(`unknown command: ${positionals.join(' ')}\n\n${USAGE}`)
+  return 1
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code)
+  },
+  (err) => {
+    if (err instanceof IotError) console.error(`${err.code}: ${err.message}`)
+    else console.error(err)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,207 @@
+import { statfsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { IotError } from '../errors.js'
+
+export const ROLES = ['api', 'gateway', 'ingest', 'organizer'] as const
+export type Role = (typeof ROLES)[number]
+
+/** Defaults, each with why. */
+export const DEFAULTS = {
+  dataDir: './data',
+  host: '0.0.0.0',
+  httpPort: 8080,
+  mqttPort: 1883,
+  teltonikaPort: 5027,
+  osmandPort: 5055,
+  jsonlPort: 5060,
+  signalPort: 2006,
+  /** The issue's payload limit: large enough for a batch of a few thousand readings, small enough that one
+   * device cannot make the process buffer megabytes. */
+  maxPayloadBytes: 256 * 1024,
+  /** Seconds of silence before a device counts as offline (CONTRACT.md). */
+  offlineAfterSeconds: 600,
+  checkIntervalSeconds: 30,
+  /** A socket that has not sent CONNECT within this many seconds is closed, so idle scanners cannot hold
+   * file descriptors. */
+  mqttConnectTimeoutSeconds: 10,
+  /** Longest keepalive we accept; a client asking for more (or 0, none) gets this as Server Keep Alive in
+   * MQTT 5, so dead TCP connections are found within 1.5x of it. */
+  mqttMaxKeepaliveSeconds: 300,
+  /** QoS 1/2 publishes a client may have unacknowledged (MQTT 5 Receive Maximum). 100 covers a pipelined
+   * client's window with no head-of-line wait at our group-commit latency. */
+  mqttReceiveMaximum: 100,
+  /** Readings per ingest batch and the longest a partial batch waits: PostgreSQL's COPY gains little past
+   * a few thousand rows, and 50 ms keeps end-to-end latency low at light load. */
+  ingestBatchSize: 5000,
+  ingestBatchMs: 50,
+  /** Parallel batches in flight to PostgreSQL: two connections nearly doubled dedup-safe inserts here. */
+  ingestConcurrency: 2,
+  /** Share of the data dir's free disk the local queue may use when IOTCORE_QUEUE_MAX_BYTES is unset,
+   * capped, so a full queue cannot fill the disk PostgreSQL also needs. */
+  queueDiskShare: 0.25,
+  queueMaxBytesCap: 64 * 1024 ** 3,
+  queueMinBytes: 64 * 1024 ** 2,
+  logLevel: 'info',
+} as const
+
+export interface Config {
+  readonly roles: readonly Role[]
+  readonly dataDir: string
+  readonly databaseUrl: string | undefined
+  readonly amqpUrl: string | undefined
+  readonly adminToken: string | undefined
+  readonly host: string
+  /** null: the listener is off. */
+  readonly httpPort: number | null
+  readonly mqttPort: number | null
+  readonly teltonikaPort: number | null
+  readonly osmandPort: number | null
+  readonly jsonlPort: number | null
+  readonly signalPort: number | null
+  readonly queueMaxBytes: number
+  readonly maxPayloadBytes: number
+  readonly offlineAfterSeconds: number
+  readonly checkIntervalSeconds: number
+  readonly mqttConnectTimeoutSeconds: number
+  readonly mqttMaxKeepaliveSeconds: number
+  readonly mqttReceiveMaximum: number
+  readonly ingestBatchSize: number
+  readonly ingestBatchMs: number
+  readonly ingestConcurrency: number
+  readonly logLevel: string
+}
+
+type Env = Record<string, string | undefined>
+
+function fail(name: string, value: string, want: string): never {
+  throw new IotError('IOT_ERR_CONFIG_INVALID', `${name}=${JSON.stringify(value)}: expected ${want}`)
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return def
+  if (!/^\d+$/.test(raw.trim())) fail(name, raw, `an integer from ${min} to ${max}`)
+  const n = Number(raw.trim())
+  if (n < min || n > max) fail(name, raw, `an integer from ${min} to ${max}`)
+  return n
+}
+
+function port(env: Env, names: string[], def: number): number | null {
+  for (const name of names) {
+    const raw = env[name]
+    if (raw === undefined || raw === '') continue
+    if (raw.trim().toLowerCase() === 'off') return null
+    if (!/^\d+$/.test(raw.trim()) || Number(raw) > 65535) fail(name, raw, "a port from 0 to 65535, or 'off'")
+    return Number(raw)
+  }
+  return def
+}
+
+function bytes(env: Env, name: string): number | undefined {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return undefined
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$/i.exec(raw.trim())
+  if (!m) fail(name, raw, 'a size in bytes, e.g. 1073741824, 512MiB or 2GiB')
+  const unit = (m[2] ?? 'b').toLowerCase()[0] as 'b' | 'k' | 'm' | 'g' | 't'
+  const mult = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[unit]
+  const n = Math.floor(Number(m[1]) * mult)
+  if (n < 1024 * 1024) fail(name, raw, 'at least 1MiB')
+  return n
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return undefined
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    fail(name, raw, `a URL (${protocols.join(' or ')})`)
+  }
+  if (!protocols.includes(u.protocol)) fail(name, raw, `a URL starting with ${protocols.join(' or ')}`)
+  return raw
+}
+
+export function parseRoles(raw: string | undefined): Role[] {
+  if (raw === undefined || raw.trim() === '' || raw.trim() === 'all') return [...ROLES]
+  const roles = raw.split(',').map((r) => r.trim())
+  for (const r of roles) {
+    if (!(ROLES as readonly string[]).includes(r))
+      fail('--roles', raw, `a comma-separated subset of ${ROLES.join(',')}`)
+  }
+  return [...new Set(roles)] as Role[]
+}
+
+function defaultQueueBytes(dataDir: string): number {
+  try {
+    const s = statfsSync(dataDir)
+    const share = Math.floor(s.bavail * s.bsize * DEFAULTS.queueDiskShare)
+    return Math.max(DEFAULTS.queueMinBytes, Math.min(DEFAULTS.queueMaxBytesCap, share))
+  } catch {
+    return 1024 ** 3
+  }
+}
+
+/** Reads the configuration once, at start; a bad value fails here with the variable's name. */
+export function loadConfig(env: Env = process.env, flags: { roles?: string } = {}): Config {
+  const dataDir = resolve(env.IOTCORE_DATA_DIR || DEFAULTS.dataDir)
+  const logLevel = env.IOTCORE_LOG_LEVEL || env.LOG_LEVEL || DEFAULTS.logLevel
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    fail('IOTCORE_LOG_LEVEL', logLevel, 'one of fatal, error, warn, info, debug, trace, silent')
+  }
+  const adminToken = env.IOTCORE_ADMIN_TOKEN || undefined
+  if (adminToken !== undefined && adminToken.length < 16)
+    fail('IOTCORE_ADMIN_TOKEN', '***', 'at least 16 characters')
+  const config: Config = {
+    roles: parseRoles(flags.roles ?? env.IOTCORE_ROLES),
+    dataDir,
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
+    adminToken,
+    host: env.IOTCORE_HOST || DEFAULTS.host,
+    httpPort: port(env, ['IOTCORE_HTTP_PORT', 'PORT'], DEFAULTS.httpPort),
+    mqttPort: port(env, ['IOTCORE_MQTT_PORT'], DEFAULTS.mqttPort),
+    teltonikaPort: port(env, ['IOTCORE_TELTONIKA_PORT'], DEFAULTS.teltonikaPort),
+    osmandPort: port(env, ['IOTCORE_OSMAND_PORT'], DEFAULTS.osmandPort),
+    jsonlPort: port(env, ['IOTCORE_JSONL_PORT'], DEFAULTS.jsonlPort),
+    signalPort: port(env, ['IOTCORE_SIGNAL_PORT'], DEFAULTS.signalPort),
+    queueMaxBytes: bytes(env, 'IOTCORE_QUEUE_MAX_BYTES') ?? defaultQueueBytes(existingParent(dataDir)),
+    maxPayloadBytes: int(env, 'IOTCORE_MAX_PAYLOAD_BYTES', DEFAULTS.maxPayloadBytes, 1024, 64 * 1024 * 1024),
+    offlineAfterSeconds: int(env, 'IOTCORE_OFFLINE_AFTER', DEFAULTS.offlineAfterSeconds, 1, 365 * 86400),
+    checkIntervalSeconds: int(env, 'IOTCORE_CHECK_INTERVAL', DEFAULTS.checkIntervalSeconds, 1, 86400),
+    mqttConnectTimeoutSeconds: int(
+      env,
+      'IOTCORE_MQTT_CONNECT_TIMEOUT',
+      DEFAULTS.mqttConnectTimeoutSeconds,
+      1,
+      600,
+    ),
+    mqttMaxKeepaliveSeconds: int(
+      env,
+      'IOTCORE_MQTT_MAX_KEEPALIVE',
+      DEFAULTS.mqttMaxKeepaliveSeconds,
+      1,
+      65535,
+    ),
+    mqttReceiveMaximum: int(env, 'IOTCORE_MQTT_RECEIVE_MAXIMUM', DEFAULTS.mqttReceiveMaximum, 1, 65535),
+    ingestBatchSize: int(env, 'IOTCORE_INGEST_BATCH_SIZE', DEFAULTS.ingestBatchSize, 1, 100000),
+    ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),
+    ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
+    logLevel,
+  }
+  return Object.freeze(config)
+}
+
+function existingParent(dir: string): string {
+  let d = dir
+  for (;;) {
+    try {
+      statfsSync(d)
+      return d
+    } catch {
+      const parent = resolve(d, '..')
+      if (parent === d) return d
+      d = parent
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The one registry of coded errors. Every error a user can meet has a code, an HTTP status and a message that
+ * says what was wrong and what to do. Codes are stable: clients and logs match on them.
+ */
+export const ErrorCodes = {
+  IOT_ERR_CONFIG_INVALID: { status: 500, message: 'Invalid configuration: %s' },
+  IOT_ERR_UNAUTHORIZED: { status: 401, message: 'Missing or invalid bearer token: %s' },
+  IOT_ERR_FORBIDDEN: { status: 403, message: 'Not allowed: %s' },
+  IOT_ERR_DEVICE_NOT_FOUND: {
+    status: 404,
+    message: "Device '%s' does not exist; list devices with GET /api/v1/devices",
+  },
+  IOT_ERR_DEVICE_CONFLICT: {
+    status: 409,
+    message: 'A device with this %s already exists; choose another or delete it first',
+  },
+  IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
+  IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
+  IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
+  IOT_ERR_MALFORMED_JSON: {
+    status: 400,
+    message: 'The body is not valid JSON: %s. Send a JSON object or an array of objects',
+  },
+  IOT_ERR_INVALID_READING: { status: 400, message: 'Invalid reading: %s' },
+  IOT_ERR_PAYLOAD_TOO_LARGE: {
+    status: 413,
+    message: 'The payload is %s bytes; the limit is %s. Split it into smaller messages',
+  },
+  IOT_ERR_QUEUE_FULL: { status: 503, message: 'The durable queue is full (%s); retry later' },
+  IOT_ERR_QUEUE_UNAVAILABLE: { status: 503, message: 'The durable queue is unavailable: %s; retry later' },
+  IOT_ERR_NOT_READY: { status: 503, message: 'Not ready: %s' },
+} as const
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class IotError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+
+  constructor(code: ErrorCode, ...args: Array<string | number>) {
+    const def = ErrorCodes[code]
+    let i = 0
+    super(def.message.replace(/%s/g, () => String(args[i++] ?? '')))
+    this.name = 'IotError'
+    this.code = code
+    this.statusCode = def.status
+  }
+}
+
+export function iotError(code: ErrorCode, ...args: Array<string | number>): IotError {
+  return new IotError(code, ...args)
+}

@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto'
+import { IotError } from '../errors.js'
+import type { Metrics } from '../metrics/index.js'
+import type { Envelope, Queue, Transport } from '../queue/types.js'
+import { type QuarantineReason, type Rejection, parsePayload } from '../readings/index.js'
+
+const bootId = randomBytes(4).toString('base64url')
+let seq = 0
+export const envelopeId = (prefix: string) => `${prefix}${bootId}${(seq++).toString(36)}`
+
+export interface AcceptResult {
+  accepted: number
+  quarantined: number
+  errors: Rejection[]
+}
+
+/**
+ * The request-at-a-time gateways' path (HTTP, replay): judge the payload, append it durably, resolve once it
+ * is on disk. A payload with no valid reading is refused (IOT_ERR_INVALID_READING, and quarantined unacked);
+ * one with some is accepted and its bad readings quarantined.
+ */
+export async function acceptPayload(
+  queue: Queue,
+  metrics: Metrics,
+  deviceId: string,
+  transport: Transport,
+  payload: Buffer,
+  receivedAt: number,
+  /** false for a replay: an operator's still-invalid correction is answered, not quarantined again */
+  quarantineIfRefused = true,
+): Promise<AcceptResult> {
+  const parsed = parsePayload(payload, deviceId, receivedAt)
+  const accepted = parsed.readings.length
+  const quarantined = parsed.rejections.length
+  metrics.received.inc({ transport }, accepted + quarantined)
+  const env: Envelope = { id: envelopeId('h'), deviceId, transport, receivedAt, payload }
+  if (accepted === 0) {
+    const first = parsed.rejections[0]
+    env.rejected = { reason: first.reason, detail: first.detail }
+    metrics.rejected.inc({ transport, reason: first.reason }, quarantined)
+    if (quarantineIfRefused) await queue.enqueueAll([env]).catch(() => {})
+    throw new IotError(
+      first.reason === 'malformed_json' ? 'IOT_ERR_MALFORMED_JSON' : 'IOT_ERR_INVALID_READING',
+      first.detail,
+    )
+  }
+  await queue.enqueueAll([env])
+  metrics.acked.inc({ transport }, accepted + quarantined)
+  return { accepted, quarantined, errors: parsed.rejections }
+}
+
+/** Keeps a refused message (no ack was given) in the quarantine, best effort. */
+export function quarantineRefused(
+  queue: Queue,
+  metrics: Metrics,
+  deviceId: string,
+  transport: Transport,
+  payload: Buffer,
+  reason: QuarantineReason,
+  detail: string,
+): void {
+  metrics.rejected.inc({ transport, reason })
+  const env: Envelope = {
+    id: envelopeId('h'),
+    deviceId,
+    transport,
+    receivedAt: Date.now(),
+    payload,
+    rejected: { reason, detail },
+  }
+  queue.enqueueAll([env]).catch(() => {})
+}

@@ -1,0 +1,58 @@
+/**
+ * The MQTT wire contract (CONTRACT.md): which topics a device may use and what each carries. A device owns
+ * `devices/<its id>/` and nothing else.
+ */
+export interface CommandAck {
+  id: string
+  status: 'ok' | 'error'
+  result?: unknown
+}
+
+export interface Command {
+  id: string
+  name: string
+  params?: Record<string, unknown>
+}
+
+/** Topic suffix (after `devices/<id>/`) to the payload type it carries. */
+export interface TopicPayloads {
+  telemetry: import('../../readings/index.js').Reading | import('../../readings/index.js').Reading[]
+  commands: Command
+  'commands/ack': CommandAck
+}
+
+/** Suffixes a device may publish to. */
+export const PUBLISH_SUFFIXES = ['telemetry'] as const satisfies ReadonlyArray<keyof TopicPayloads>
+
+export const devicePrefix = (deviceId: string) => `devices/${deviceId}/`
+export const telemetryTopic = (deviceId: string) => `devices/${deviceId}/telemetry`
+
+export type TopicCheck = 'telemetry' | 'forbidden' | 'unknown'
+
+/** Classifies a PUBLISH topic for this device. */
+export function classifyPublish(deviceId: string, topic: string): TopicCheck {
+  const prefix = devicePrefix(deviceId)
+  if (!topic.startsWith(prefix)) return 'forbidden'
+  return topic.length === prefix.length + 9 && topic.endsWith('telemetry') ? 'telemetry' : 'unknown'
+}
+
+/**
+ * A SUBSCRIBE filter is allowed only if everything it can match lies under the device's own prefix.
+ * [MQTT-4.7.1-2] '#' must be the last character and alone in its level; [MQTT-4.7.1-3] '+' alone in its level.
+ */
+export function subscriptionAllowed(deviceId: string, filter: string): boolean {
+  if (!validFilter(filter)) return false
+  const prefix = devicePrefix(deviceId)
+  return filter.startsWith(prefix)
+}
+
+export function validFilter(filter: string): boolean {
+  if (filter.length === 0 || filter.includes('\u0000')) return false
+  const levels = filter.split('/')
+  for (let i = 0; i < levels.length; i++) {
+    const l = levels[i]
+    if (l.includes('#') && (l !== '#' || i !== levels.length - 1)) return false
+    if (l.includes('+') && l !== '+') return false
+  }
+  return true
+}

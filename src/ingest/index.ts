@@ -1,0 +1,230 @@
+import type { Logger } from 'pino'
+import type { Metrics } from '../metrics/index.js'
+import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
+import { parsePayload } from '../readings/index.js'
+import { type QuarantineInsert, type Store, TelemetryBatch, type WriteResult } from '../store/index.js'
+
+/** Backoff while PostgreSQL is unreachable: capped so a returning database is found within seconds. */
+const BACKOFF_MIN_MS = 200
+const BACKOFF_MAX_MS = 10_000
+/** An item that fails this many deliveries for a reason other than an outage goes to the quarantine. */
+export const POISON_ATTEMPTS = 5
+
+export interface IngestOptions {
+  batchSize: number
+  batchMs: number
+  concurrency: number
+}
+
+/**
+ * Drains the durable queue into PostgreSQL: batches of up to `batchSize` queue items, `concurrency` batches
+ * in flight, each written in one transaction and removed from the queue only after its commit.
+ */
+export class Ingest {
+  private consumer: Consumer | undefined
+  private running = false
+  private loop: Promise<void> | undefined
+  private inflight = 0
+  private slotFree: (() => void) | undefined
+  private failures = 0
+  private pausedUntil = 0
+  databaseUp = true
+  lastError: string | undefined
+
+  constructor(
+    private readonly queue: Queue,
+    private readonly store: Store,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    private readonly opts: IngestOptions,
+  ) {}
+
+  start(): void {
+    this.running = true
+    this.consumer = this.queue.consumer()
+    this.metrics.databaseUp.set(1)
+    this.loop = this.run()
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    await this.consumer?.close()
+    await this.loop
+    while (this.inflight > 0) await new Promise<void>((r) => (this.slotFree = r))
+  }
+
+  private async run(): Promise<void> {
+    const consumer = this.consumer!
+    while (this.running) {
+      if (this.inflight >= this.opts.concurrency) {
+        await new Promise<void>((r) => (this.slotFree = r))
+        continue
+      }
+      const wait = this.pausedUntil - Date.now()
+      if (wait > 0) {
+        await new Promise((r) => setTimeout(r, wait).unref())
+        continue
+      }
+      let batch: Batch | null
+      try {
+        batch = await consumer.next(this.opts.batchSize, this.opts.batchMs)
+      } catch (err) {
+        this.log.error({ err }, 'reading the queue failed')
+        this.pause()
+        continue
+      }
+      if (batch === null) break
+      this.inflight++
+      this.process(batch).finally(() => {
+        this.inflight--
+        const f = this.slotFree
+        this.slotFree = undefined
+        f?.()
+      })
+    }
+  }
+
+  private async process(batch: Batch): Promise<void> {
+    const started = process.hrtime.bigint()
+    try {
+      const result = await this.write(batch.items, batch.attempt)
+      await batch.ack()
+      this.metrics.stored.inc(result.stored)
+      this.metrics.duplicate.inc(result.duplicate)
+      this.metrics.quarantined.inc(result.quarantined)
+      this.metrics.ingestBatchSize.observe(batch.items.length)
+      this.metrics.ingestBatchSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+      if (!this.databaseUp) this.log.info('PostgreSQL is back; draining the queue')
+      this.databaseUp = true
+      this.metrics.databaseUp.set(1)
+      this.failures = 0
+      this.lastError = undefined
+    } catch (err) {
+      this.metrics.ingestErrors.inc({ kind: 'outage' })
+      this.lastError = (err as Error).message
+      if (this.databaseUp)
+        this.log.error(
+          { err: this.lastError },
+          'cannot write to PostgreSQL; keeping messages queued and retrying',
+        )
+      this.databaseUp = false
+      this.metrics.databaseUp.set(0)
+      batch.nack()
+      this.pause()
+    }
+  }
+
+  private pause(): void {
+    this.failures++
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.failures - 1, 16))
+    // Full jitter, so several ingest processes do not hammer a recovering server in step.
+    this.pausedUntil = Date.now() + cap / 2 + Math.random() * (cap / 2)
+  }
+
+  /**
+   * Writes the items; a data error (the database refused some row) splits the items in halves until the
+   * culprit is alone, then quarantines it, so one bad message never blocks or loses the rest.
+   */
+  private async write(items: readonly Envelope[], attempt: number): Promise<WriteResult> {
+    const { batch, quarantine } = build(items)
+    try {
+      return await this.store.writeBatch(batch, quarantine)
+    } catch (err) {
+      if (!isDataError(err)) {
+        if (attempt + 1 < POISON_ATTEMPTS || items.length > 1 || isOutage(err)) throw err
+        return this.quarantineWhole(items[0], 'ingest_failed', (err as Error).message)
+      }
+      this.metrics.ingestErrors.inc({ kind: 'data' })
+      if (items.length === 1)
+        return this.quarantineWhole(items[0], 'database_rejected', (err as Error).message)
+      const mid = items.length >> 1
+      const a = await this.write(items.slice(0, mid), attempt)
+      const b = await this.write(items.slice(mid), attempt)
+      return {
+        stored: a.stored + b.stored,
+        duplicate: a.duplicate + b.duplicate,
+        quarantined: a.quarantined + b.quarantined,
+        rejected: a.rejected + b.rejected,
+      }
+    }
+  }
+
+  private quarantineWhole(env: Envelope, reason: 'database_rejected' | 'ingest_failed', detail: string) {
+    this.log.warn({ deviceId: env.deviceId, reason, detail }, 'message quarantined')
+    return this.store.writeBatch(new TelemetryBatch(), [
+      {
+        sourceId: env.id,
+        deviceId: env.deviceId,
+        transport: env.transport,
+        topic: env.topic ?? null,
+        reason,
+        detail,
+        payload: env.payload,
+        acked: env.rejected === undefined,
+        receivedAt: env.receivedAt,
+      },
+    ])
+  }
+}
+
+/** Parses each item with the gateways' own rules into COPY rows and quarantine rows. */
+export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quarantine: QuarantineInsert[] } {
+  const batch = new TelemetryBatch()
+  const quarantine: QuarantineInsert[] = []
+  for (const env of items) {
+    if (env.rejected) {
+      quarantine.push(qrow(env, env.id, env.rejected.reason, env.rejected.detail, env.payload, false))
+      continue
+    }
+    const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt)
+    for (const r of parsed.readings) batch.add(env.deviceId, r.msgId, r.ts, env.receivedAt, r.values)
+    for (const rej of parsed.rejections) {
+      const whole = rej.element === undefined
+      quarantine.push(
+        qrow(
+          env,
+          whole ? env.id : `${env.id}#${rej.index}`,
+          rej.reason,
+          rej.detail,
+          whole ? env.payload : Buffer.from(rej.element!),
+          true,
+        ),
+      )
+    }
+  }
+  return { batch, quarantine }
+}
+
+function qrow(
+  env: Envelope,
+  sourceId: string,
+  reason: string,
+  detail: string,
+  payload: Buffer,
+  acked: boolean,
+): QuarantineInsert {
+  return {
+    sourceId,
+    deviceId: env.deviceId,
+    transport: env.transport,
+    topic: env.topic ?? null,
+    reason,
+    detail,
+    payload,
+    acked,
+    receivedAt: env.receivedAt,
+  }
+}
+
+/** SQLSTATE classes where the rows, not the server, are at fault: 22 data exception, 23 integrity, 54 limits. */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return typeof code === 'string' && /^(22|23|54)/.test(code) && code !== '23505'
+}
+
+/** Errors that say the server is away or refusing work, never the message's fault. */
+function isOutage(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  if (typeof code !== 'string') return true
+  return /^(08|53|57|58|40)/.test(code) || code.startsWith('E')
+}

@@ -1,0 +1,314 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { type Database, type RootDatabase, open } from 'lmdb'
+import type { Logger } from 'pino'
+import { IotError } from '../../errors.js'
+import type { QuarantineReason } from '../../readings/index.js'
+import { CommitGroup, PromiseSink } from '../group.js'
+import type { AckSink, Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
+
+/** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
+const STATS_INTERVAL_MS = 250
+/** Per-entry overhead estimate (key, header, page slack) for the budget between two reads of the stats. */
+const ENTRY_OVERHEAD_BYTES = 64
+/** A consumer polls this often when idle, which is how it learns of appends made by another process. */
+const IDLE_POLL_MS = 20
+
+type Record = [
+  deviceId: string,
+  transport: Transport,
+  topic: string | null,
+  receivedAt: number,
+  payload: Buffer,
+  rejectedReason: QuarantineReason | null,
+  rejectedDetail: string | null,
+]
+
+/**
+ * The local durable queue: an LMDB environment in `<dataDir>/queue`. Appends made in one event-loop turn
+ * share one transaction, committed with fsync (overlappingSync off, so the commit promise means "on disk")
+ * before any device is acknowledged. Keys are a sequence allocated inside the write transaction, so entries
+ * from several processes still come out in commit order.
+ */
+export class LocalQueue implements Queue {
+  readonly kind = 'local' as const
+  private root!: RootDatabase
+  private entries!: Database<Record, number>
+  private meta!: Database<unknown, string>
+  private instance = ''
+  private open: CommitGroup | null = null
+  private pending: Envelope[] = []
+  private timer: NodeJS.Timeout | undefined
+  private bytes = 0
+  private inFlight = 0
+  private depth = 0
+  private oldestAt = 0
+  private lastError: string | undefined
+  private readonly consumers = new Set<LocalConsumer>()
+  private readonly flushBound = () => this.flush()
+  /** Called with each group commit's latency in ms, for the metrics. */
+  onCommit: ((ms: number) => void) | undefined
+
+  constructor(
+    private readonly dir: string,
+    readonly maxBytes: number,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const path = join(this.dir, 'queue')
+    mkdirSync(path, { recursive: true })
+    this.root = open({
+      path,
+      // The map is address space, not disk; leave room past the budget so the budget, not LMDB, says full.
+      mapSize: Math.ceil(this.maxBytes * 1.5) + 256 * 1024 * 1024,
+      overlappingSync: false,
+      maxDbs: 4,
+    })
+    this.entries = this.root.openDB<Record, number>({ name: 'entries', keyEncoding: 'uint32' })
+    this.meta = this.root.openDB<unknown, string>({ name: 'meta' })
+    let instance = this.meta.get('instance') as string | undefined
+    if (!instance) {
+      instance = randomBytes(6).toString('base64url')
+      await this.meta.put('instance', instance)
+    }
+    this.instance = instance
+    this.refreshStats()
+    this.timer = setInterval(() => this.refreshStats(), STATS_INTERVAL_MS)
+    this.timer.unref()
+    this.log.info({ path, depth: this.depth, maxBytes: this.maxBytes }, 'local queue open')
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    if (this.open) this.flush()
+    for (const c of this.consumers) c.stopWaiting()
+    await this.root?.committed
+    await this.root?.close()
+  }
+
+  get appending(): number {
+    return this.inFlight + (this.open?.size ?? 0)
+  }
+
+  enqueue(env: Envelope, sink: AckSink, token: number, count: number): void {
+    if (this.bytes >= this.maxBytes && env.rejected === undefined) {
+      throw new IotError('IOT_ERR_QUEUE_FULL', `${this.bytes} of ${this.maxBytes} bytes used`)
+    }
+    if (this.open === null) {
+      this.open = new CommitGroup()
+      setImmediate(this.flushBound)
+    }
+    this.pending.push(env)
+    this.open.add(sink, token, count)
+    this.bytes += env.payload.length + ENTRY_OVERHEAD_BYTES
+  }
+
+  enqueueAll(envs: Envelope[]): Promise<void> {
+    const sink = new PromiseSink(envs.length)
+    for (let i = 0; i < envs.length; i++) this.enqueue(envs[i], sink, i, 1)
+    return sink.promise
+  }
+
+  private flush(): void {
+    const group = this.open
+    const envs = this.pending
+    if (!group) return
+    this.open = null
+    this.pending = []
+    this.inFlight += envs.length
+    const { entries, meta } = this
+    this.root
+      .transaction(() => {
+        let seq = (meta.get('seq') as number | undefined) ?? 0
+        for (const e of envs) {
+          seq++
+          entries.put(seq, [
+            e.deviceId,
+            e.transport,
+            e.topic ?? null,
+            e.receivedAt,
+            e.payload,
+            e.rejected?.reason ?? null,
+            e.rejected?.detail ?? null,
+          ])
+        }
+        meta.put('seq', seq)
+      })
+      .then(
+        () => {
+          this.inFlight -= envs.length
+          this.onCommit?.(performance.now() - group.createdAt)
+          this.lastError = undefined
+          this.depth += envs.length
+          if (this.oldestAt === 0) this.oldestAt = envs[0].receivedAt
+          group.settle(undefined)
+          for (const c of this.consumers) c.wake()
+        },
+        (err: Error) => {
+          this.inFlight -= envs.length
+          this.lastError = err.message
+          this.log.error(
+            { err, count: envs.length },
+            'durable append failed; the messages are not acknowledged',
+          )
+          group.settle(new IotError('IOT_ERR_QUEUE_UNAVAILABLE', err.message))
+        },
+      )
+  }
+
+  private refreshStats(): void {
+    try {
+      const s = this.entries.getStats() as {
+        pageSize: number
+        treeBranchPageCount: number
+        treeLeafPageCount: number
+        overflowPages: number
+        entryCount: number
+      }
+      this.bytes = (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * s.pageSize
+      this.depth = s.entryCount
+      if (this.depth === 0) this.oldestAt = 0
+      else {
+        for (const { value } of this.entries.getRange({ limit: 1 })) this.oldestAt = value[3]
+      }
+    } catch (err) {
+      this.lastError = (err as Error).message
+    }
+  }
+
+  stats(): QueueStats {
+    return {
+      depth: this.depth,
+      oldestAgeSeconds: this.oldestAt === 0 ? 0 : Math.max(0, (Date.now() - this.oldestAt) / 1000),
+      bytes: this.bytes,
+      maxBytes: this.maxBytes,
+      full: this.bytes >= this.maxBytes,
+      healthy: this.lastError === undefined,
+      detail: this.lastError,
+    }
+  }
+
+  consumer(): Consumer {
+    const c = new LocalConsumer(this, this.entries, this.instance)
+    this.consumers.add(c)
+    return c
+  }
+
+  /** @internal */
+  removeConsumer(c: LocalConsumer): void {
+    this.consumers.delete(c)
+  }
+
+  /** @internal */
+  async remove(keys: number[]): Promise<void> {
+    const { entries } = this
+    await this.root.transaction(() => {
+      for (const k of keys) entries.remove(k)
+    })
+    this.depth = Math.max(0, this.depth - keys.length)
+  }
+}
+
+class LocalBatch implements Batch {
+  constructor(
+    private readonly consumer: LocalConsumer,
+    readonly keys: number[],
+    readonly items: Envelope[],
+    readonly attempt: number,
+  ) {}
+
+  ack(): Promise<void> {
+    return this.consumer.ack(this)
+  }
+
+  nack(): void {
+    this.consumer.nack(this)
+  }
+}
+
+/**
+ * Hands out entries oldest first. Entries stay in LMDB until acked; a cursor remembers what was handed out,
+ * so a restart (a new cursor) hands out again whatever was not acked, and the store's dedup absorbs it.
+ */
+class LocalConsumer implements Consumer {
+  private cursor = 0
+  private readonly retry: LocalBatch[] = []
+  private waiter: ((v: unknown) => void) | undefined
+  private closed = false
+
+  constructor(
+    private readonly queue: LocalQueue,
+    private readonly entries: Database<Record, number>,
+    private readonly instance: string,
+  ) {}
+
+  wake(): void {
+    const w = this.waiter
+    this.waiter = undefined
+    w?.(undefined)
+  }
+
+  stopWaiting(): void {
+    this.closed = true
+    this.wake()
+  }
+
+  async next(max: number, waitMs: number): Promise<Batch | null> {
+    const started = Date.now()
+    const keys: number[] = []
+    const items: Envelope[] = []
+    for (;;) {
+      if (this.closed) return null
+      if (items.length === 0) {
+        const retried = this.retry.shift()
+        if (retried) return new LocalBatch(this, retried.keys, retried.items, retried.attempt + 1)
+      }
+      this.read(max - items.length, keys, items)
+      const elapsed = Date.now() - started
+      if (items.length >= max || (items.length > 0 && elapsed >= waitMs)) break
+      // With some items, wait out the batch window; with none, wait for an append (or poll another process).
+      const wait = items.length > 0 ? waitMs - elapsed : IDLE_POLL_MS
+      await new Promise((resolve) => {
+        this.waiter = resolve
+        setTimeout(resolve, wait).unref()
+      })
+      this.waiter = undefined
+    }
+    return new LocalBatch(this, keys, items, 0)
+  }
+
+  private read(max: number, keys: number[], items: Envelope[]): void {
+    if (max <= 0) return
+    this.entries.resetReadTxn()
+    for (const { key, value } of this.entries.getRange({ start: this.cursor + 1, limit: max })) {
+      keys.push(key)
+      items.push({
+        id: `${this.instance}:${key}`,
+        deviceId: value[0],
+        transport: value[1],
+        topic: value[2] ?? undefined,
+        receivedAt: value[3],
+        payload: value[4],
+        rejected: value[5] ? { reason: value[5], detail: value[6] ?? '' } : undefined,
+      })
+      this.cursor = key
+    }
+  }
+
+  ack(batch: LocalBatch): Promise<void> {
+    return this.queue.remove(batch.keys)
+  }
+
+  nack(batch: LocalBatch): void {
+    this.retry.push(batch)
+    this.retry.sort((a, b) => a.keys[0] - b.keys[0])
+  }
+
+  async close(): Promise<void> {
+    this.stopWaiting()
+    this.queue.removeConsumer(this)
+  }
+}

@@ -1,0 +1,253 @@
+import { createHash } from 'node:crypto'
+
+/**
+ * The reading format of CONTRACT.md, shared by every gateway (to answer the device) and the ingest (to build
+ * rows). Both run the same function on the same bytes, so a message is judged the same way at both ends.
+ */
+
+export type Value = number | boolean | string
+export interface Reading {
+  /** ms since the epoch */
+  ts: number
+  msgId: string
+  values: Record<string, Value>
+}
+
+export const QUARANTINE_REASONS = [
+  'malformed_json',
+  'not_an_object',
+  'empty_payload',
+  'invalid_timestamp',
+  'invalid_msg_id',
+  'invalid_value',
+  'no_values',
+  'too_many_readings',
+  'payload_too_large',
+  'forbidden_topic',
+  'unknown_topic',
+  'database_rejected',
+  'ingest_failed',
+] as const
+export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
+
+export interface Rejection {
+  reason: QuarantineReason
+  detail: string
+  /** The offending reading (an array element) as JSON, or undefined when the whole payload is at fault. */
+  element?: string
+  index?: number
+}
+
+export interface Parsed {
+  readings: Reading[]
+  rejections: Rejection[]
+}
+
+/** Limits, each with why. */
+export const LIMITS = {
+  /** An array payload bigger than this is more likely a bug than a buffered backlog. */
+  maxReadingsPerPayload: 10_000,
+  /** Keys past this make a row a document, not a reading; store documents elsewhere. */
+  maxValuesPerReading: 256,
+  maxKeyLength: 128,
+  /** Long strings bloat every row; 4 KiB fits VINs, NMEA sentences and error texts. */
+  maxStringLength: 4096,
+  maxMsgIdLength: 128,
+  /** timestamptz holds far more, but a year past 9999 cannot be written back as ISO 8601. */
+  maxTs: 253402300799999,
+  minTs: 0,
+} as const
+
+const RESERVED = new Set(['ts', 'msgId', 'values'])
+
+export function parsePayload(payload: Buffer | string, deviceId: string, receivedAt: number): Parsed {
+  const out: Parsed = { readings: [], rejections: [] }
+  let doc: unknown
+  try {
+    doc = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  } catch (err) {
+    out.rejections.push({ reason: 'malformed_json', detail: (err as Error).message })
+    return out
+  }
+  if (Array.isArray(doc)) {
+    if (doc.length === 0) {
+      out.rejections.push({ reason: 'empty_payload', detail: 'the array holds no readings' })
+    } else if (doc.length > LIMITS.maxReadingsPerPayload) {
+      out.rejections.push({
+        reason: 'too_many_readings',
+        detail: `the array holds ${doc.length} readings; at most ${LIMITS.maxReadingsPerPayload} per message`,
+      })
+    } else {
+      for (let i = 0; i < doc.length; i++) normalize(doc[i], deviceId, receivedAt, out, i)
+    }
+  } else {
+    normalize(doc, deviceId, receivedAt, out, undefined)
+  }
+  return out
+}
+
+function reject(
+  out: Parsed,
+  reason: QuarantineReason,
+  detail: string,
+  el: unknown,
+  index: number | undefined,
+) {
+  out.rejections.push(
+    index === undefined ? { reason, detail } : { reason, detail, element: JSON.stringify(el), index },
+  )
+}
+
+function normalize(
+  el: unknown,
+  deviceId: string,
+  receivedAt: number,
+  out: Parsed,
+  index: number | undefined,
+) {
+  const where = index === undefined ? '' : `reading ${index}: `
+  if (el === null || typeof el !== 'object' || Array.isArray(el)) {
+    return reject(out, 'not_an_object', `${where}expected a JSON object, got ${typeName(el)}`, el, index)
+  }
+  const obj = el as Record<string, unknown>
+  let ts: number
+  const rawTs = obj.ts
+  if (rawTs === undefined || rawTs === null) ts = receivedAt
+  else if (typeof rawTs === 'number') {
+    if (!Number.isFinite(rawTs) || rawTs < LIMITS.minTs || rawTs > LIMITS.maxTs) {
+      return reject(out, 'invalid_timestamp', `${where}ts ${rawTs} is not ms since the epoch`, el, index)
+    }
+    ts = Math.floor(rawTs)
+  } else if (typeof rawTs === 'string') {
+    ts = Date.parse(rawTs)
+    if (!Number.isFinite(ts) || ts < LIMITS.minTs || ts > LIMITS.maxTs) {
+      return reject(
+        out,
+        'invalid_timestamp',
+        `${where}ts ${JSON.stringify(rawTs)} is not ISO 8601`,
+        el,
+        index,
+      )
+    }
+  } else {
+    return reject(
+      out,
+      'invalid_timestamp',
+      `${where}ts must be ms since the epoch or ISO 8601, got ${typeName(rawTs)}`,
+      el,
+      index,
+    )
+  }
+
+  const values: Record<string, Value> = {}
+  let count = 0
+  const nested = obj.values
+  if (nested !== undefined) {
+    if (nested === null || typeof nested !== 'object' || Array.isArray(nested)) {
+      return reject(
+        out,
+        'invalid_value',
+        `${where}values must be an object, got ${typeName(nested)}`,
+        el,
+        index,
+      )
+    }
+    for (const key in nested as Record<string, unknown>) {
+      const problem = checkValue(key, (nested as Record<string, unknown>)[key])
+      if (problem) return reject(out, 'invalid_value', where + problem, el, index)
+      values[key] = (nested as Record<string, Value>)[key]
+      count++
+    }
+  }
+  for (const key in obj) {
+    if (RESERVED.has(key)) continue
+    const problem = checkValue(key, obj[key])
+    if (problem) return reject(out, 'invalid_value', where + problem, el, index)
+    values[key] = obj[key] as Value
+    count++
+  }
+  if (count === 0)
+    return reject(out, 'no_values', `${where}the reading has no values besides ts and msgId`, el, index)
+  if (count > LIMITS.maxValuesPerReading) {
+    return reject(
+      out,
+      'invalid_value',
+      `${where}${count} values; at most ${LIMITS.maxValuesPerReading} per reading`,
+      el,
+      index,
+    )
+  }
+  const position = checkPosition(values)
+  if (position) return reject(out, 'invalid_value', where + position, el, index)
+
+  let msgId: string
+  const rawId = obj.msgId
+  if (rawId === undefined || rawId === null) msgId = deriveMsgId(deviceId, ts, values)
+  else if (typeof rawId === 'string' || (typeof rawId === 'number' && Number.isFinite(rawId))) {
+    msgId = String(rawId)
+    if (msgId.length === 0 || msgId.length > LIMITS.maxMsgIdLength || msgId.includes('\u0000')) {
+      return reject(
+        out,
+        'invalid_msg_id',
+        `${where}msgId must be 1 to ${LIMITS.maxMsgIdLength} characters`,
+        el,
+        index,
+      )
+    }
+  } else {
+    return reject(
+      out,
+      'invalid_msg_id',
+      `${where}msgId must be a string or a number, got ${typeName(rawId)}`,
+      el,
+      index,
+    )
+  }
+  out.readings.push({ ts, msgId, values })
+}
+
+function checkValue(key: string, v: unknown): string | undefined {
+  if (key.length === 0 || key.length > LIMITS.maxKeyLength || key.includes('\u0000')) {
+    return `key ${JSON.stringify(key.slice(0, 40))} must be 1 to ${LIMITS.maxKeyLength} characters`
+  }
+  switch (typeof v) {
+    case 'number':
+      // JSON cannot carry NaN or Infinity, but a number past float64's range parses to Infinity.
+      return Number.isFinite(v) ? undefined : `${key}: ${v} is not a finite number`
+    case 'boolean':
+      return undefined
+    case 'string':
+      if (v.length > LIMITS.maxStringLength)
+        return `${key}: strings are limited to ${LIMITS.maxStringLength} characters`
+      // PostgreSQL's jsonb cannot hold U+0000.
+      if (v.includes('\u0000')) return `${key}: strings cannot contain U+0000`
+      return undefined
+    default:
+      return `${key} is ${typeName(v)}; values must be a number, boolean or string`
+  }
+}
+
+function checkPosition(values: Record<string, Value>): string | undefined {
+  const { lat, lon } = values
+  if (lat !== undefined && (typeof lat !== 'number' || lat < -90 || lat > 90)) {
+    return `lat ${JSON.stringify(lat)} must be a number of degrees from -90 to 90`
+  }
+  if (lon !== undefined && (typeof lon !== 'number' || lon < -180 || lon > 180)) {
+    return `lon ${JSON.stringify(lon)} must be a number of degrees from -180 to 180`
+  }
+  return undefined
+}
+
+/** A reading without msgId gets one from what makes it itself, so a resent copy dedups like an explicit id. */
+export function deriveMsgId(deviceId: string, ts: number, values: Record<string, Value>): string {
+  const keys = Object.keys(values).sort()
+  const h = createHash('sha256').update(deviceId).update('\u0000').update(String(ts))
+  for (const k of keys) h.update('\u0000').update(k).update('\u0000').update(JSON.stringify(values[k]))
+  return 'h:' + h.digest('base64url').slice(0, 22)
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
+}

@@ -1,0 +1,73 @@
+/**
+ * Versioned migrations, applied in order, each in its own transaction, recorded in `iotcore_migrations`.
+ * Plain SQL in TypeScript modules so they ship inside the compiled package. Never edit a released one: add
+ * the next.
+ */
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: 'devices, telemetry, quarantine',
+    sql: `
+CREATE TABLE devices (
+  id           text PRIMARY KEY,
+  name         text NOT NULL,
+  imei         text UNIQUE,
+  token_hash   text NOT NULL UNIQUE,
+  attributes   jsonb NOT NULL DEFAULT '{}',
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  last_seen_at timestamptz,
+  -- {key: {ts, value}}, merged by the ingest in the same transaction as the rows, so GET /latest reads one row
+  latest       jsonb NOT NULL DEFAULT '{}'
+);
+
+-- One row per reading, values as jsonb: a row per key would multiply rows (and halve throughput) for no
+-- query we serve. No time partitioning: PostgreSQL requires the partition key in every unique index, and
+-- dedup must hold on (device_id, msg_id) whatever the ts. Range queries use (device_id, ts); scans over
+-- all devices by arrival use the BRIN index, which costs almost nothing on append.
+CREATE TABLE telemetry (
+  device_id   text NOT NULL,
+  msg_id      text NOT NULL,
+  ts          timestamptz NOT NULL,
+  received_at timestamptz NOT NULL,
+  values      jsonb NOT NULL,
+  PRIMARY KEY (device_id, msg_id)
+);
+CREATE INDEX telemetry_device_ts ON telemetry (device_id, ts);
+CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at);
+
+CREATE TABLE quarantine (
+  id          bigserial PRIMARY KEY,
+  -- the queue envelope and the reading's place in it: a redelivered envelope is quarantined once
+  source_id   text NOT NULL,
+  device_id   text,
+  transport   text NOT NULL,
+  topic       text,
+  reason      text NOT NULL,
+  detail      text NOT NULL,
+  payload     bytea NOT NULL,
+  -- false: the gateway refused it (the device got an error); true: acknowledged, then found bad
+  acked       boolean NOT NULL,
+  received_at timestamptz NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  replayed_at timestamptz,
+  UNIQUE (source_id)
+);
+CREATE INDEX quarantine_device ON quarantine (device_id, received_at);
+CREATE INDEX quarantine_reason ON quarantine (reason, received_at);
+
+-- Keeps, per key, whichever of the two values is newer: a backlog drained late never overwrites fresher data.
+CREATE FUNCTION iot_merge_latest(old jsonb, new jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+  SELECT coalesce(old, '{}'::jsonb) || coalesce((
+    SELECT jsonb_object_agg(n.key, n.value) FROM jsonb_each(new) n
+    WHERE old -> n.key IS NULL OR (n.value ->> 'ts')::bigint >= (old -> n.key ->> 'ts')::bigint
+  ), '{}'::jsonb)
+$$;
+`,
+  },
+]

@@ -1,0 +1,129 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { App, createLogger } from '../../src/app.js'
+import { loadConfig } from '../../src/config/index.js'
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789'
+
+/** A fresh database on the test PostgreSQL server that `npm test` started. */
+export async function freshDatabase(): Promise<string> {
+  const base = process.env.IOTCORE_TEST_DATABASE_URL
+  if (!base) throw new Error('IOTCORE_TEST_DATABASE_URL is unset: run the tests with `npm test`')
+  const name = `t_${randomBytes(6).toString('hex')}`
+  const c = new pg.Client({ connectionString: base })
+  await c.connect()
+  await c.query(`CREATE DATABASE ${name}`)
+  await c.end()
+  const u = new URL(base)
+  u.pathname = `/${name}`
+  return u.toString()
+}
+
+export interface Platform {
+  app: App
+  base: string
+  api: string
+  mqttPort: number
+  httpPort: number
+  databaseUrl: string
+  dataDir: string
+  /** Admin request; returns status and parsed JSON body. */
+  req(
+    method: string,
+    path: string,
+    body?: unknown,
+    token?: string,
+  ): Promise<{ status: number; body: any; headers: Headers }>
+  createDevice(name?: string, extra?: Record<string, unknown>): Promise<{ id: string; token: string }>
+  metric(name: string, labels?: string): Promise<number>
+  stop(): Promise<void>
+}
+
+/** Starts the whole platform in this process on its own database, data dir and free ports. */
+export async function startPlatform(
+  env: Record<string, string> = {},
+  keep?: { dataDir?: string; databaseUrl?: string },
+): Promise<Platform> {
+  const databaseUrl = keep?.databaseUrl ?? (await freshDatabase())
+  const dataDir = keep?.dataDir ?? mkdtempSync(join(tmpdir(), 'iotcore-test-'))
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    IOTCORE_DATA_DIR: dataDir,
+    IOTCORE_HOST: '127.0.0.1',
+    IOTCORE_HTTP_PORT: '0',
+    IOTCORE_MQTT_PORT: '0',
+    IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
+    IOTCORE_QUEUE_MAX_BYTES: '256MiB',
+    IOTCORE_INGEST_BATCH_MS: '10',
+    IOTCORE_LOG_LEVEL: process.env.IOTCORE_TEST_LOG_LEVEL ?? 'silent',
+    ...env,
+  })
+  const app = new App(config, createLogger(config.logLevel))
+  await app.start()
+  const base = `http://127.0.0.1:${app.httpPort}`
+  const req: Platform['req'] = async (method, path, body, token = ADMIN_TOKEN) => {
+    const headers: Record<string, string> = { authorization: `Bearer ${token}` }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const r = await fetch(base + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    })
+    const text = await r.text()
+    let parsed: unknown = text
+    try {
+      parsed = text ? JSON.parse(text) : undefined
+    } catch {}
+    return { status: r.status, body: parsed, headers: r.headers }
+  }
+  return {
+    app,
+    base,
+    api: base + '/api/v1',
+    mqttPort: app.mqtt?.port ?? 0,
+    httpPort: app.httpPort,
+    databaseUrl,
+    dataDir,
+    req,
+    async createDevice(name = 'dev', extra = {}) {
+      const r = await req('POST', '/api/v1/devices', { name, ...extra })
+      if (r.status !== 201) throw new Error(`create device: ${r.status} ${JSON.stringify(r.body)}`)
+      return { id: r.body.id, token: r.body.token }
+    },
+    async metric(name, labels) {
+      const text = await app.metrics.registry.metrics()
+      let sum = 0
+      for (const line of text.split('\n')) {
+        if (!line.startsWith(name)) continue
+        const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line)
+        if (!m || m[1] !== name) continue
+        if (labels && !(m[2] ?? '').includes(labels)) continue
+        sum += Number(m[3])
+      }
+      return sum
+    },
+    async stop() {
+      await app.stop()
+      if (!keep?.dataDir) rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Polls until `fn` returns a truthy value; fails after `ms` (a liveness bound, not a timing assertion). */
+export async function waitFor<T>(fn: () => Promise<T> | T, ms = 20_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
