@@ -28,15 +28,22 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'iotcore' } })
 }
 
-/** The admin token: from IOTCORE_ADMIN_TOKEN, else generated once and kept in the data dir. */
-export function adminToken(config: Config): { token: string; generated: boolean; file: string } {
+/**
+ * The admin token: from IOTCORE_ADMIN_TOKEN, else generated once and kept in the data dir. `show` stays true
+ * until the token has been printed by a start that got through (see `markAdminTokenShown`).
+ */
+export function adminToken(config: Config): { token: string; show: boolean; file: string } {
   const file = join(config.dataDir, 'admin-token')
-  if (config.adminToken) return { token: config.adminToken, generated: false, file }
-  if (existsSync(file)) return { token: readFileSync(file, 'utf8').trim(), generated: false, file }
-  mkdirSync(config.dataDir, { recursive: true })
-  const token = 'adm_' + randomBytes(24).toString('base64url')
-  writeFileSync(file, token + '\n', { mode: 0o600 })
-  return { token, generated: true, file }
+  if (config.adminToken) return { token: config.adminToken, show: false, file }
+  if (!existsSync(file)) {
+    mkdirSync(config.dataDir, { recursive: true })
+    writeFileSync(file, 'adm_' + randomBytes(24).toString('base64url') + '\n', { mode: 0o600 })
+  }
+  return { token: readFileSync(file, 'utf8').trim(), show: !existsSync(file + '.shown'), file }
+}
+
+export function markAdminTokenShown(file: string): void {
+  writeFileSync(file + '.shown', '')
 }
 
 /** Opens the database: the one at DATABASE_URL, or an embedded server in the data dir. */
@@ -75,7 +82,7 @@ export class App {
   ingest: Ingest | undefined
   http: FastifyInstance | undefined
   httpPort = 0
-  admin!: { token: string; generated: boolean; file: string }
+  admin!: { token: string; show: boolean; file: string }
   private embedded: EmbeddedDatabase | undefined
   private wss: WebSocketServer | undefined
   private stopped = false

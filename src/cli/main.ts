@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { App, createLogger, openStore } from '../app.js'
+import { App, createLogger, markAdminTokenShown, openStore } from '../app.js'
 import { loadConfig } from '../config/index.js'
 import { Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
@@ -66,11 +66,12 @@ async function main(argv: string[]): Promise<number> {
       app.httpPort
         ? `  health     http://${host}:${app.httpPort}/readyz   metrics: http://${host}:${app.httpPort}/metrics`
         : '',
-      app.admin.generated
+      app.admin.show
         ? `  admin token (shown once, kept in ${app.admin.file}):\n    ${app.admin.token}`
         : `  admin token: ${app.config.adminToken ? 'from IOTCORE_ADMIN_TOKEN' : `in ${app.admin.file}`}`,
     ]
     console.log(lines.filter(Boolean).join('\n'))
+    if (app.admin.show) markAdminTokenShown(app.admin.file)
     return -1
   }
 

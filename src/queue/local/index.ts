@@ -271,9 +271,10 @@ class LocalConsumer implements Consumer {
       if (items.length >= max || (items.length > 0 && elapsed >= waitMs)) break
       // With some items, wait out the batch window; with none, wait for an append (or poll another process).
       const wait = items.length > 0 ? waitMs - elapsed : IDLE_POLL_MS
+      // Not unref()ed: a consumer waiting for work is the process's work (an ingest-only process has little else).
       await new Promise((resolve) => {
         this.waiter = resolve
-        setTimeout(resolve, wait).unref()
+        setTimeout(resolve, wait)
       })
       this.waiter = undefined
     }

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
+
+describe('quarantine', () => {
+  let p: Platform
+  let dev: { id: string; token: string }
+  const send = (body: string) =>
+    fetch(`${p.api}/devices/${dev.id}/telemetry`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${dev.token}` },
+      body,
+    })
+  const find = (reason: string, payload: string) =>
+    waitFor(async () => {
+      const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=${reason}`)
+      return r.body.items.find((i: { payload: string }) => i.payload === payload)
+    })
+
+  before(async () => {
+    p = await startPlatform()
+    dev = await p.createDevice('q')
+  })
+  after(() => p.stop())
+
+  test('filters by device, reason and time', async () => {
+    await send('{"speed": "fast", "lat": 999}')
+    const item = await find('invalid_value', '{"speed": "fast", "lat": 999}')
+    assert.match(item.detail, /lat/)
+    const other = await p.createDevice('other')
+    assert.equal((await p.req('GET', `/api/v1/quarantine?deviceId=${other.id}`)).body.items.length, 0)
+    assert.equal(
+      (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body.items.length,
+      0,
+    )
+    const future = Date.now() + 3_600_000
+    assert.equal(
+      (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&from=${future}`)).body.items.length,
+      0,
+    )
+    assert.ok(
+      (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&to=${future}`)).body.items.length >= 1,
+    )
+  })
+
+  test('replay with a corrected body stores it, once', async () => {
+    await send('{"msgId":"fix-me","ts":1732330000000,"temp":"21,5"')
+    const item = await find('malformed_json', '{"msgId":"fix-me","ts":1732330000000,"temp":"21,5"')
+    const r = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {
+      body: { msgId: 'fix-me', ts: 1732330000000, temp: 21.5 },
+    })
+    assert.equal(r.status, 202)
+    assert.equal(r.body.accepted, 1)
+    await waitFor(
+      async () =>
+        (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=temp`)).body.temp.length === 1,
+    )
+    const t = await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=temp`)
+    assert.deepEqual(t.body.temp, [{ ts: 1732330000000, value: 21.5 }])
+    const again = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
+    assert.equal(again.status, 409)
+    assert.equal(again.body.code, 'IOT_ERR_QUARANTINE_REPLAYED')
+    const listed = (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body
+      .items[0]
+    assert.ok(listed.replayedAt)
+  })
+
+  test('replay without a body resends the stored payload; a still-invalid one is 400 and stays replayable', async () => {
+    await send('{"ts":"not a time","v":1}')
+    const item = await find('invalid_timestamp', '{"ts":"not a time","v":1}')
+    const r = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
+    assert.equal(r.status, 400)
+    assert.equal(r.body.code, 'IOT_ERR_INVALID_READING')
+    const ok = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {
+      body: { ts: 1732330000000, v: 1 },
+    })
+    assert.equal(ok.status, 202)
+  })
+
+  test('replaying an unknown id is 404', async () => {
+    assert.equal((await p.req('POST', '/api/v1/quarantine/999999/replay', {})).status, 404)
+    assert.equal((await p.req('POST', '/api/v1/quarantine/abc/replay', {})).status, 404)
+  })
+
+  test('a row PostgreSQL refuses is quarantined alone; the rest of its batch is stored', async () => {
+    // Validation refuses what PostgreSQL would, so a check constraint stands in for a row the database refuses.
+    await p.app.store.pool.query(
+      `ALTER TABLE telemetry ADD CONSTRAINT no_poison CHECK (NOT (values ? 'poison'))`,
+    )
+    try {
+      const good1 = '{"msgId":"g1","ts":1732330000000,"z":1}'
+      const bad = '{"msgId":"b1","ts":1732330000000,"poison":1}'
+      const good2 = '{"msgId":"g2","ts":1732330001000,"z":2}'
+      await p.app.queue.enqueueAll(
+        [good1, bad, good2].map((body, i) => ({
+          id: `test-${i}-${Date.now()}`,
+          deviceId: dev.id,
+          transport: 'http' as const,
+          receivedAt: Date.now(),
+          payload: Buffer.from(body),
+        })),
+      )
+      const item = await find('database_rejected', bad)
+      assert.match(item.detail, /no_poison/)
+      await waitFor(
+        async () => (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=z`)).body.z.length === 2,
+      )
+    } finally {
+      await p.app.store.pool.query('ALTER TABLE telemetry DROP CONSTRAINT no_poison')
+    }
+  })
+})

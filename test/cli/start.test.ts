@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict'
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { after, describe, test } from 'node:test'
+import { waitFor } from '../helpers/index.js'
+
+const run = promisify(execFile)
+const root = new URL('../../../', import.meta.url).pathname
+const main = join(root, 'dist/src/cli/main.js')
+
+/** `iotcore start` as a user runs it: its own process, the embedded PostgreSQL, the data dir. */
+function start(dataDir: string): {
+  child: ChildProcess
+  out: () => string
+  ready: Promise<{ http: number; mqtt: number } | undefined>
+} {
+  const child = spawn(process.execPath, [main, 'start'], {
+    env: {
+      ...process.env,
+      IOTCORE_DATA_DIR: dataDir,
+      IOTCORE_HOST: '127.0.0.1',
+      IOTCORE_HTTP_PORT: '0',
+      IOTCORE_MQTT_PORT: '0',
+      IOTCORE_LOG_LEVEL: 'warn',
+      DATABASE_URL: '',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout!.on('data', (d) => (out += d))
+  child.stderr!.on('data', (d) => (out += d))
+  const ready = waitFor(
+    () => {
+      const http = /REST API\s+http:\/\/[^:]+:(\d+)/.exec(out)
+      const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
+      return http && mqtt ? { http: Number(http[1]), mqtt: Number(mqtt[1]) } : undefined
+    },
+    60_000,
+    'the start banner',
+  )
+  return { child, out: () => out, ready }
+}
+
+function stop(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code))
+    child.kill('SIGTERM')
+  })
+}
+
+describe('iotcore start on embedded defaults', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'iotcore-cli-'))
+  after(() => rmSync(dataDir, { recursive: true, force: true }))
+
+  test('prints URLs and the admin token once; devices and data survive a restart', async () => {
+    const first = start(dataDir)
+    const { http, mqtt } = (await first.ready)!
+    const token = /admin token \(shown once[^\n]*\n\s+(\S+)/.exec(first.out())?.[1]
+    assert.ok(token, `admin token printed:\n${first.out()}`)
+
+    // `iotcore device create` next to the running server uses its PostgreSQL.
+    const created = JSON.parse(
+      (
+        await run(process.execPath, [main, 'device', 'create', 'truck-7', '--imei', '356307042441013'], {
+          env: { ...process.env, IOTCORE_DATA_DIR: dataDir, IOTCORE_LOG_LEVEL: 'warn', DATABASE_URL: '' },
+        })
+      ).stdout,
+    )
+    assert.match(created.id, /^d/)
+    assert.match(created.token, /^iot_/)
+
+    for (const [i, version] of [
+      [1, 'mqttv311'],
+      [2, 'mqttv5'],
+    ] as const) {
+      await run('mosquitto_pub', [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(mqtt),
+        '-V',
+        version,
+        '-q',
+        '1',
+        '-i',
+        `cli-${i}`,
+        '-u',
+        created.id,
+        '-P',
+        created.token,
+        '-t',
+        `devices/${created.id}/telemetry`,
+        '-m',
+        JSON.stringify({ ts: 1732330000000 + i, msgId: `m${i}`, lat: 37.98, lon: 23.72, speed: 50 + i }),
+      ])
+    }
+    const get = async (path: string) => {
+      const r = await fetch(`http://127.0.0.1:${http}/api/v1${path}`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+      return r.json()
+    }
+    await waitFor(async () => (await get(`/devices/${created.id}/telemetry?keys=speed`)).speed?.length === 2)
+    assert.equal(await stop(first.child), 0, 'SIGTERM shuts down cleanly')
+
+    const second = start(dataDir)
+    const again = (await second.ready)!
+    assert.doesNotMatch(second.out(), /shown once/, 'the token is printed only on the first start')
+    const res = await fetch(
+      `http://127.0.0.1:${again.http}/api/v1/devices/${created.id}/telemetry?keys=speed&order=asc`,
+      {
+        headers: { authorization: `Bearer ${token}` },
+      },
+    )
+    assert.deepEqual((await res.json()).speed, [
+      { ts: 1732330000001, value: 51 },
+      { ts: 1732330000002, value: 52 },
+    ])
+    assert.equal(await stop(second.child), 0)
+  })
+})

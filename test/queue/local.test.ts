@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import pino from 'pino'
+import { IotError } from '../../src/errors.js'
+import { LocalQueue } from '../../src/queue/local/index.js'
+import type { AckSink, Envelope } from '../../src/queue/types.js'
+
+const log = pino({ level: 'silent' })
+const env = (i: number, size = 20): Envelope => ({
+  id: `t${i}`,
+  deviceId: 'd',
+  transport: 'mqtt',
+  receivedAt: 1_000 + i,
+  payload: Buffer.from(`{"i":${i}}`.padEnd(size, ' ')),
+})
+
+class Recorder implements AckSink {
+  acked: number[] = []
+  corks = 0
+  cork() {
+    this.corks++
+  }
+  ack(token: number, _count: number, err: Error | undefined) {
+    if (!err) this.acked.push(token)
+  }
+  uncork() {}
+}
+
+describe('local durable queue (LMDB)', () => {
+  test('appends in one turn share a commit; every token is acked once, in order', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    const q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    await q.start()
+    const sink = new Recorder()
+    for (let i = 0; i < 500; i++) q.enqueue(env(i), sink, i, 1)
+    await new Promise((r) => setTimeout(r, 50))
+    while (q.appending > 0) await new Promise((r) => setTimeout(r, 10))
+    assert.deepEqual(
+      sink.acked,
+      Array.from({ length: 500 }, (_, i) => i),
+    )
+    assert.equal(sink.corks, 1, 'one commit for one turn of appends')
+    await q.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('what was acked survives a reopen, and comes out oldest first until consumed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    let q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    await q.start()
+    await q.enqueueAll([env(1), env(2), env(3)])
+    await q.stop()
+    q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    await q.start()
+    assert.equal(q.stats().depth, 3)
+    const c = q.consumer()
+    const b = await c.next(2, 10)
+    assert.deepEqual(
+      b!.items.map((e) => e.id.split(':')[1]),
+      ['1', '2'],
+    )
+    assert.deepEqual(
+      b!.items.map((e) => e.payload.toString().trim()),
+      ['{"i":1}', '{"i":2}'],
+    )
+    b!.nack()
+    const again = await c.next(10, 10)
+    assert.equal(again!.attempt, 1, 'a nacked batch comes back first, counted')
+    await again!.ack()
+    const rest = await c.next(10, 10)
+    assert.deepEqual(
+      rest!.items.map((e) => e.receivedAt),
+      [1003],
+    )
+    await rest!.ack()
+    assert.equal(q.stats().depth, 0)
+    await c.close()
+    await q.stop()
+    // Ids are stable across a reopen: they dedup the quarantine.
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('past the disk budget appends are refused with IOT_ERR_QUEUE_FULL, never taken and dropped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    const q = new LocalQueue(dir, 1024 * 1024, log)
+    await q.start()
+    const sink = new Recorder()
+    let refused = 0
+    for (let i = 0; i < 400; i++) {
+      try {
+        q.enqueue(env(i, 8000), sink, i, 1)
+      } catch (err) {
+        assert.ok(err instanceof IotError && err.code === 'IOT_ERR_QUEUE_FULL')
+        refused++
+      }
+    }
+    while (q.appending > 0) await new Promise((r) => setTimeout(r, 10))
+    assert.ok(refused > 0)
+    assert.equal(sink.acked.length + refused, 400, 'every append was either acked or refused')
+    assert.equal(q.stats().full, true)
+    await q.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+})
