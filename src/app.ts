@@ -16,6 +16,7 @@ import { MqttGateway } from './gateway/mqtt/server.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
 import { Ingest } from './ingest/index.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
+import { AmqpQueue } from './queue/amqp/index.js'
 import { LocalQueue } from './queue/local/index.js'
 import type { Queue } from './queue/types.js'
 import { EmbeddedDatabase } from './store/embedded.js'
@@ -107,7 +108,14 @@ export class App {
     this.store = opened.store
     this.embedded = opened.embedded
 
-    const queue = new LocalQueue(config.dataDir, config.queueMaxBytes, log.child({ component: 'queue' }))
+    const queue = config.amqpUrl
+      ? new AmqpQueue(
+          config.amqpUrl,
+          log.child({ component: 'queue' }),
+          config.queueMaxBytes,
+          config.ingestBatchSize * (config.ingestConcurrency + 1),
+        )
+      : new LocalQueue(config.dataDir, config.queueMaxBytes, log.child({ component: 'queue' }))
     queue.onCommit = (ms) => metrics.commitSeconds.observe(ms / 1000)
     this.queue = queue
     await queue.start()

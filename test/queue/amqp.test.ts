@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { after, before, describe, test } from 'node:test'
+import mqtt from 'mqtt'
+import { type Platform, freshDatabase, startPlatform, waitFor } from '../helpers/index.js'
+
+const run = promisify(execFile)
+const script = new URL('../../../scripts/rabbitmq.sh', import.meta.url).pathname
+
+/** A private RabbitMQ node, started from Debian's package by the project's script. */
+async function rabbit(dir: string, port: number): Promise<string> {
+  return (await run('bash', [script, 'start', dir, String(port)], { timeout: 180_000 })).stdout.trim()
+}
+
+describe('RabbitMQ queue', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rmq-'))
+  const port = 30000 + Math.floor(Math.random() * 5000)
+  let url = ''
+  let gateway: Platform
+  let ingest: Platform
+  before(async () => {
+    url = await rabbit(dir, port)
+  })
+  after(async () => {
+    await gateway?.stop()
+    await ingest?.stop()
+    await run('bash', [script, 'stop', dir]).catch(() => {})
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('a gateway process and a separate ingest process share the queue; acks follow broker confirms', async () => {
+    const databaseUrl = await freshDatabase()
+    gateway = await startPlatform({ AMQP_URL: url, IOTCORE_ROLES: 'api,gateway' }, { databaseUrl })
+    ingest = await startPlatform(
+      { AMQP_URL: url, IOTCORE_ROLES: 'ingest', IOTCORE_HTTP_PORT: 'off', IOTCORE_MQTT_PORT: 'off' },
+      { databaseUrl },
+    )
+    assert.equal(gateway.app.ingest, undefined)
+    assert.equal(ingest.app.mqtt, undefined)
+    const dev = await gateway.createDevice('amqp-dev')
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, {
+      username: dev.id,
+      password: dev.token,
+      protocolVersion: 5,
+    })
+    const N = 500
+    await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        client.publishAsync(
+          `devices/${dev.id}/telemetry`,
+          JSON.stringify({ msgId: `a${i}`, ts: 1732330000000 + i, n: i }),
+          { qos: 1 },
+        ),
+      ),
+    )
+    await client.endAsync()
+    assert.equal(await gateway.metric('iotcore_messages_acked_total'), N)
+    await waitFor(
+      async () => (await ingest.metric('iotcore_messages_stored_total')) === N,
+      60_000,
+      'ingest to store all',
+    )
+    const r = await gateway.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=n&limit=1000&order=asc`)
+    assert.deepEqual(
+      r.body.n.map((p: { value: number }) => p.value),
+      Array.from({ length: N }, (_, i) => i),
+    )
+  })
+})
