@@ -38,7 +38,8 @@ case "$cmd" in
     as_rabbit rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
     if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; fi
     # epmd outlives the node; stop it unless another node still uses it
-    if ! pgrep -u rabbitmq beam.smp >/dev/null; then pkill -u rabbitmq epmd 2>/dev/null || true; fi
+    # (-f: a zombie beam has no command line, so it does not count)
+    if ! pgrep -u rabbitmq -f beam.smp >/dev/null; then pkill -u rabbitmq epmd 2>/dev/null || true; fi
     ;;
   *) echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2 ;;
 esac

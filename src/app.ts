@@ -22,6 +22,8 @@ import type { Queue } from './queue/types.js'
 import { EmbeddedDatabase } from './store/embedded.js'
 import { Store } from './store/index.js'
 
+/** How many times start tries an unreachable DATABASE_URL (about five minutes) before giving up. */
+const START_DB_ATTEMPTS = 75
 /** /readyz gives the database this long to answer before calling it down. */
 const READY_PING_TIMEOUT_MS = 2000
 
@@ -59,14 +61,23 @@ export async function openStore(
     url = await embedded.start()
   }
   const store = new Store(url, log.child({ component: 'store' }), config.ingestConcurrency)
-  try {
-    await store.start()
-  } catch (err) {
-    await store.stop().catch(() => {})
-    await embedded?.stop()
-    throw err
+  // A database that is down at start is waited for: a process restarted during an outage comes up with it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await store.start()
+      return { store, embedded }
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      const outage = !code || /^(08|57P0[13]|53)/.test(code) || code.startsWith('E')
+      if (!outage || embedded || attempt >= START_DB_ATTEMPTS) {
+        await store.stop().catch(() => {})
+        await embedded?.stop()
+        throw err
+      }
+      if (attempt === 1) log.warn({ err: (err as Error).message }, 'waiting for PostgreSQL')
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)))
+    }
   }
-  return { store, embedded }
 }
 
 /**

@@ -31,6 +31,8 @@ export class EmbeddedDatabase {
   constructor(
     private readonly dataDir: string,
     private readonly log: Logger,
+    /** 0: any free port. A fixed one lets a test stop and restart the server behind the same URL. */
+    private readonly fixedPort = 0,
   ) {
     this.dir = join(dataDir, 'pg')
   }
@@ -53,7 +55,7 @@ export class EmbeddedDatabase {
       await writeFile(secretFile, password + '\n', { mode: 0o600 })
     }
     await stopOrphan(this.dir, this.log)
-    const port = await freePort()
+    const port = this.fixedPort || (await freePort())
     const log = this.log
     this.pg = new EmbeddedPostgres({
       databaseDir: this.dir,

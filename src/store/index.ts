@@ -139,7 +139,7 @@ export class Store {
   }
 
   async migrate(): Promise<number[]> {
-    const client = await this.pool.connect()
+    const client = await this.checkout()
     const applied: number[] = []
     try {
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID])
@@ -170,6 +170,17 @@ export class Store {
       client.release()
     }
     return applied
+  }
+
+  /**
+   * A pooled client with an error listener for its checked-out time: pg emits 'error' on a client whose server
+   * goes away between queries, and an unheard 'error' event would end the process.
+   */
+  private async checkout(): Promise<pg.PoolClient> {
+    const client = await this.pool.connect()
+    if (client.listenerCount('error') === 0)
+      client.on('error', (err) => this.log.debug({ err: err.message }, 'PostgreSQL connection lost'))
+    return client
   }
 
   async ping(): Promise<void> {
@@ -219,7 +230,7 @@ export class Store {
   }
 
   async deleteDevice(id: string): Promise<boolean> {
-    const client = await this.pool.connect()
+    const client = await this.checkout()
     try {
       await client.query('BEGIN')
       const r = await client.query('DELETE FROM devices WHERE id = $1', [id])
@@ -258,7 +269,7 @@ export class Store {
    * quarantine. Throws the PostgreSQL error as is, for the caller to tell data errors from outages.
    */
   async writeBatch(batch: TelemetryBatch, quarantine: QuarantineInsert[]): Promise<WriteResult> {
-    const client = await this.pool.connect()
+    const client = await this.checkout()
     let broken = false
     try {
       if (!this.stagingReady.has(client)) {

@@ -28,6 +28,7 @@ export const RC = {
   badUsernameOrPassword: 0x86,
   notAuthorized: 0x87,
   serverUnavailable: 0x88,
+  serverBusy: 0x89,
   serverShuttingDown: 0x8b,
   badAuthenticationMethod: 0x8c,
   keepAliveTimeout: 0x8d,
@@ -86,7 +87,8 @@ export class MqttGateway {
   private server: Server | undefined
   readonly connections = new Set<Connection>()
   private readonly byClientId = new Map<string, Connection>()
-  private readonly parser = mqtt.parser({ protocolVersion: 4 })
+  private parser = this.newParser()
+  private parserFailed = false
   private current: Connection | undefined
   private sweepTimer: NodeJS.Timeout | undefined
   private readonly scan: FrameScan = { end: 0, need: 0, status: 0, size: 0, type: 0 }
@@ -107,8 +109,6 @@ export class MqttGateway {
     readonly log: Logger,
   ) {
     this.maxPacketSize = opts.maxPayloadBytes + 1024
-    this.parser.on('packet', (p: AnyPacket) => this.current?.onPacket(p))
-    this.parser.on('error', (err: Error) => this.current?.onParseError(err))
   }
 
   async start(): Promise<void> {
@@ -180,11 +180,27 @@ export class MqttGateway {
     this.current = c
     ;(this.parser as unknown as { settings: { protocolVersion: number } }).settings.protocolVersion =
       c.version || 4
+    let left = -1
     try {
-      this.parser.parse(data)
+      left = this.parser.parse(data)
     } finally {
       this.current = undefined
+      // Whole frames leave the parser empty. After a malformed packet (or a handler that threw) it still holds
+      // that packet's bytes and read offset (mqtt-packet's reset keeps `_pos`), which would shift or glue the
+      // next connection's packets onto this one's: start a fresh parser instead.
+      if (left !== 0 || this.parserFailed) this.parser = this.newParser()
     }
+  }
+
+  private newParser(): ReturnType<typeof mqtt.parser> {
+    this.parserFailed = false
+    const parser = mqtt.parser({ protocolVersion: 4 })
+    parser.on('packet', (p: AnyPacket) => this.current?.onPacket(p))
+    parser.on('error', (err: Error) => {
+      this.parserFailed = true
+      this.current?.onParseError(err)
+    })
+    return parser
   }
 
   /** @internal */
@@ -198,8 +214,13 @@ export class MqttGateway {
     for (const c of this.connections) {
       if (c.state === STATE_NEW || c.state === STATE_AUTH) {
         if (c.lastActivity < connectDeadline) c.timeout('no CONNECT in time')
-      } else if (c.state === STATE_CONNECTED && now - c.lastActivity > c.keepalive * 1500) {
-        // [MQTT-3.1.2-24] one and a half times the Keep Alive without a packet: close.
+      } else if (
+        c.state === STATE_CONNECTED &&
+        now - c.lastActivity > c.keepalive * 1500 + SWEEP_INTERVAL_MS
+      ) {
+        // [MQTT-3.1.2-24] one and a half times the Keep Alive without a packet: close. lastActivity is
+        // read from this sweep's clock, up to one interval before the packet came: that interval is slack,
+        // or a client pinging well within its Keep Alive could be cut off.
         c.timeout('keep alive expired')
       }
     }
@@ -231,7 +252,8 @@ class Connection implements AckSink {
     private readonly wire: Duplex,
     readonly transport: Transport,
   ) {
-    this.lastActivity = gw.now
+    // The real time, not the sweep clock (up to a second behind): the connect timeout counts from here.
+    this.lastActivity = Date.now()
     wire.on('data', (chunk: Buffer) => this.onData(chunk))
     wire.on('error', () => this.teardown(false))
     wire.on('close', () => this.teardown(false))
@@ -242,7 +264,9 @@ class Connection implements AckSink {
 
   private onData(chunk: Buffer): void {
     if (this.state === STATE_CLOSED) return
-    this.lastActivity = this.gw.now
+    // Before CONNACK, lastActivity stays the accept time: the connect timeout counts from there, so a
+    // CONNECT trickled a byte at a time cannot hold the socket forever.
+    if (this.state === STATE_CONNECTED) this.lastActivity = this.gw.now
     if (this.pending !== null) {
       this.pending.push(chunk)
       this.pendingBytes += chunk.length
@@ -270,7 +294,9 @@ class Connection implements AckSink {
     this.pending = [rest]
     this.pendingBytes = rest.length
     this.pendingNeed = need
-    if (this.state !== STATE_CONNECTED) this.pause()
+    // While the CONNECT is being authenticated, what follows it waits. A CONNECT that is itself still
+    // incomplete (STATE_NEW) must keep reading, or its rest never arrives.
+    if (this.state === STATE_AUTH) this.pause()
   }
 
   onParseError(err: Error): void {
@@ -408,6 +434,7 @@ class Connection implements AckSink {
     this.clientId = `${deviceId}\u0000${p.clientId}`
     this.gw.register(this)
     this.state = STATE_CONNECTED
+    this.lastActivity = this.gw.now
     // [MQTT-3.2.2-1/-2] no session state is kept across connections yet: Session Present is 0.
     this.write(
       mqtt.generate(
@@ -488,6 +515,13 @@ class Connection implements AckSink {
     const parsed = parsePayload(payload, this.deviceId, this.gw.now)
     const count = parsed.readings.length + parsed.rejections.length
     m.received.inc({ transport: this.transport }, count)
+    if (v5 && qos > 0 && parsed.readings.length === 0) {
+      // Nothing in it can be stored: refused like HTTP's 400, with 0x99 Payload format invalid, and kept in
+      // the quarantine as not acknowledged. A payload with some valid readings is accepted (success ack),
+      // its bad readings quarantined, as HTTP answers 202: a 0x99 would tell the device nothing was taken.
+      const first = parsed.rejections[0]
+      return this.refusePublish(qos, pid, topic, payload, first.reason, first.detail, RC.payloadFormatInvalid)
+    }
     const env: Envelope = {
       id: this.gw.nextEnvelopeId(),
       deviceId: this.deviceId,
@@ -498,7 +532,6 @@ class Connection implements AckSink {
     }
     let token = pid
     if (qos === 2) token |= TOKEN_QOS2
-    if (v5 && parsed.rejections.length > 0) token |= RC.payloadFormatInvalid << TOKEN_REASON_SHIFT
     if (parsed.rejections.length > 0) {
       this.gw.log.info(
         { deviceId: this.deviceId, reason: parsed.rejections[0].reason, detail: parsed.rejections[0].detail },
@@ -511,9 +544,11 @@ class Connection implements AckSink {
       // The disk budget is spent: never accept what we cannot keep. [MQTT-3.4.2.1] 0x97 Quota exceeded.
       this.gw.log.warn(
         { deviceId: this.deviceId, err: (err as Error).message },
-        'queue full: refusing publishes',
+        'the queue refused the publish (full or unreachable); disconnecting',
       )
-      this.disconnect(RC.quotaExceeded, (err as Error).message)
+      // [MQTT-3.14.2.1] DISCONNECT 0x89 Server busy when the queue itself is unreachable.
+      const full = (err as { code?: string }).code === 'IOT_ERR_QUEUE_FULL'
+      this.disconnect(full ? RC.quotaExceeded : RC.serverBusy, (err as Error).message)
     }
   }
 
@@ -604,7 +639,7 @@ class Connection implements AckSink {
   ack(token: number, count: number, err: Error | undefined): void {
     if (this.state === STATE_CLOSED) return
     if (err) {
-      this.disconnect(RC.serverUnavailable, err.message)
+      this.disconnect(RC.serverBusy, err.message)
       return
     }
     this.inflight--
@@ -640,7 +675,9 @@ class Connection implements AckSink {
       for (const t of acks) this.writeAck(t)
       process.nextTick(() => this.wire.uncork())
     }
-    if (this.paused && this.inflight < V3_INFLIGHT_PAUSE / 2 && this.pending === null) this.resume()
+    // Connected, `pending` can only hold the start of a packet whose rest is still unread: resume even so,
+    // or that packet (and the connection) would wait forever.
+    if (this.paused && this.inflight < V3_INFLIGHT_PAUSE / 2) this.resume()
   }
 
   private writeAck(token: number): void {

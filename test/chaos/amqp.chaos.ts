@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import pg from 'pg'
+import {
+  ADMIN,
+  Database,
+  Proc,
+  Rabbit,
+  createDevices,
+  freePort,
+  say,
+  sleep,
+  startLoad,
+  tally,
+  waitUntil,
+  workdir,
+} from './harness.js'
+
+const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
+const RATE = Number(process.env.CHAOS_RATE ?? 2_000)
+const OUTAGE_SECONDS = Number(process.env.CHAOS_OUTAGE_SECONDS ?? 5)
+const DEVICES = 20
+
+test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 3 SIGKILLs, a PostgreSQL outage and a broker restart, none lost or doubled`, async () => {
+  const w = workdir('iotcore-chaos-amqp-')
+  const db = new Database(join(w.dir, 'pgdata'), await freePort())
+  const rabbit = new Rabbit(join(w.dir, 'rabbit'), await freePort())
+  const databaseUrl = await db.start()
+  const amqpUrl = await rabbit.start()
+  const httpPort = await freePort()
+  const mqttPort = await freePort()
+  const common = {
+    DATABASE_URL: databaseUrl,
+    AMQP_URL: amqpUrl,
+    IOTCORE_HOST: '127.0.0.1',
+    IOTCORE_ADMIN_TOKEN: ADMIN,
+    IOTCORE_LOG_LEVEL: 'warn',
+  }
+  const gateway = new Proc(
+    'gateway',
+    {
+      ...common,
+      IOTCORE_ROLES: 'api,gateway',
+      IOTCORE_DATA_DIR: join(w.dir, 'gw'),
+      IOTCORE_HTTP_PORT: String(httpPort),
+      IOTCORE_MQTT_PORT: String(mqttPort),
+    },
+    join(w.dir, 'gateway.log'),
+  )
+  const ingest = [1, 2].map(
+    (i) =>
+      new Proc(
+        `ingest-${i}`,
+        {
+          ...common,
+          IOTCORE_ROLES: 'ingest',
+          IOTCORE_DATA_DIR: join(w.dir, `in${i}`),
+          IOTCORE_HTTP_PORT: 'off',
+          IOTCORE_MQTT_PORT: 'off',
+        },
+        join(w.dir, `ingest-${i}.log`),
+      ),
+  )
+  let load: ReturnType<typeof startLoad> | undefined
+  const count = new pg.Client({ connectionString: databaseUrl })
+  count.on('error', () => {})
+  try {
+    await gateway.start(httpPort)
+    for (const p of ingest) await p.start()
+    const devices = await createDevices(httpPort, DEVICES)
+    load = startLoad(mqttPort, devices, MESSAGES, RATE)
+    const l = load
+    const at = (share: number) =>
+      waitUntil(`${share * 100}% acked`, () => l.acked.size >= MESSAGES * share, 300_000)
+
+    await at(0.15)
+    say(`SIGKILL gateway at ${l.acked.size} acked`)
+    await gateway.kill()
+    await gateway.start(httpPort)
+    await at(0.3)
+    say(`SIGKILL ingest-1 at ${l.acked.size} acked`)
+    await ingest[0].kill()
+    await ingest[0].start()
+    await at(0.4)
+    say(`PostgreSQL stopped at ${l.acked.size} acked`)
+    await db.stop()
+    const before = l.acked.size
+    await sleep(OUTAGE_SECONDS * 1000)
+    await waitUntil('acks to go on during the outage', () => l.acked.size > before, 300_000)
+    say(`${l.acked.size - before} acked during the outage; PostgreSQL started again`)
+    await db.start()
+    await at(0.55)
+    say(`RabbitMQ stopped at ${l.acked.size} acked`)
+    await rabbit.stop()
+    await sleep(2000)
+    await rabbit.start()
+    say(`RabbitMQ started again at ${l.acked.size} acked`)
+    await at(0.7)
+    say(`SIGKILL gateway and ingest-2 at ${l.acked.size} acked`)
+    await Promise.all([gateway.kill(), ingest[1].kill()])
+    await gateway.start(httpPort)
+    await ingest[1].start()
+
+    say(`waiting for the last acks (${l.acked.size} so far)`)
+    await Promise.race([load.done, waitUntil('every reading acked', () => false, 600_000)])
+    say('all acked; waiting for the ingest to store them')
+    await count.connect()
+    await waitUntil(
+      'every acked reading stored',
+      async () => (await count.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n >= MESSAGES,
+      300_000,
+    )
+    await load.stop()
+    const t = await tally(
+      databaseUrl,
+      devices.map((d) => d.id),
+      load,
+    )
+    console.log(t.line)
+    assert.equal(t.published, MESSAGES)
+    assert.equal(t.acked, MESSAGES)
+    assert.equal(t.lost, 0)
+    assert.equal(t.duplicated, 0)
+    assert.equal(t.stored, MESSAGES)
+  } finally {
+    await count.end().catch(() => {})
+    await load?.stop()
+    await Promise.all([gateway.kill(), ...ingest.map((p) => p.kill())])
+    await rabbit.stop()
+    await db.stop().catch(() => {})
+    w.cleanup()
+  }
+})

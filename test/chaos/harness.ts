@@ -1,0 +1,301 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { chmodSync, createWriteStream, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import mqtt, { type MqttClient } from 'mqtt'
+import pg from 'pg'
+import pino from 'pino'
+import { EmbeddedDatabase } from '../../src/store/embedded.js'
+
+const run = promisify(execFile)
+const root = new URL('../../../', import.meta.url).pathname
+const main = join(root, 'dist/src/cli/main.js')
+const rabbitScript = join(root, 'scripts/rabbitmq.sh')
+export const ADMIN = 'chaos-admin-token-0123456789'
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const t0 = Date.now()
+function say(msg: string): void {
+  process.stdout.write(`chaos +${((Date.now() - t0) / 1000).toFixed(1)}s: ${msg}\n`)
+}
+
+/** A PostgreSQL server the suite owns, on a fixed port so it can be stopped and started behind one URL. */
+export class Database {
+  private db: EmbeddedDatabase
+  url = ''
+  constructor(
+    readonly dir: string,
+    port: number,
+  ) {
+    this.db = new EmbeddedDatabase(dir, pino({ level: 'warn' }), port)
+  }
+  async start(): Promise<string> {
+    this.url = await this.db.start()
+    return this.url
+  }
+  stop(): Promise<void> {
+    return this.db.stop()
+  }
+}
+
+export class Rabbit {
+  url = ''
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+  ) {}
+  async start(): Promise<string> {
+    this.url = (
+      await run('bash', [rabbitScript, 'start', this.dir, String(this.port)], { timeout: 180_000 })
+    ).stdout.trim()
+    return this.url
+  }
+  async stop(): Promise<void> {
+    await run('bash', [rabbitScript, 'stop', this.dir], { timeout: 60_000 }).catch(() => {})
+  }
+}
+
+/** One `iotcore start` process, killed with SIGKILL and started again on the same ports and data dir. */
+export class Proc {
+  child: ChildProcess | undefined
+  starts = 0
+  constructor(
+    readonly name: string,
+    readonly env: Record<string, string>,
+    readonly logFile: string,
+  ) {}
+
+  async start(httpPort?: number): Promise<void> {
+    this.starts++
+    const log = createWriteStream(this.logFile, { flags: 'a' })
+    const child = spawn(process.execPath, [main, 'start'], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child.stdout!.pipe(log)
+    child.stderr!.pipe(log)
+    this.child = child
+    if (httpPort) {
+      const deadline = Date.now() + 120_000
+      for (;;) {
+        if (child.exitCode !== null)
+          throw new Error(`${this.name} exited with ${child.exitCode}; see ${this.logFile}`)
+        try {
+          const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`)
+          if (r.ok) return
+        } catch {}
+        if (Date.now() > deadline) throw new Error(`${this.name} did not start; see ${this.logFile}`)
+        await sleep(100)
+      }
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child
+    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+    return new Promise((resolve) => {
+      child.once('exit', () => resolve())
+      child.kill(signal)
+    })
+  }
+}
+
+export interface Load {
+  total: number
+  published: number
+  acked: Set<string>
+  done: Promise<void>
+  stop(): Promise<void>
+}
+
+/**
+ * Real MQTT clients (MQTT.js, QoS 1) sending `total` readings with unique msgIds at about `rate` per second,
+ * reconnecting through every outage. A reading counts as acked when its PUBACK arrives; one whose publish
+ * fails is sent again until it is acked, as a device would.
+ */
+export function startLoad(
+  mqttPort: number,
+  devices: Array<{ id: string; token: string }>,
+  total: number,
+  rate: number,
+): Load {
+  const acked = new Set<string>()
+  const clients: MqttClient[] = []
+  const queues: string[][] = devices.map(() => [])
+  for (let i = 0; i < total; i++) queues[i % devices.length].push(`m${i}`)
+  const inflight = new Array(devices.length).fill(0)
+  const WINDOW = 20
+  let published = 0
+  let resolveDone!: () => void
+  const done = new Promise<void>((r) => (resolveDone = r))
+  devices.forEach((d, i) => {
+    const c = mqtt.connect(`mqtt://127.0.0.1:${mqttPort}`, {
+      username: d.id,
+      password: d.token,
+      clientId: `chaos-${i}`,
+      protocolVersion: i % 2 === 0 ? 4 : 5,
+      reconnectPeriod: 250,
+      connectTimeout: 5000,
+      keepalive: 10,
+    })
+    c.on('error', () => {})
+    clients.push(c)
+  })
+  const seen = new Set<string>()
+  let budget = 0
+  const tick = setInterval(() => {
+    budget += rate / 50
+    for (let i = 0; i < devices.length && budget >= 1; i++) {
+      const c = clients[i]
+      if (!c.connected) continue
+      while (budget >= 1 && inflight[i] < WINDOW && queues[i].length > 0) {
+        const msgId = queues[i].shift()!
+        budget--
+        inflight[i]++
+        if (!seen.has(msgId)) {
+          seen.add(msgId)
+          published++
+        }
+        const n = Number(msgId.slice(1))
+        const body = JSON.stringify({
+          msgId,
+          ts: 1_732_330_000_000 + n,
+          lat: 37.9 + (n % 100) / 1000,
+          lon: 23.7,
+          speed: n % 120,
+          n,
+        })
+        c.publish(`devices/${devices[i].id}/telemetry`, body, { qos: 1 }, (err) => {
+          inflight[i]--
+          if (err) queues[i].push(msgId)
+          else acked.add(msgId)
+          if (acked.size === total) resolveDone()
+        })
+      }
+    }
+    if (budget > rate) budget = rate
+  }, 20)
+  return {
+    total,
+    get published() {
+      return published
+    },
+    acked,
+    done,
+    async stop() {
+      clearInterval(tick)
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})))
+    },
+  }
+}
+
+export async function createDevices(
+  httpPort: number,
+  n: number,
+): Promise<Array<{ id: string; token: string }>> {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const r = await fetch(`http://127.0.0.1:${httpPort}/api/v1/devices`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: `chaos-${i}` }),
+    })
+    if (r.status !== 201) throw new Error(`device create: ${r.status}`)
+    const b = await r.json()
+    out.push({ id: b.id, token: b.token })
+  }
+  return out
+}
+
+export async function waitUntil(
+  what: string,
+  fn: () => Promise<boolean> | boolean,
+  ms: number,
+): Promise<void> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      if (await fn()) return
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`)
+    await sleep(100)
+  }
+}
+
+export interface Tally {
+  published: number
+  acked: number
+  stored: number
+  lost: number
+  duplicated: number
+  line: string
+}
+
+/** Compares what the clients were acked with what the table holds. */
+export async function tally(databaseUrl: string, deviceIds: string[], load: Load): Promise<Tally> {
+  const c = new pg.Client({ connectionString: databaseUrl })
+  await c.connect()
+  try {
+    const r = await c.query('SELECT msg_id FROM telemetry WHERE device_id = ANY($1)', [deviceIds])
+    const stored = r.rows.length
+    const distinct = new Set(r.rows.map((x) => x.msg_id as string))
+    let lost = 0
+    for (const id of load.acked) if (!distinct.has(id)) lost++
+    // The key is (device, msgId) and every msgId here is unique across devices, so a second row for one
+    // msgId would be a reading stored twice.
+    const duplicated = stored - distinct.size
+    const line = `published ${load.published}, acked ${load.acked.size}, stored ${stored}, lost ${lost}, duplicated ${duplicated}`
+    return { published: load.published, acked: load.acked.size, stored, lost, duplicated, line }
+  } finally {
+    await c.end()
+  }
+}
+
+/** From the database's return until the queue is empty: how long, and how many rows landed meanwhile. */
+export async function measureDrain(
+  databaseUrl: string,
+  httpPort: number,
+): Promise<{ seconds: number; stored: number }> {
+  const c = new pg.Client({ connectionString: databaseUrl })
+  c.on('error', () => {})
+  await c.connect()
+  const count = async () => (await c.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n as number
+  try {
+    const t0 = Date.now()
+    const c0 = await count()
+    await waitUntil(
+      'the backlog to drain',
+      async () => {
+        const r = await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()
+        return r.components.database.ok && r.components.queue.depth === 0
+      },
+      600_000,
+    )
+    return { seconds: (Date.now() - t0) / 1000, stored: (await count()) - c0 }
+  } finally {
+    await c.end()
+  }
+}
+
+export function workdir(prefix: string): { dir: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  // PostgreSQL (as user postgres when we are root) and RabbitMQ (as rabbitmq) keep their state inside.
+  chmodSync(dir, 0o711)
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
+export { say, sleep }

@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import {
+  ADMIN,
+  Database,
+  Proc,
+  createDevices,
+  freePort,
+  measureDrain,
+  say,
+  sleep,
+  startLoad,
+  tally,
+  waitUntil,
+  workdir,
+} from './harness.js'
+
+const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
+const RATE = Number(process.env.CHAOS_RATE ?? 2_000)
+const DEVICES = 20
+const OUTAGE_SECONDS = Number(process.env.CHAOS_OUTAGE_SECONDS ?? 5)
+
+test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQL outage, none lost or doubled`, async () => {
+  const w = workdir('iotcore-chaos-local-')
+  const db = new Database(join(w.dir, 'pgdata'), await freePort())
+  const databaseUrl = await db.start()
+  const httpPort = await freePort()
+  const mqttPort = await freePort()
+  const proc = new Proc(
+    'iotcore',
+    {
+      DATABASE_URL: databaseUrl,
+      IOTCORE_DATA_DIR: join(w.dir, 'data'),
+      IOTCORE_HOST: '127.0.0.1',
+      IOTCORE_HTTP_PORT: String(httpPort),
+      IOTCORE_MQTT_PORT: String(mqttPort),
+      IOTCORE_ADMIN_TOKEN: ADMIN,
+      IOTCORE_LOG_LEVEL: 'warn',
+    },
+    join(w.dir, 'iotcore.log'),
+  )
+  let load: ReturnType<typeof startLoad> | undefined
+  try {
+    await proc.start(httpPort)
+    const devices = await createDevices(httpPort, DEVICES)
+    load = startLoad(mqttPort, devices, MESSAGES, RATE)
+    const l = load
+    const at = (share: number) =>
+      waitUntil(`${share * 100}% acked`, () => l.acked.size >= MESSAGES * share, 300_000)
+
+    for (const share of [0.15, 0.3]) {
+      await at(share)
+      say(`SIGKILL at ${l.acked.size} acked`)
+      await proc.kill()
+      await sleep(500)
+      await proc.start(httpPort)
+    }
+    await at(0.45)
+    say(`PostgreSQL stopped at ${l.acked.size} acked`)
+    await db.stop()
+    say('PostgreSQL is down')
+    const before = l.acked.size
+    await sleep(OUTAGE_SECONDS * 1000)
+    await waitUntil(
+      'acks to go on during the outage',
+      () => l.acked.size >= before + MESSAGES * 0.05,
+      300_000,
+    )
+    const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`)
+    const body = await ready.json()
+    assert.equal(ready.status, 503, 'readyz reports the outage')
+    assert.equal(body.components.database.ok, false)
+    const backlog = body.components.queue.depth
+    assert.ok(backlog > 0, 'the backlog waits in the queue')
+    say(
+      `${l.acked.size - before} acked during the outage; queue depth ${backlog}, oldest ${body.components.queue.oldestAgeSeconds.toFixed(1)} s`,
+    )
+    await db.start()
+    const drain = await measureDrain(databaseUrl, httpPort)
+    say(
+      `PostgreSQL back: a backlog of ${backlog} drained in ${drain.seconds.toFixed(1)} s, ${Math.round(drain.stored / drain.seconds)} rows/s stored while the live load offered ${RATE}/s`,
+    )
+    await at(0.75)
+    say(`SIGKILL at ${l.acked.size} acked`)
+    await proc.kill()
+    await sleep(500)
+    await proc.start(httpPort)
+
+    say(`waiting for the last acks (${l.acked.size} so far)`)
+    await Promise.race([load.done, waitUntil('every reading acked', () => false, 600_000)])
+    say('all acked; waiting for the queue to drain')
+    await waitUntil(
+      'the queue to drain',
+      async () => {
+        const r = await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()
+        return r.status === 'ready' && r.components.queue.depth === 0
+      },
+      300_000,
+    )
+    await load.stop()
+    const t = await tally(
+      databaseUrl,
+      devices.map((d) => d.id),
+      load,
+    )
+    console.log(t.line)
+    assert.equal(t.published, MESSAGES)
+    assert.equal(t.acked, MESSAGES)
+    assert.equal(t.lost, 0)
+    assert.equal(t.duplicated, 0)
+    assert.equal(t.stored, MESSAGES)
+    assert.ok(proc.starts >= 4, 'killed at least 3 times')
+  } finally {
+    await load?.stop()
+    await proc.kill()
+    await db.stop().catch(() => {})
+    w.cleanup()
+  }
+})
