@@ -22,6 +22,8 @@ import type { Queue } from './queue/types.js'
 import { EmbeddedDatabase } from './store/embedded.js'
 import { Store } from './store/index.js'
 
+/** What a 503 (queue full or unreachable) tells clients to wait before retrying. */
+const RETRY_AFTER_SECONDS = 5
 /** How many times start tries an unreachable DATABASE_URL (about five minutes) before giving up. */
 const START_DB_ATTEMPTS = 75
 /** /readyz gives the database this long to answer before calling it down. */
@@ -175,6 +177,8 @@ export class App {
     app.addSchema(QuarantineItem)
     app.setErrorHandler((err, req, reply) => {
       if (err instanceof IotError) {
+        // A full or unreachable queue is temporary: say when to come back.
+        if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
         return reply.code(err.statusCode).send({
           statusCode: err.statusCode,
           code: err.code,

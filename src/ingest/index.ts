@@ -126,17 +126,17 @@ export class Ingest {
    * culprit is alone, then quarantines it, so one bad message never blocks or loses the rest.
    */
   private async write(items: readonly Envelope[], attempt: number): Promise<WriteResult> {
-    const { batch, quarantine } = build(items)
     try {
+      const { batch, quarantine } = build(items)
       return await this.store.writeBatch(batch, quarantine)
     } catch (err) {
-      if (!isDataError(err)) {
-        if (attempt + 1 < POISON_ATTEMPTS || items.length > 1 || isOutage(err)) throw err
-        return this.quarantineWhole(items[0], 'ingest_failed', (err as Error).message)
-      }
-      this.metrics.ingestErrors.inc({ kind: 'data' })
-      if (items.length === 1)
-        return this.quarantineWhole(items[0], 'database_rejected', (err as Error).message)
+      const data = isDataError(err)
+      // An outage is never the messages' fault: retry them whatever the count. Any other error that keeps
+      // coming back is treated like a data error, so a poison message cannot block the queue forever.
+      if (!data && (isOutage(err) || attempt + 1 < POISON_ATTEMPTS)) throw err
+      this.metrics.ingestErrors.inc({ kind: data ? 'data' : 'poison' })
+      const reason = data ? 'database_rejected' : 'ingest_failed'
+      if (items.length === 1) return this.quarantineWhole(items[0], reason, (err as Error).message)
       const mid = items.length >> 1
       const a = await this.write(items.slice(0, mid), attempt)
       const b = await this.write(items.slice(mid), attempt)
@@ -225,6 +225,7 @@ export function isDataError(err: unknown): boolean {
 /** Errors that say the server is away or refusing work, never the message's fault. */
 function isOutage(err: unknown): boolean {
   const code = (err as { code?: unknown }).code
-  if (typeof code !== 'string') return true
-  return /^(08|53|57|58|40)/.test(code) || code.startsWith('E')
+  if (typeof code === 'string') return /^(08|53|57|58|40|XX)/.test(code) || /^E[A-Z]/.test(code)
+  // pg reports a dropped connection or a pool timeout without a code.
+  return /connect|terminat|timeout|closed/i.test((err as Error)?.message ?? '')
 }

@@ -110,3 +110,32 @@ describe('quarantine', () => {
     }
   })
 })
+
+describe('poison messages', () => {
+  let p: Platform
+  before(async () => {
+    p = await startPlatform()
+  })
+  after(() => p.stop())
+
+  test('a message that keeps failing in ingest goes to quarantine after 5 tries and stops blocking the queue', async () => {
+    const dev = await p.createDevice('poison')
+    // Neither a data error nor an outage: an error raised by a trigger stands in for any repeating failure.
+    await p.app.store.pool.query(`
+      CREATE FUNCTION poison_check() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.values ? 'poison' THEN RAISE EXCEPTION 'poisoned reading'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER poison BEFORE INSERT ON telemetry FOR EACH ROW EXECUTE FUNCTION poison_check();`)
+    const send = (body: unknown) =>
+      fetch(`${p.api}/devices/${dev.id}/telemetry`, { method: 'POST', headers: { authorization: `Bearer ${dev.token}` }, body: JSON.stringify(body) })
+    assert.equal((await send({ msgId: 'p1', ts: 1732330000000, poison: 1 })).status, 202)
+    assert.equal((await send({ msgId: 'ok1', ts: 1732330001000, fine: 1 })).status, 202)
+    const item = await waitFor(async () => {
+      const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=ingest_failed`)
+      return r.body.items[0]
+    }, 60_000, 'the poison message in quarantine')
+    assert.match(item.detail, /poisoned reading/)
+    assert.equal(item.acked, true)
+    await waitFor(async () => (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=fine`)).body.fine.length === 1)
+    await waitFor(() => p.app.queue.stats().depth === 0)
+  })
+})

@@ -66,10 +66,7 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
     async (req, reply) => {
       const deviceId = (req as unknown as { deviceId: string }).deviceId
       const body = (req.body as Buffer | undefined) ?? Buffer.alloc(0)
-      if (queue.stats().full) {
-        reply.header('retry-after', '5')
-        throw new IotError('IOT_ERR_QUEUE_FULL', 'the disk budget is spent')
-      }
+      if (queue.stats().full) throw new IotError('IOT_ERR_QUEUE_FULL', 'the disk budget is spent')
       const r = await acceptPayload(queue, metrics, deviceId, 'http', body, Date.now())
       const out: Record<string, unknown> = { accepted: r.accepted }
       if (r.quarantined > 0) {
