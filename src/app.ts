@@ -16,6 +16,7 @@ import { MqttGateway } from './gateway/mqtt/server.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
 import { Ingest } from './ingest/index.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
+import { Heartbeat, Organizer } from './organizer/index.js'
 import { AmqpQueue } from './queue/amqp/index.js'
 import { LocalQueue } from './queue/local/index.js'
 import type { Queue } from './queue/types.js'
@@ -94,6 +95,8 @@ export class App {
   credentials: CredentialCache | undefined
   mqtt: MqttGateway | undefined
   ingest: Ingest | undefined
+  heartbeat: Heartbeat | undefined
+  organizer: Organizer | undefined
   http: FastifyInstance | undefined
   httpPort = 0
   admin!: { token: string; show: boolean; file: string }
@@ -160,6 +163,22 @@ export class App {
         concurrency: config.ingestConcurrency,
       })
       this.ingest.start()
+    }
+
+    this.heartbeat = new Heartbeat(
+      this.store,
+      config.roles,
+      config.checkIntervalSeconds,
+      log.child({ component: 'heartbeat' }),
+    )
+    await this.heartbeat.start()
+    if (this.has('organizer')) {
+      this.organizer = new Organizer(
+        this.store,
+        config.checkIntervalSeconds,
+        log.child({ component: 'organizer' }),
+      )
+      await this.organizer.start()
     }
 
     if (config.httpPort !== null) await this.startHttp(config.httpPort)
@@ -324,6 +343,8 @@ export class App {
     while (this.queue && this.queue.appending > 0) await new Promise((r) => setTimeout(r, 5))
     await this.ingest?.stop().catch((err) => log.error({ err }, 'stopping ingest'))
     await this.credentials?.stop()
+    await this.organizer?.stop()
+    await this.heartbeat?.stop()
     await this.queue?.stop().catch((err) => log.error({ err }, 'stopping queue'))
     await this.store?.stop().catch(() => {})
     await this.embedded?.stop().catch((err) => log.error({ err }, 'stopping PostgreSQL'))

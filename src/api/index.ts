@@ -222,6 +222,48 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
   )
 
   app.get(
+    '/services',
+    {
+      schema: {
+        ...admin,
+        tags: ['operations'],
+        summary: 'iotcore processes and their heartbeats',
+        response: {
+          200: Type.Object({
+            services: Type.Array(
+              Type.Object({
+                id: Type.String(),
+                roles: Type.Array(Type.String()),
+                host: Type.String(),
+                pid: Type.Integer(),
+                startedAt: Type.String({ format: 'date-time' }),
+                beatAt: Type.String({ format: 'date-time' }),
+                stoppedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+              }),
+            ),
+          }),
+        },
+      },
+    },
+    async () => {
+      const r = await store.pool.query(
+        'SELECT id, roles, host, pid, started_at, beat_at, stopped_at FROM services ORDER BY started_at DESC LIMIT 1000',
+      )
+      return {
+        services: r.rows.map((x) => ({
+          id: x.id,
+          roles: x.roles,
+          host: x.host,
+          pid: x.pid,
+          startedAt: x.started_at.toISOString(),
+          beatAt: x.beat_at.toISOString(),
+          stoppedAt: x.stopped_at ? x.stopped_at.toISOString() : null,
+        })),
+      }
+    },
+  )
+
+  app.get(
     '/quarantine',
     {
       schema: {

@@ -70,4 +70,31 @@ CREATE FUNCTION iot_merge_latest(old jsonb, new jsonb) RETURNS jsonb LANGUAGE sq
 $$;
 `,
   },
+  {
+    version: 2,
+    name: 'service heartbeats, MQTT sessions',
+    sql: `
+-- Every iotcore process beats here; the organizer (one across processes) reports the silent ones.
+CREATE TABLE services (
+  id          text PRIMARY KEY,
+  roles       text[] NOT NULL,
+  host        text NOT NULL,
+  pid         int NOT NULL,
+  started_at  timestamptz NOT NULL,
+  beat_at     timestamptz NOT NULL,
+  stopped_at  timestamptz
+);
+
+-- MQTT sessions of clients that connect with clean session 0 (v3) or a session expiry (v5): their
+-- subscriptions outlive the connection and the process.
+CREATE TABLE mqtt_sessions (
+  client_key    text PRIMARY KEY,
+  device_id     text NOT NULL,
+  subscriptions jsonb NOT NULL DEFAULT '{}',
+  expiry_s      bigint NOT NULL,
+  updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX mqtt_sessions_device ON mqtt_sessions (device_id);
+`,
+  },
 ]
