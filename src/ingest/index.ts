@@ -6,7 +6,7 @@ import { type QuarantineInsert, type Store, TelemetryBatch, type WriteResult } f
 
 /** Backoff while PostgreSQL is unreachable: capped so a returning database is found within seconds. */
 const BACKOFF_MIN_MS = 200
-const BACKOFF_MAX_MS = 10_000
+const BACKOFF_MAX_MS = 5_000
 /** An item that fails this many deliveries for a reason other than an outage goes to the quarantine. */
 export const POISON_ATTEMPTS = 5
 

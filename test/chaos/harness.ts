@@ -265,11 +265,11 @@ export async function tally(databaseUrl: string, deviceIds: string[], load: Load
   }
 }
 
-/** From the database's return until the queue is empty: how long, and how many rows landed meanwhile. */
-export async function measureDrain(
-  databaseUrl: string,
-  httpPort: number,
-): Promise<{ seconds: number; stored: number }> {
+/**
+ * From the database's return until the queue is empty: how long the ingest took to notice (its backoff), then
+ * how many rows landed while the backlog drained, and how fast.
+ */
+export async function measureDrain(databaseUrl: string, httpPort: number): Promise<{ noticed: number; seconds: number; stored: number }> {
   const c = new pg.Client({ connectionString: databaseUrl })
   c.on('error', () => {})
   await c.connect()
@@ -277,15 +277,23 @@ export async function measureDrain(
   try {
     const t0 = Date.now()
     const c0 = await count()
+    let t1 = 0
+    let c1 = 0
     await waitUntil(
       'the backlog to drain',
       async () => {
+        if (t1 === 0) {
+          const n = await count()
+          if (n === c0) return false
+          t1 = Date.now()
+          c1 = n
+        }
         const r = await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()
         return r.components.database.ok && r.components.queue.depth === 0
       },
       600_000,
     )
-    return { seconds: (Date.now() - t0) / 1000, stored: (await count()) - c0 }
+    return { noticed: (t1 - t0) / 1000, seconds: (Date.now() - t1) / 1000, stored: (await count()) - c1 }
   } finally {
     await c.end()
   }
