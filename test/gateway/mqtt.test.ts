@@ -1,0 +1,566 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import type { MqttClient } from 'mqtt'
+import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
+import {
+  type AnyPacket,
+  type Device,
+  LIVENESS_MS,
+  RawMqtt,
+  closed,
+  mosquittoPub,
+  openClient,
+  publish,
+  quarantined,
+  series,
+  until,
+} from './mqtt-helpers.js'
+
+const T0 = Date.parse('2026-11-23T08:00:00Z')
+const telemetry = (d: Device) => `devices/${d.id}/telemetry`
+
+describe('MQTT gateway', () => {
+  let p: Platform
+  let url: string
+  const clients: MqttClient[] = []
+  const raws: RawMqtt[] = []
+
+  before(async () => {
+    p = await startPlatform()
+    url = `mqtt://127.0.0.1:${p.mqttPort}`
+  })
+  after(async () => {
+    for (const c of clients) c.end(true)
+    for (const r of raws) r.destroy()
+    await p.stop()
+  })
+
+  const client = async (version: 4 | 5, dev: Device, opts = {}) => {
+    const c = await openClient(url, version, dev, opts)
+    clients.push(c.client)
+    return c.client
+  }
+  const raw = async (version: 4 | 5, dev?: Device, extra?: Record<string, unknown>) => {
+    const r = dev ? await RawMqtt.connected(p.mqttPort, version, dev, extra) : await RawMqtt.open(p.mqttPort)
+    raws.push(r)
+    return r
+  }
+
+  for (const version of [4, 5] as const) {
+    test(`MQTT ${version === 4 ? '3.1.1' : '5'}: QoS 0, 1 and 2 telemetry is stored with its values and timestamps`, async () => {
+      const dev = await p.createDevice(`qos-v${version}`)
+      const c = await client(version, dev)
+      for (const qos of [0, 1, 2] as const) {
+        const err = await publish(
+          c,
+          telemetry(dev),
+          JSON.stringify({ ts: T0 + qos * 1000, msgId: `q${qos}`, temp: 20.5 + qos, door: qos === 1 }),
+          qos,
+        )
+        assert.equal(err, undefined)
+      }
+      const temp = await until(async () => {
+        const s = await series(p, dev.id, 'temp')
+        return s.length === 3 ? s : undefined
+      })
+      assert.deepEqual(temp, [
+        { ts: T0, value: 20.5 },
+        { ts: T0 + 1000, value: 21.5 },
+        { ts: T0 + 2000, value: 22.5 },
+      ])
+      assert.deepEqual(await series(p, dev.id, 'door'), [
+        { ts: T0, value: false },
+        { ts: T0 + 1000, value: true },
+        { ts: T0 + 2000, value: false },
+      ])
+    })
+  }
+
+  test('an array with nested values and ISO timestamps stores every reading; no ts means the receive time', async () => {
+    const dev = await p.createDevice('shapes')
+    const c = await client(5, dev)
+    const body = [
+      { ts: '2026-11-23T08:00:00Z', msgId: 'a1', values: { lat: 37.98, lon: 23.72, speed: 52.3 } },
+      { ts: '2026-11-23T08:00:01.500Z', msgId: 'a2', values: { lat: 37.99, lon: 23.73, speed: 53 } },
+    ]
+    assert.equal(await publish(c, telemetry(dev), JSON.stringify(body), 1), undefined)
+    const before = Date.now()
+    assert.equal(await publish(c, telemetry(dev), '{"rpm": 2100}', 1), undefined)
+    const after = Date.now()
+    const speed = await until(async () => {
+      const s = await series(p, dev.id, 'speed')
+      return s.length === 2 ? s : undefined
+    })
+    assert.deepEqual(speed, [
+      { ts: T0, value: 52.3 },
+      { ts: T0 + 1500, value: 53 },
+    ])
+    assert.deepEqual(
+      (await series(p, dev.id, 'lat')).map((x) => x.value),
+      [37.98, 37.99],
+    )
+    const rpm = await waitFor(async () => (await series(p, dev.id, 'rpm'))[0])
+    assert.equal(rpm.value, 2100)
+    assert.ok(rpm.ts >= before && rpm.ts <= after, `ts ${rpm.ts} is the gateway's receive time`)
+  })
+
+  test('PUBACK and PUBREC are sent only after the message is in the durable queue', async () => {
+    const dev = await p.createDevice('durable')
+    // With the ingest stopped the queue only grows, so its depth at each ack says whether the message was in.
+    await p.app.ingest!.stop()
+    try {
+      const base = p.app.queue.stats().depth
+      let n = 0
+      for (const version of [4, 5] as const) {
+        const c = await client(version, dev, { clientId: `durable-${version}` })
+        const depthAtAck: number[] = []
+        c.on('packetreceive', (pk) => {
+          if (pk.cmd === 'puback' || pk.cmd === 'pubrec') depthAtAck.push(p.app.queue.stats().depth)
+        })
+        for (const qos of [1, 2] as const) {
+          n++
+          assert.equal(
+            await publish(c, telemetry(dev), `{"msgId":"d${n}","ts":${T0 + n},"x":${n}}`, qos),
+            undefined,
+          )
+          assert.equal(depthAtAck.length, 1)
+          assert.ok(
+            depthAtAck[0] >= base + n,
+            `at the ack the queue holds ${depthAtAck[0] - base} of the ${n} messages sent`,
+          )
+          depthAtAck.length = 0
+        }
+      }
+      const { rows } = await p.app.store.pool.query(
+        'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+        [dev.id],
+      )
+      assert.equal(rows[0].n, 0, 'nothing reached the store while the ingest was stopped')
+    } finally {
+      p.app.ingest!.start()
+    }
+    await waitFor(
+      async () => (await series(p, dev.id, 'x')).length === 4,
+      LIVENESS_MS,
+      'the acked messages stored',
+    )
+  })
+
+  test('a reading sent twice with the same msgId is stored once and counted as a duplicate', async () => {
+    const dev = await p.createDevice('dups')
+    const dup0 = await p.metric('iotcore_messages_duplicate_total')
+    const reading = JSON.stringify({ msgId: 'same-1', ts: T0, level: 7 })
+    const v3 = await client(4, dev, { clientId: 'dups-3' })
+    const v5 = await client(5, dev, { clientId: 'dups-5' })
+    assert.equal(await publish(v3, telemetry(dev), reading, 1), undefined)
+    await waitFor(async () => (await series(p, dev.id, 'level')).length === 1)
+    assert.equal(await publish(v5, telemetry(dev), reading, 2), undefined)
+    assert.equal(await publish(v3, telemetry(dev), reading, 0), undefined)
+    await waitFor(
+      async () => (await p.metric('iotcore_messages_duplicate_total')) - dup0 === 2,
+      LIVENESS_MS,
+      'two duplicates counted',
+    )
+    assert.deepEqual(await series(p, dev.id, 'level'), [{ ts: T0, value: 7 }])
+  })
+
+  test('a QoS 2 PUBLISH resent before PUBREL gets PUBREC again and is taken once', async () => {
+    const dev = await p.createDevice('qos2-resend')
+    const c = await raw(5, dev)
+    const received0 = await p.metric('iotcore_messages_received_total')
+    const pub = {
+      cmd: 'publish',
+      topic: telemetry(dev),
+      qos: 2,
+      messageId: 7,
+      payload: '{"msgId":"r1","v":1}',
+    }
+    c.send({ ...pub, dup: false } as AnyPacket)
+    const rec1 = await c.next()
+    assert.equal(rec1.cmd, 'pubrec')
+    assert.equal(rec1.messageId, 7)
+    c.send({ ...pub, dup: true } as AnyPacket)
+    const rec2 = await c.next()
+    assert.equal(rec2.cmd, 'pubrec')
+    assert.equal(rec2.messageId, 7)
+    c.send({ cmd: 'pubrel', messageId: 7 } as AnyPacket)
+    const comp = await c.next()
+    assert.equal(comp.cmd, 'pubcomp')
+    assert.equal(comp.messageId, 7)
+    assert.equal(comp.reasonCode ?? 0, 0)
+    // A PUBREL for an id that is not in flight: MQTT 5 says 0x92 Packet Identifier not found.
+    c.send({ cmd: 'pubrel', messageId: 8 } as AnyPacket)
+    const unknown = await c.next()
+    assert.equal(unknown.cmd, 'pubcomp')
+    assert.equal(unknown.reasonCode, 0x92)
+    await waitFor(async () => (await series(p, dev.id, 'v')).length === 1)
+    assert.equal(
+      await p.metric('iotcore_messages_received_total'),
+      received0 + 1,
+      'the resend was not queued',
+    )
+  })
+
+  test('a wrong token or unknown device is refused: CONNACK 0x86 in MQTT 5, return code 4 in 3.1.1', async () => {
+    const dev = await p.createDevice('creds')
+    const conns0 = await p.metric('iotcore_mqtt_connections')
+    for (const bad of [
+      { id: dev.id, token: 'iot_not-the-token' },
+      { id: 'no-such-device', token: dev.token },
+    ]) {
+      await assert.rejects(openClient(url, 5, bad), (err: { code?: number }) => err.code === 0x86)
+      await assert.rejects(openClient(url, 4, bad), (err: { code?: number }) => err.code === 4)
+    }
+    // The gateway does not hold on to refused connections.
+    await waitFor(async () => (await p.metric('iotcore_mqtt_connections')) === conns0)
+  })
+
+  test('a CONNECT without a username is refused (0x86 / 4), as is one without a password', async () => {
+    const dev = await p.createDevice('no-user')
+    await assert.rejects(openClient(url, 5, {}), (err: { code?: number }) => err.code === 0x86)
+    await assert.rejects(openClient(url, 4, {}), (err: { code?: number }) => err.code === 4)
+    await assert.rejects(openClient(url, 5, { id: dev.id }), (err: { code?: number }) => err.code === 0x86)
+    await assert.rejects(openClient(url, 4, { id: dev.id }), (err: { code?: number }) => err.code === 4)
+  })
+
+  test('mosquitto_pub with bad credentials is refused over 3.1.1 and 5', async () => {
+    const dev = await p.createDevice('mosq-bad')
+    for (const v of ['mqttv311', 'mqttv5']) {
+      const r = await mosquittoPub([
+        ...['-h', '127.0.0.1', '-p', String(p.mqttPort), '-V', v, '-q', '1'],
+        ...['-u', dev.id, '-P', 'iot_wrong', '-t', telemetry(dev), '-m', '{"x":1}'],
+      ])
+      assert.notEqual(r.code, 0)
+      assert.match(r.stderr, /bad user ?name or password/i)
+    }
+    assert.deepEqual(await series(p, dev.id, 'x'), [])
+  })
+
+  test('publishing to another device topic: MQTT 5 gets PUBACK 0x87 and stays, 3.1.1 is disconnected; both quarantined', async () => {
+    const me = await p.createDevice('intruder')
+    const other = await p.createDevice('victim')
+    const v5 = await client(5, me, { clientId: 'intruder-5' })
+    const err = await publish(v5, telemetry(other), '{"msgId":"f5","x":5}', 1)
+    assert.equal(err?.code, 0x87)
+    // The connection is still usable.
+    assert.equal(await publish(v5, telemetry(me), '{"msgId":"ok5","x":55}', 1), undefined)
+    assert.equal(v5.connected, true)
+
+    const v3 = await client(4, me, { clientId: 'intruder-3' })
+    let acked = false
+    v3.publish(telemetry(other), '{"msgId":"f3","x":3}', { qos: 1 }, (e) => {
+      if (!e) acked = true
+    })
+    await closed(v3)
+    assert.equal(acked, false, 'a 3.1.1 forbidden publish is never acked')
+
+    const items = await until(async () => {
+      const q = await quarantined(p, me.id, 'forbidden_topic')
+      return q.length === 2 ? q : undefined
+    })
+    assert.deepEqual(items.map((i) => JSON.parse(i.payload).msgId).sort(), ['f3', 'f5'])
+    for (const i of items) {
+      assert.equal(i.topic, telemetry(other))
+      assert.equal(i.acked, false)
+    }
+    await waitFor(async () => (await series(p, me.id, 'x')).length === 1)
+    assert.deepEqual(await series(p, other.id, 'x'), [], "nothing reached the other device's data")
+  })
+
+  test("subscribing to another device's topic is refused (0x87 in MQTT 5, 0x80 in 3.1.1); its own commands topic is granted", async () => {
+    const me = await p.createDevice('sub')
+    const other = await p.createDevice('sub-other')
+    for (const [version, refused] of [
+      [5, 0x87],
+      [4, 0x80],
+    ] as const) {
+      const c = await client(version, me, { clientId: `sub-${version}` })
+      const suback = new Promise<AnyPacket>((resolve) =>
+        c.on('packetreceive', (pk) => pk.cmd === 'suback' && resolve(pk as AnyPacket)),
+      )
+      c.subscribe(
+        {
+          [`devices/${me.id}/commands`]: { qos: 1 },
+          [`devices/${other.id}/commands`]: { qos: 1 },
+          'devices/+/commands': { qos: 0 },
+          '#': { qos: 0 },
+        },
+        () => {},
+      )
+      assert.deepEqual((await suback).granted, [1, refused, refused, refused])
+      assert.equal(c.connected, true)
+    }
+  })
+
+  test('malformed JSON: MQTT 5 gets PUBACK 0x99 and is quarantined as refused; 3.1.1 is acked and quarantined', async () => {
+    const dev = await p.createDevice('badjson')
+    const v5 = await client(5, dev, { clientId: 'badjson-5' })
+    const err = await publish(v5, telemetry(dev), '{"temp": 21,', 1)
+    assert.equal(err?.code, 0x99)
+    assert.equal(v5.connected, true)
+    const v3 = await client(4, dev, { clientId: 'badjson-3' })
+    assert.equal(await publish(v3, telemetry(dev), '{"temp": 22,', 1), undefined)
+    assert.equal(v3.connected, true)
+    const items = await until(async () => {
+      const q = await quarantined(p, dev.id, 'malformed_json')
+      return q.length === 2 ? q : undefined
+    })
+    const byPayload = Object.fromEntries(items.map((i) => [i.payload, i]))
+    assert.equal(byPayload['{"temp": 21,'].acked, false, 'the MQTT 5 device was told it was refused')
+    assert.equal(byPayload['{"temp": 22,'].acked, true, 'the 3.1.1 device got a plain PUBACK')
+    assert.equal(byPayload['{"temp": 22,'].topic, telemetry(dev))
+  })
+
+  test('MQTT 5: an array with one bad reading is acked with success; the good ones are stored, the bad one quarantined', async () => {
+    const dev = await p.createDevice('mixed')
+    const c = await client(5, dev)
+    const body =
+      '[{"msgId":"m1","ts":1732340000000,"rpm":1},{"msgId":"m2","rpm":[2]},{"msgId":"m3","ts":1732340002000,"rpm":3}]'
+    assert.equal(await publish(c, telemetry(dev), body, 1), undefined)
+    await waitFor(async () => (await series(p, dev.id, 'rpm')).length === 2)
+    const bad = await waitFor(async () => (await quarantined(p, dev.id, 'invalid_value'))[0])
+    assert.deepEqual(JSON.parse(bad.payload), { msgId: 'm2', rpm: [2] })
+    assert.equal(bad.acked, true)
+  })
+
+  test('a will on the telemetry topic is stored when the connection drops without DISCONNECT', async () => {
+    const dev = await p.createDevice('will')
+    for (const version of [4, 5] as const) {
+      const c = await client(version, dev, {
+        clientId: `will-${version}`,
+        will: {
+          topic: telemetry(dev),
+          payload: Buffer.from(`{"msgId":"will-${version}","gone":${version}}`),
+          qos: 1,
+          retain: false,
+        },
+      })
+      c.stream.destroy()
+    }
+    const gone = await until(async () => {
+      const s = await series(p, dev.id, 'gone')
+      return s.length === 2 ? s : undefined
+    })
+    assert.deepEqual(gone.map((x) => x.value).sort(), [4, 5])
+  })
+
+  test('a normal DISCONNECT discards the will', async () => {
+    const dev = await p.createDevice('will-discarded')
+    const conns0 = await p.metric('iotcore_mqtt_connections')
+    const c = await client(5, dev, {
+      will: { topic: telemetry(dev), payload: Buffer.from('{"msgId":"w","gone":1}'), qos: 1, retain: false },
+    })
+    await c.endAsync()
+    await waitFor(async () => (await p.metric('iotcore_mqtt_connections')) === conns0)
+    // A reading sent after the disconnect was handled: once it is stored, a will would have been too.
+    const later = await client(4, dev)
+    assert.equal(await publish(later, telemetry(dev), '{"msgId":"after","alive":1}', 1), undefined)
+    await waitFor(async () => (await series(p, dev.id, 'alive')).length === 1)
+    assert.deepEqual(await series(p, dev.id, 'gone'), [])
+  })
+
+  test('a will on another topic is refused at CONNECT (0x87 / 5)', async () => {
+    const dev = await p.createDevice('will-bad')
+    const will = {
+      topic: 'devices/someone-else/telemetry',
+      payload: Buffer.from('{"x":1}'),
+      qos: 0 as const,
+      retain: false,
+    }
+    await assert.rejects(openClient(url, 5, dev, { will }), (err: { code?: number }) => err.code === 0x87)
+    await assert.rejects(openClient(url, 4, dev, { will }), (err: { code?: number }) => err.code === 5)
+  })
+
+  test('the MQTT 5 CONNACK announces receiveMaximum, maximumPacketSize, retainAvailable false, and serverKeepAlive for keepalive 0', async () => {
+    const dev = await p.createDevice('connack')
+    const cfg = p.app.config
+    const zero = await openClient(url, 5, dev, { keepalive: 0, clientId: 'connack-0' })
+    clients.push(zero.client)
+    const props = zero.connack.properties ?? {}
+    assert.equal(props.receiveMaximum, cfg.mqttReceiveMaximum)
+    assert.equal(props.maximumPacketSize, p.app.mqtt!.maxPacketSize)
+    assert.ok(props.maximumPacketSize! > cfg.maxPayloadBytes)
+    assert.equal(props.retainAvailable, false)
+    assert.equal(props.serverKeepAlive, cfg.mqttMaxKeepaliveSeconds)
+    assert.equal(zero.connack.sessionPresent, false)
+    const asked = await openClient(url, 5, dev, { keepalive: 30, clientId: 'connack-30' })
+    clients.push(asked.client)
+    assert.equal(asked.connack.properties?.serverKeepAlive, undefined, 'an acceptable keepalive is kept')
+    // An empty client id gets one assigned.
+    const anon = await openClient(url, 5, dev, { clientId: '' })
+    clients.push(anon.client)
+    assert.match(String(anon.connack.properties?.assignedClientIdentifier), new RegExp(`^${dev.id}-`))
+  })
+
+  test('MQTT 5: a retained publish is refused with DISCONNECT 0x9A (Retain Available is 0)', async () => {
+    const dev = await p.createDevice('retain')
+    const c = await client(5, dev)
+    const disconnect = new Promise<AnyPacket>((resolve) =>
+      c.once('disconnect', (pk) => resolve(pk as AnyPacket)),
+    )
+    c.publish(telemetry(dev), '{"x":1}', { qos: 1, retain: true }, () => {})
+    assert.equal((await disconnect).reasonCode, 0x9a)
+    await closed(c)
+  })
+
+  test('a second connection with the same client id takes the session over (MQTT 5 DISCONNECT 0x8E)', async () => {
+    const dev = await p.createDevice('takeover')
+    const first = await client(5, dev, { clientId: 'same-id' })
+    const disconnect = new Promise<AnyPacket>((resolve) =>
+      first.once('disconnect', (pk) => resolve(pk as AnyPacket)),
+    )
+    const second = await client(5, dev, { clientId: 'same-id' })
+    assert.equal((await disconnect).reasonCode, 0x8e)
+    await closed(first)
+    assert.equal(await publish(second, telemetry(dev), '{"msgId":"t","n":1}', 1), undefined)
+  })
+
+  for (const version of [4, 5] as const) {
+    test(`MQTT ${version === 4 ? '3.1.1' : '5'} over WebSocket at /mqtt works end to end`, async () => {
+      const dev = await p.createDevice(`ws-${version}`)
+      const { client: c } = await openClient(`ws://127.0.0.1:${p.httpPort}/mqtt`, version, dev)
+      clients.push(c)
+      for (const qos of [0, 1, 2] as const) {
+        assert.equal(
+          await publish(c, telemetry(dev), `{"msgId":"w${qos}","ts":${T0 + qos},"hum":${qos}}`, qos),
+          undefined,
+        )
+      }
+      const elsewhere = telemetry({ id: 'someone-else', token: '' })
+      if (version === 5) assert.equal((await publish(c, elsewhere, '{"x":1}', 1))?.code, 0x87)
+      else {
+        c.publish(elsewhere, '{"x":1}', { qos: 1 }, () => {})
+        await closed(c)
+      }
+      const hum = await until(async () => {
+        const s = await series(p, dev.id, 'hum')
+        return s.length === 3 ? s : undefined
+      })
+      assert.deepEqual(hum, [
+        { ts: T0, value: 0 },
+        { ts: T0 + 1, value: 1 },
+        { ts: T0 + 2, value: 2 },
+      ])
+      assert.ok((await p.metric('iotcore_messages_acked_total', 'transport="ws"')) >= 3)
+    })
+  }
+
+  test('mosquitto_pub publishes at QoS 0, 1 and 2 over 3.1.1 and 5', async () => {
+    const dev = await p.createDevice('mosquitto')
+    let i = 0
+    for (const v of ['mqttv311', 'mqttv5']) {
+      for (const qos of ['0', '1', '2']) {
+        i++
+        const r = await mosquittoPub([
+          ...['-h', '127.0.0.1', '-p', String(p.mqttPort), '-V', v, '-q', qos],
+          ...['-u', dev.id, '-P', dev.token, '-t', telemetry(dev)],
+          ...['-m', JSON.stringify({ msgId: `mp${i}`, ts: T0 + i, mp: i })],
+        ])
+        assert.equal(r.code, 0, `mosquitto_pub -V ${v} -q ${qos}: ${r.stderr}`)
+      }
+    }
+    const mp = await until(async () => {
+      const s = await series(p, dev.id, 'mp')
+      return s.length === 6 ? s : undefined
+    })
+    assert.deepEqual(
+      mp,
+      [1, 2, 3, 4, 5, 6].map((n) => ({ ts: T0 + n, value: n })),
+    )
+  })
+
+  test('a CONNECT split across several TCP segments is still answered', async () => {
+    const dev = await p.createDevice('split')
+    for (const version of [4, 5] as const) {
+      const c = await RawMqtt.open(p.mqttPort, version)
+      raws.push(c)
+      const bytes = c.encode(c.connectPacket(dev))
+      c.write(bytes.subarray(0, 1))
+      await new Promise((r) => setTimeout(r, 50))
+      c.write(bytes.subarray(1, 12))
+      await new Promise((r) => setTimeout(r, 50))
+      c.write(bytes.subarray(12))
+      const ack = await c.next()
+      assert.equal(ack.cmd, 'connack')
+      assert.equal(version === 5 ? ack.reasonCode : ack.returnCode, 0)
+      // A PUBLISH split the same way, with the ping that follows it in the same segment.
+      const pub = c.encode({
+        cmd: 'publish',
+        topic: telemetry(dev),
+        qos: 1,
+        messageId: 1,
+        payload: `{"sp":${version}}`,
+      } as AnyPacket)
+      c.write(pub.subarray(0, 5))
+      await new Promise((r) => setTimeout(r, 50))
+      c.write(Buffer.concat([pub.subarray(5), c.encode({ cmd: 'pingreq' } as AnyPacket)]))
+      const got = [await c.next(), await c.next()].map((x) => x.cmd).sort()
+      assert.deepEqual(got, ['puback', 'pingresp'].sort())
+    }
+    await waitFor(async () => (await series(p, dev.id, 'sp')).length === 2)
+  })
+
+  test('a 3.1.1 client with over 1000 unacknowledged publishes and a packet cut in half is read to the end', async () => {
+    const dev = await p.createDevice('pipeline')
+    const c = await raw(4, dev)
+    const n = 1200
+    const packets: Buffer[] = []
+    for (let i = 1; i <= n; i++) {
+      packets.push(
+        c.encode({
+          cmd: 'publish',
+          topic: telemetry(dev),
+          qos: 1,
+          messageId: i,
+          payload: `{"msgId":"p${i}","seq":${i}}`,
+        } as AnyPacket),
+      )
+    }
+    const all = Buffer.concat(packets)
+    const cut = all.length - 10
+    c.write(all.subarray(0, cut))
+    // The rest comes once the gateway has acked most of the first part.
+    const acked = new Set<number>()
+    while (acked.size < n - 1) {
+      const pk = await c.next()
+      assert.equal(pk.cmd, 'puback')
+      acked.add(pk.messageId!)
+    }
+    c.write(all.subarray(cut))
+    while (acked.size < n) {
+      const pk = await c.next()
+      assert.equal(pk.cmd, 'puback')
+      acked.add(pk.messageId!)
+    }
+    await waitFor(async () => {
+      const { rows } = await p.app.store.pool.query(
+        'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+        [dev.id],
+      )
+      return rows[0].n === n
+    })
+  })
+
+  test('once the queue is drained, acked = stored + duplicate + quarantined', async () => {
+    const sum = async () => {
+      const [acked, stored, dup, quar] = await Promise.all(
+        [
+          'iotcore_messages_acked_total',
+          'iotcore_messages_stored_total',
+          'iotcore_messages_duplicate_total',
+          'iotcore_messages_quarantined_total',
+        ].map((m) => p.metric(m)),
+      )
+      return { acked, accounted: stored + dup + quar }
+    }
+    const s = await until(async () => {
+      const q = p.app.queue.stats()
+      if (q.depth !== 0 || p.app.queue.appending !== 0) return undefined
+      const x = await sum()
+      return x.acked === x.accounted ? x : undefined
+    }, 'the counters to add up')
+    assert.ok(s.acked > 1200, `the tests above acked ${s.acked} readings`)
+    assert.ok((await p.metric('iotcore_messages_acked_total', 'transport="mqtt"')) > 0)
+    assert.ok((await p.metric('iotcore_messages_rejected_total')) > 0, 'refused messages are counted apart')
+  })
+})
