@@ -13,6 +13,7 @@ import { CredentialCache, Devices } from './devices/index.js'
 import { IotError } from './errors.js'
 import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/server.js'
+import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
 import { Ingest } from './ingest/index.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
@@ -152,6 +153,7 @@ export class App {
         this.credentials,
         metrics,
         log.child({ component: 'mqtt' }),
+        new Sessions(this.store, log.child({ component: 'mqtt-sessions' })),
       )
       await this.mqtt.start()
     }

@@ -8,14 +8,14 @@ import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Envelope, Queue, Transport } from '../../queue/types.js'
 import { type QuarantineReason, parsePayload } from '../../readings/index.js'
 import { FRAME_MALFORMED, FRAME_TOO_LARGE, type FrameScan, scanFrames } from './framing.js'
+import { NEVER_EXPIRES, type Sessions } from './sessions.js'
 import { classifyPublish, devicePrefix, subscriptionAllowed } from './topics.js'
+import { firstViolation } from './validate.js'
 
 /** How often idle, keepalive and connect timeouts are checked: one timer for all connections. */
 const SWEEP_INTERVAL_MS = 1000
 /** A v3.1.1 client cannot be told a Receive Maximum; past this many unacked publishes we stop reading. */
 const V3_INFLIGHT_PAUSE = 1000
-/** Readings bodies in the quarantine for refused packets are cut here: enough to see what it was. */
-const QUARANTINE_EXCERPT_BYTES = 4096
 
 /** MQTT 5 reason codes we send ([MQTT-2.4] table 2-6). */
 export const RC = {
@@ -107,6 +107,7 @@ export class MqttGateway {
     readonly credentials: CredentialCache,
     readonly metrics: Metrics,
     readonly log: Logger,
+    readonly sessions?: Sessions,
   ) {
     this.maxPacketSize = opts.maxPayloadBytes + 1024
   }
@@ -183,6 +184,10 @@ export class MqttGateway {
     let left = -1
     try {
       left = this.parser.parse(data)
+    } catch (err) {
+      // A handler that throws must not take the listener down with it: close that connection only.
+      this.log.error({ err, deviceId: c.deviceId || undefined }, 'MQTT packet handler failed; closing')
+      c.disconnect(RC.unspecifiedError, 'internal error')
     } finally {
       this.current = undefined
       // Whole frames leave the parser empty. After a malformed packet (or a handler that threw) it still holds
@@ -244,7 +249,9 @@ class Connection implements AckSink {
   private acks: number[] | null = null
   private ackedReadings = 0
   private qos2: Set<number> | null = null
-  private subs: Set<string> | null = null
+  private subs: Map<string, number> | null = null
+  /** Seconds the session outlives the connection; 0: it ends with it. */
+  private sessionExpiry = 0
   private will: AnyPacket['will'] | null = null
 
   constructor(
@@ -284,7 +291,12 @@ class Connection implements AckSink {
     const connected = this.state === STATE_CONNECTED
     const scan = this.gw.frames(data, connected ? Number.MAX_SAFE_INTEGER : 1)
     const { end, need, status, size, type } = scan
-    if (end > 0) this.gw.parse(this, end === data.length ? data : data.subarray(0, end))
+    // mqtt-packet is lenient: whole packets are checked on their bytes first, and the first malformed one is
+    // answered with a disconnect (v5: its reason code) after the packets before it [MQTT-4.13.1-1].
+    const bad = connected && end > 0 ? firstViolation(data, end, this.version) : undefined
+    const upTo = bad ? bad.at : end
+    if (upTo > 0) this.gw.parse(this, upTo === data.length ? data : data.subarray(0, upTo))
+    if (bad) return this.protocolError(bad.rc, bad.why)
     if (status === FRAME_MALFORMED)
       return this.protocolError(RC.malformedPacket, 'malformed remaining length')
     if (status === FRAME_TOO_LARGE) return this.tooLarge(size, type)
@@ -431,16 +443,42 @@ class Connection implements AckSink {
         properties.assignedClientIdentifier = p.clientId
       }
     }
-    this.clientId = `${deviceId}\u0000${p.clientId}`
+    this.clientId = `${deviceId}/${p.clientId}`
+    const sessions = this.gw.sessions
+    const cleanStart = p.clean !== false
+    this.sessionExpiry = v5 ? (p.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : NEVER_EXPIRES
+    if (!sessions || (cleanStart && this.sessionExpiry === 0)) {
+      // [MQTT-3.1.2-6 / v5 3.1.2-4] a clean start discards any session kept under this client id.
+      if (sessions) sessions.discard(this.clientId).catch(() => {})
+      return this.accept(properties, undefined)
+    }
+    const key = this.clientId
+    const load = cleanStart ? sessions.discard(key).then(() => undefined) : sessions.load(key)
+    load.then(
+      (subs) => this.accept(properties, subs),
+      (err) => {
+        // Without the database a session cannot be resumed: say so with Session Present 0.
+        this.gw.log.warn({ deviceId, err: (err as Error).message }, 'MQTT session not loaded')
+        this.accept(properties, undefined)
+      },
+    )
+  }
+
+  private accept(properties: Record<string, unknown>, restored: Map<string, number> | undefined): void {
+    if (this.state !== STATE_AUTH) return
+    const v5 = this.version === 5
+    if (restored) this.subs = restored
+    this.saveSession()
     this.gw.register(this)
     this.state = STATE_CONNECTED
     this.lastActivity = this.gw.now
-    // [MQTT-3.2.2-1/-2] no session state is kept across connections yet: Session Present is 0.
+    // [MQTT-3.2.2-2/-3] Session Present says whether the session was resumed.
+    const sessionPresent = restored !== undefined
     this.write(
       mqtt.generate(
         v5
-          ? { cmd: 'connack', reasonCode: RC.success, sessionPresent: false, properties }
-          : { cmd: 'connack', returnCode: V3_CONNACK.accepted, sessionPresent: false },
+          ? { cmd: 'connack', reasonCode: RC.success, sessionPresent, properties }
+          : { cmd: 'connack', returnCode: V3_CONNACK.accepted, sessionPresent },
         { protocolVersion: this.version },
       ),
     )
@@ -592,10 +630,8 @@ class Connection implements AckSink {
       transport: this.transport,
       topic,
       receivedAt: Date.now(),
-      payload:
-        payload.length > QUARANTINE_EXCERPT_BYTES
-          ? Buffer.from(payload.subarray(0, QUARANTINE_EXCERPT_BYTES))
-          : payload,
+      // Whole: the framing already refused anything over the packet limit, and a replay needs every byte.
+      payload,
       rejected: { reason, detail },
     }
     try {
@@ -704,18 +740,25 @@ class Connection implements AckSink {
     const granted: number[] = []
     for (const s of p.subscriptions as Array<{ topic: string; qos: number }>) {
       if (subscriptionAllowed(this.deviceId, s.topic)) {
-        ;(this.subs ??= new Set()).add(s.topic)
         // Commands are delivered at most at QoS 1.
-        granted.push(Math.min(s.qos, 1))
+        const qos = Math.min(s.qos, 1)
+        ;(this.subs ??= new Map()).set(s.topic, qos)
+        granted.push(qos)
       } else {
         this.gw.log.info({ deviceId: this.deviceId, filter: s.topic }, 'subscription refused')
         // [MQTT-3.9.3] 0x80 failure in v3.1.1; v5 says why.
         granted.push(v5 ? RC.notAuthorized : 0x80)
       }
     }
+    this.saveSession()
     this.write(
       mqtt.generate({ cmd: 'suback', messageId: p.messageId, granted }, { protocolVersion: this.version }),
     )
+  }
+
+  private saveSession(): void {
+    if (this.sessionExpiry > 0)
+      this.gw.sessions?.save(this.clientId!, this.deviceId, this.subs ?? new Map(), this.sessionExpiry)
   }
 
   private onUnsubscribe(p: AnyPacket): void {
@@ -723,6 +766,7 @@ class Connection implements AckSink {
     for (const t of p.unsubscriptions as string[]) {
       codes.push(this.subs?.delete(t) ? RC.success : RC.noSubscriptionExisted)
     }
+    this.saveSession()
     this.write(
       mqtt.generate(
         this.version === 5
@@ -797,6 +841,7 @@ class Connection implements AckSink {
     this.state = STATE_CLOSED
     this.pending = null
     this.gw.closed(this)
+    if (wasConnected && this.sessionExpiry > 0) this.gw.sessions?.touch(this.clientId!, this.sessionExpiry)
     // [MQTT-3.1.2-8] the will is published when the connection closes without a normal DISCONNECT.
     if (wasConnected && this.will) {
       const will = this.will
