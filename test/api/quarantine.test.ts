@@ -126,16 +126,27 @@ describe('poison messages', () => {
       BEGIN IF NEW.values ? 'poison' THEN RAISE EXCEPTION 'poisoned reading'; END IF; RETURN NEW; END $$;
       CREATE TRIGGER poison BEFORE INSERT ON telemetry FOR EACH ROW EXECUTE FUNCTION poison_check();`)
     const send = (body: unknown) =>
-      fetch(`${p.api}/devices/${dev.id}/telemetry`, { method: 'POST', headers: { authorization: `Bearer ${dev.token}` }, body: JSON.stringify(body) })
+      fetch(`${p.api}/devices/${dev.id}/telemetry`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${dev.token}` },
+        body: JSON.stringify(body),
+      })
     assert.equal((await send({ msgId: 'p1', ts: 1732330000000, poison: 1 })).status, 202)
     assert.equal((await send({ msgId: 'ok1', ts: 1732330001000, fine: 1 })).status, 202)
-    const item = await waitFor(async () => {
-      const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=ingest_failed`)
-      return r.body.items[0]
-    }, 60_000, 'the poison message in quarantine')
+    const item = await waitFor(
+      async () => {
+        const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=ingest_failed`)
+        return r.body.items[0]
+      },
+      60_000,
+      'the poison message in quarantine',
+    )
     assert.match(item.detail, /poisoned reading/)
     assert.equal(item.acked, true)
-    await waitFor(async () => (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=fine`)).body.fine.length === 1)
+    await waitFor(
+      async () =>
+        (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=fine`)).body.fine.length === 1,
+    )
     await waitFor(() => p.app.queue.stats().depth === 0)
   })
 })

@@ -269,7 +269,10 @@ export async function tally(databaseUrl: string, deviceIds: string[], load: Load
  * From the database's return until the queue is empty: how long the ingest took to notice (its backoff), then
  * how many rows landed while the backlog drained, and how fast.
  */
-export async function measureDrain(databaseUrl: string, httpPort: number): Promise<{ noticed: number; seconds: number; stored: number }> {
+export async function measureDrain(
+  databaseUrl: string,
+  httpPort: number,
+): Promise<{ noticed: number; seconds: number; stored: number }> {
   const c = new pg.Client({ connectionString: databaseUrl })
   c.on('error', () => {})
   await c.connect()
