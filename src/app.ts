@@ -280,7 +280,7 @@ export class App {
       })
     }
     if (this.has('api')) {
-      const devices = new Devices(this.store, config.offlineAfterSeconds)
+      const devices = new Devices(this.store, config.offlineAfterSeconds, this.credentials)
       await app.register(api, {
         prefix: '/api/v1',
         store: this.store,

@@ -42,6 +42,8 @@ export class Devices {
   constructor(
     private readonly store: Store,
     private readonly offlineAfterSeconds: number,
+    /** This process's own credential cache, updated before a change is answered (others hear the NOTIFY). */
+    private readonly cache?: CredentialCache,
   ) {}
 
   async create(input: { name: string; imei?: string; attributes?: Record<string, unknown> }) {
@@ -82,6 +84,7 @@ export class Devices {
 
   private async announce(id: string): Promise<void> {
     await this.store.pool.query('SELECT pg_notify($1, $2)', [DEVICE_CHANNEL, id])
+    await this.cache?.refresh(id)
   }
 
   private view(r: DeviceRow): DeviceView {
@@ -174,7 +177,8 @@ export class CredentialCache {
     }
   }
 
-  private async refresh(id: string): Promise<Credential | undefined> {
+  /** Reads one device's credential again (after a change made here or announced by another process). */
+  async refresh(id: string): Promise<Credential | undefined> {
     const c = await this.store.credential(id)
     const old = this.byId.get(id)
     if (old?.imei) this.byImei.delete(old.imei)

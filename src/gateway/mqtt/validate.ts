@@ -36,7 +36,7 @@ const PAIR = 8
 
 /**
  * Properties a client may send after CONNECT: identifier -> [data type, packet types allowed in (bit mask)]
- * ([MQTT-2.2.2] table 2-4). Subscription Identifier is tolerated in PUBLISH as brokers do; it is ignored.
+ * (MQTT 5 §2.2.2.2, table 2-4). Subscription Identifier is tolerated in PUBLISH as brokers do; it is ignored.
  */
 const PROPS = new Map<number, [number, number]>([
   [0x01, [BYTE, 1 << PUBLISH]], // Payload Format Indicator
@@ -52,10 +52,10 @@ const PROPS = new Map<number, [number, number]>([
   [0x26, [PAIR, 0xffff]], // User Property
 ])
 
-/** [MQTT-3.4.2.1] / [MQTT-3.5.2.1] PUBACK and PUBREC reason codes; [MQTT-3.6.2.1] / [MQTT-3.7.2.1] PUBREL, PUBCOMP. */
+/** [MQTT-3.4.2-1] / [MQTT-3.5.2-1] PUBACK and PUBREC reason codes; [MQTT-3.6.2-1] / [MQTT-3.7.2-1] PUBREL, PUBCOMP. */
 const ACK_CODES = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99])
 const REL_CODES = new Set([0x00, 0x92])
-/** [MQTT-3.14.2.1] reason codes a client may send in DISCONNECT. */
+/** [MQTT-3.14.2-1] reason codes a client may send in DISCONNECT. */
 const DISCONNECT_CODES = new Set([
   0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99,
 ])
@@ -114,7 +114,7 @@ export function checkPacket(buf: Buffer, start: number, end: number, version: nu
     case UNSUBSCRIBE:
       return checkUnsubscribe(buf, pos, end, v5)
     case PINGREQ:
-      // [MQTT-3.12.1] (v3.1.1 §3.12) PINGREQ has no variable header and no payload.
+      // §3.12 (both versions): PINGREQ has no variable header and no payload.
       return len === 0 ? undefined : bad(MALFORMED, 'PINGREQ with a body')
     case DISCONNECT:
       if (!v5) return len === 0 ? undefined : bad(MALFORMED, 'DISCONNECT with a body')
@@ -157,7 +157,7 @@ function checkPublish(
 function checkAck(buf: Buffer, pos: number, end: number, type: number, v5: boolean): Violation | undefined {
   const len = end - pos
   const name = ['', '', '', '', 'PUBACK', 'PUBREC', 'PUBREL', 'PUBCOMP'][type]
-  // v3.1.1 §3.4.1-3.7.1: the Remaining Length is exactly 2; v5 [MQTT-3.4.2-?]: at least the packet identifier.
+  // v3.1.1 §3.4.1-3.7.1: the Remaining Length is exactly 2; v5 §3.4.2.1: at least the packet identifier.
   if (len < 2 || (!v5 && len !== 2)) return bad(MALFORMED, `${name} of ${len} bytes`)
   // The identifier of a PUBLISH, which is never 0 [MQTT-2.2.1-3].
   if (buf.readUInt16BE(pos) === 0) return bad(PROTOCOL_ERROR, `${name} for packet identifier 0`)
@@ -187,10 +187,10 @@ function checkSubscribe(buf: Buffer, pos: number, end: number, v5: boolean): Vio
     const filter = checkFilter(buf, pos + 2, fEnd)
     if (filter) return filter
     const o = buf[fEnd]
-    // [MQTT-3.8.3-5] (v3.1.1: MQTT-3-8.3-4) reserved option bits are 0; QoS 3 and Retain Handling 3 are
-    // malformed.
+    // [MQTT-3.8.3-5] (v3.1.1: MQTT-3-8.3-4, which also makes QoS 3 malformed) reserved option bits are 0;
+    // v5 §3.8.3.1: QoS 3 and Retain Handling 3 are Protocol Errors.
     if (o & (v5 ? 0xc0 : 0xfc)) return bad(MALFORMED, 'reserved subscription option bits set')
-    if ((o & 3) === 3) return bad(MALFORMED, 'subscription QoS 3')
+    if ((o & 3) === 3) return bad(v5 ? PROTOCOL_ERROR : MALFORMED, 'subscription QoS 3')
     if (v5 && ((o >> 4) & 3) === 3) return bad(PROTOCOL_ERROR, 'Retain Handling 3')
     if (v5) {
       const shared = checkShared(buf, pos + 2, fEnd, (o & 4) !== 0)
@@ -260,7 +260,7 @@ function stringEnd(buf: Buffer, pos: number, end: number): number {
   return e > end ? -1 : e
 }
 
-/** A Variable Byte Integer at `pos`: [value, end], or undefined if malformed or past `end` ([MQTT-1.5.5]). */
+/** A Variable Byte Integer at `pos`: [value, end], or undefined if malformed or past `end` (§1.5.5). */
 function readVbi(buf: Buffer, pos: number, end: number): [number, number] | undefined {
   let value = 0
   let mult = 1
@@ -275,7 +275,7 @@ function readVbi(buf: Buffer, pos: number, end: number): [number, number] | unde
 }
 
 /**
- * The property block at `pos` for a packet of `type` ([MQTT-2.2.2]): its length must match, each identifier
+ * The property block at `pos` for a packet of `type` (MQTT 5 §2.2.2): its length must match, each identifier
  * must belong to the packet type, and all but User Property appear at most once. With `last`, the block must
  * end the packet.
  */
@@ -299,7 +299,7 @@ function checkProperties(
     if (!idVbi) return { v: bad(MALFORMED, 'malformed property identifier'), end }
     const [id, at] = idVbi
     const spec = PROPS.get(id)
-    // [MQTT-2.2.2-?] an identifier not valid for the packet type is a Malformed Packet.
+    // §2.2.2.2: an identifier not valid for the packet type is a Malformed Packet.
     if (!spec || (spec[1] & (1 << type)) === 0) {
       return { v: bad(MALFORMED, `property 0x${id.toString(16)} is not allowed here`), end }
     }
@@ -321,7 +321,7 @@ function propertyEnd(buf: Buffer, pos: number, stop: number, kind: number, id: n
   switch (kind) {
     case BYTE:
       if (pos + 1 > stop) return short
-      // [MQTT-3.3.2-?] Payload Format Indicator is 0 or 1.
+      // §3.3.2.3.2: a Payload Format Indicator is 0 or 1.
       if (id === 0x01 && buf[pos] > 1) return bad(PROTOCOL_ERROR, 'Payload Format Indicator above 1')
       return pos + 1
     case INT2:
@@ -334,7 +334,7 @@ function propertyEnd(buf: Buffer, pos: number, stop: number, kind: number, id: n
     case VBI: {
       const r = readVbi(buf, pos, stop)
       if (!r) return short
-      // [MQTT-3.8.2.1.2] a Subscription Identifier is 1 to 268,435,455.
+      // §3.8.2.1.2: a Subscription Identifier of 0 is a Protocol Error.
       if (r[0] === 0) return bad(PROTOCOL_ERROR, 'Subscription Identifier 0')
       return r[1]
     }
