@@ -15,6 +15,7 @@ import {
   tally,
   waitUntil,
   workdir,
+  within,
 } from './harness.js'
 
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
@@ -103,7 +104,7 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     await ingest[1].start()
 
     say(`waiting for the last acks (${l.acked.size} so far)`)
-    await Promise.race([load.done, waitUntil('every reading acked', () => false, 600_000)])
+    await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the ingest to store them')
     await count.connect()
     await waitUntil(

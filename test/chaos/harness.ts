@@ -221,6 +221,21 @@ export async function createDevices(
   return out
 }
 
+/** `p`, or a failure after `ms`; the timer is cleared either way so it cannot keep the process alive. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)
+      }),
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export async function waitUntil(
   what: string,
   fn: () => Promise<boolean> | boolean,

@@ -14,6 +14,7 @@ import {
   tally,
   waitUntil,
   workdir,
+  within,
 } from './harness.js'
 
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
@@ -88,7 +89,7 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
     await proc.start(httpPort)
 
     say(`waiting for the last acks (${l.acked.size} so far)`)
-    await Promise.race([load.done, waitUntil('every reading acked', () => false, 600_000)])
+    await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the queue to drain')
     await waitUntil(
       'the queue to drain',
