@@ -5,6 +5,9 @@ import { loadConfig } from '../config/index.js'
 import { Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
 
+/** A graceful stop that takes longer than this (a database that never answers) ends the process anyway. */
+const SHUTDOWN_DEADLINE_MS = 30_000
+
 const USAGE = `iotcore: an IoT cloud platform
 
 Usage:
@@ -35,6 +38,11 @@ async function main(argv: string[]): Promise<number> {
       if (stopping) return
       stopping = true
       log.info({ signal }, 'shutting down')
+      // Acked messages are on disk already: past the deadline, exiting loses nothing, hanging helps nobody.
+      setTimeout(() => {
+        log.error({ seconds: SHUTDOWN_DEADLINE_MS / 1000 }, 'shutdown did not finish in time; exiting')
+        process.exit(1)
+      }, SHUTDOWN_DEADLINE_MS).unref()
       app.stop().then(
         () => process.exit(0),
         (err) => {
