@@ -1,4 +1,5 @@
-import type { AckSink } from './types.js'
+import { IotError } from '../errors.js'
+import type { AckSink, Envelope } from './types.js'
 
 /**
  * Messages appended in one event-loop turn share a commit. When it lands, every sink is corked once, acked
@@ -65,5 +66,60 @@ export class PromiseSink implements AckSink {
       if (this.error) this.reject(this.error)
       else this.resolve()
     }
+  }
+}
+
+/**
+ * The producer side both queues share: appends made in one event-loop turn become one group, handed to
+ * `commit` once; when it reports durable, the group's sinks are acked together.
+ */
+export abstract class GroupCommitQueue {
+  private open: CommitGroup | null = null
+  private pending: Envelope[] = []
+  private inFlight = 0
+  private readonly flushBound = () => this.flush()
+  /** Called with each group commit's latency in ms, for the metrics. */
+  onCommit: ((ms: number) => void) | undefined
+
+  /** Throws an IotError to refuse the message (queue full or unreachable); it is then not acked. */
+  protected abstract admit(env: Envelope): void
+  /** Makes `envs` durable and calls `done` exactly once: with nothing when they are, with the error if not. */
+  protected abstract commit(envs: Envelope[], done: (err?: Error) => void): void
+
+  get appending(): number {
+    return this.inFlight + (this.open?.size ?? 0)
+  }
+
+  enqueue(env: Envelope, sink: AckSink, token: number, count: number): void {
+    this.admit(env)
+    if (this.open === null) {
+      this.open = new CommitGroup()
+      setImmediate(this.flushBound)
+    }
+    this.pending.push(env)
+    this.open.add(sink, token, count)
+  }
+
+  enqueueAll(envs: Envelope[]): Promise<void> {
+    const sink = new PromiseSink(envs.length)
+    for (let i = 0; i < envs.length; i++) this.enqueue(envs[i], sink, i, 1)
+    return sink.promise
+  }
+
+  protected flush(): void {
+    const group = this.open
+    const envs = this.pending
+    if (!group) return
+    this.open = null
+    this.pending = []
+    this.inFlight += envs.length
+    let settled = false
+    this.commit(envs, (err) => {
+      if (settled) return
+      settled = true
+      this.inFlight -= envs.length
+      if (!err) this.onCommit?.(performance.now() - group.createdAt)
+      group.settle(err ? new IotError('IOT_ERR_QUEUE_UNAVAILABLE', err.message) : undefined)
+    })
   }
 }

@@ -2,8 +2,8 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
 import type { QuarantineReason } from '../../readings/index.js'
-import { CommitGroup, PromiseSink } from '../group.js'
-import type { AckSink, Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
+import { GroupCommitQueue } from '../group.js'
+import type { Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
 
 /** The durable quorum queue every gateway publishes to and every ingest consumes from. */
 export const QUEUE_NAME = 'iotcore.telemetry'
@@ -22,13 +22,10 @@ const STATS_INTERVAL_MS = 1000
  * re-established with backoff; messages unconfirmed at the loss are reported failed (their devices got no ack
  * and send again), deliveries unacked at the loss are redelivered by the broker (and deduplicated by the store).
  */
-export class AmqpQueue implements Queue {
+export class AmqpQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'amqp' as const
   private conn: ChannelModel | undefined
   private pub: ConfirmChannel | undefined
-  private open: CommitGroup | null = null
-  private pending: Envelope[] = []
-  private inFlight = 0
   private connected = false
   private stopped = false
   private connecting: Promise<void> | undefined
@@ -37,15 +34,15 @@ export class AmqpQueue implements Queue {
   private lastError: string | undefined
   private statsTimer: NodeJS.Timeout | undefined
   private readonly consumers = new Set<AmqpConsumer>()
-  private readonly flushBound = () => this.flush()
-  onCommit: ((ms: number) => void) | undefined
 
   constructor(
     private readonly url: string,
     private readonly log: Logger,
     readonly maxBytes = Number.POSITIVE_INFINITY,
     private readonly prefetch = DEFAULT_PREFETCH,
-  ) {}
+  ) {
+    super()
+  }
 
   async start(): Promise<void> {
     await this.connect()
@@ -104,57 +101,29 @@ export class AmqpQueue implements Queue {
   async stop(): Promise<void> {
     this.stopped = true
     if (this.statsTimer) clearInterval(this.statsTimer)
-    if (this.open) this.flush()
+    this.flush()
     const deadline = Date.now() + 10_000
-    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    while (this.appending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     for (const c of this.consumers) await c.close()
     const conn = this.conn
     this.conn = undefined
     await conn?.close().catch(() => {})
   }
 
-  get appending(): number {
-    return this.inFlight + (this.open?.size ?? 0)
-  }
-
-  enqueue(env: Envelope, sink: AckSink, token: number, count: number): void {
+  protected admit(_env: Envelope): void {
     if (!this.connected)
       throw new IotError('IOT_ERR_QUEUE_UNAVAILABLE', this.lastError ?? 'not connected to RabbitMQ')
-    if (this.open === null) {
-      this.open = new CommitGroup()
-      setImmediate(this.flushBound)
-    }
-    this.pending.push(env)
-    this.open.add(sink, token, count)
   }
 
-  enqueueAll(envs: Envelope[]): Promise<void> {
-    const sink = new PromiseSink(envs.length)
-    for (let i = 0; i < envs.length; i++) this.enqueue(envs[i], sink, i, 1)
-    return sink.promise
-  }
-
-  /** Publishes one group; one callback shared by its messages settles the group on the last confirm. */
-  private flush(): void {
-    const group = this.open
-    const envs = this.pending
-    if (!group) return
-    this.open = null
-    this.pending = []
+  /** Publishes one group; one callback shared by its messages reports the group on the last confirm. */
+  protected commit(envs: Envelope[], done: (err?: Error) => void): void {
     const ch = this.pub
-    if (!ch) {
-      group.settle(new IotError('IOT_ERR_QUEUE_UNAVAILABLE', this.lastError ?? 'not connected to RabbitMQ'))
-      return
-    }
-    this.inFlight += envs.length
+    if (!ch) return done(new Error(this.lastError ?? 'not connected to RabbitMQ'))
     let remaining = envs.length
     let failed: Error | undefined
     const confirmed = (err: unknown) => {
       if (err && !failed) failed = err instanceof Error ? err : new Error(String(err))
-      if (--remaining > 0) return
-      this.inFlight -= envs.length
-      if (!failed) this.onCommit?.(performance.now() - group.createdAt)
-      group.settle(failed ? new IotError('IOT_ERR_QUEUE_UNAVAILABLE', failed.message) : undefined)
+      if (--remaining === 0) done(failed)
     }
     let published = 0
     try {
@@ -169,12 +138,7 @@ export class AmqpQueue implements Queue {
           '',
           QUEUE_NAME,
           e.payload,
-          {
-            persistent: true,
-            messageId: e.id,
-            timestamp: e.receivedAt,
-            headers,
-          },
+          { persistent: true, messageId: e.id, timestamp: e.receivedAt, headers },
           confirmed,
         )
         published++

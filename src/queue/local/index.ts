@@ -5,8 +5,8 @@ import { type Database, type RootDatabase, open } from 'lmdb'
 import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
 import type { QuarantineReason } from '../../readings/index.js'
-import { CommitGroup, PromiseSink } from '../group.js'
-import type { AckSink, Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
+import { GroupCommitQueue } from '../group.js'
+import type { Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
 
 /** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
 const STATS_INTERVAL_MS = 250
@@ -31,30 +31,26 @@ type Record = [
  * before any device is acknowledged. Keys are a sequence allocated inside the write transaction, so entries
  * from several processes still come out in commit order.
  */
-export class LocalQueue implements Queue {
+export class LocalQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'local' as const
   private root!: RootDatabase
   private entries!: Database<Record, number>
   private meta!: Database<unknown, string>
   private instance = ''
-  private open: CommitGroup | null = null
-  private pending: Envelope[] = []
   private timer: NodeJS.Timeout | undefined
   private bytes = 0
-  private inFlight = 0
   private depth = 0
   private oldestAt = 0
   private lastError: string | undefined
   private readonly consumers = new Set<LocalConsumer>()
-  private readonly flushBound = () => this.flush()
-  /** Called with each group commit's latency in ms, for the metrics. */
-  onCommit: ((ms: number) => void) | undefined
 
   constructor(
     private readonly dir: string,
     readonly maxBytes: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super()
+  }
 
   async start(): Promise<void> {
     const path = join(this.dir, 'queue')
@@ -83,42 +79,21 @@ export class LocalQueue implements Queue {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
-    if (this.open) this.flush()
+    this.flush()
     for (const c of this.consumers) c.stopWaiting()
     await this.root?.committed
     await this.root?.close()
   }
 
-  get appending(): number {
-    return this.inFlight + (this.open?.size ?? 0)
-  }
-
-  enqueue(env: Envelope, sink: AckSink, token: number, count: number): void {
+  protected admit(env: Envelope): void {
+    // Refused messages are still kept for the quarantine: they are small and were never acked.
     if (this.bytes >= this.maxBytes && env.rejected === undefined) {
       throw new IotError('IOT_ERR_QUEUE_FULL', `${this.bytes} of ${this.maxBytes} bytes used`)
     }
-    if (this.open === null) {
-      this.open = new CommitGroup()
-      setImmediate(this.flushBound)
-    }
-    this.pending.push(env)
-    this.open.add(sink, token, count)
     this.bytes += env.payload.length + ENTRY_OVERHEAD_BYTES
   }
 
-  enqueueAll(envs: Envelope[]): Promise<void> {
-    const sink = new PromiseSink(envs.length)
-    for (let i = 0; i < envs.length; i++) this.enqueue(envs[i], sink, i, 1)
-    return sink.promise
-  }
-
-  private flush(): void {
-    const group = this.open
-    const envs = this.pending
-    if (!group) return
-    this.open = null
-    this.pending = []
-    this.inFlight += envs.length
+  protected commit(envs: Envelope[], done: (err?: Error) => void): void {
     const { entries, meta } = this
     this.root
       .transaction(() => {
@@ -139,22 +114,19 @@ export class LocalQueue implements Queue {
       })
       .then(
         () => {
-          this.inFlight -= envs.length
-          this.onCommit?.(performance.now() - group.createdAt)
           this.lastError = undefined
           this.depth += envs.length
           if (this.oldestAt === 0) this.oldestAt = envs[0].receivedAt
-          group.settle(undefined)
+          done()
           for (const c of this.consumers) c.wake()
         },
         (err: Error) => {
-          this.inFlight -= envs.length
           this.lastError = err.message
           this.log.error(
             { err, count: envs.length },
             'durable append failed; the messages are not acknowledged',
           )
-          group.settle(new IotError('IOT_ERR_QUEUE_UNAVAILABLE', err.message))
+          done(err)
         },
       )
   }
