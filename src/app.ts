@@ -15,11 +15,11 @@ import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/server.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
-import { Ingest } from './ingest/index.js'
+import { Ingest, metricsEvents } from './ingest/index.js'
+import { IngestThread } from './ingest/thread.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
-import { AmqpQueue } from './queue/amqp/index.js'
-import { LocalQueue } from './queue/local/index.js'
+import { createQueue } from './queue/index.js'
 import type { Queue } from './queue/types.js'
 import { EmbeddedDatabase } from './store/embedded.js'
 import { Store } from './store/index.js'
@@ -95,7 +95,7 @@ export class App {
   queue!: Queue
   credentials: CredentialCache | undefined
   mqtt: MqttGateway | undefined
-  ingest: Ingest | undefined
+  ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
   http: FastifyInstance | undefined
@@ -125,14 +125,7 @@ export class App {
     this.store = opened.store
     this.embedded = opened.embedded
 
-    const queue = config.amqpUrl
-      ? new AmqpQueue(
-          config.amqpUrl,
-          log.child({ component: 'queue' }),
-          config.queueMaxBytes,
-          config.ingestBatchSize * (config.ingestConcurrency + 1),
-        )
-      : new LocalQueue(config.dataDir, config.queueMaxBytes, log.child({ component: 'queue' }))
+    const queue = createQueue(config, log.child({ component: 'queue' }))
     queue.onCommit = (ms) => metrics.commitSeconds.observe(ms / 1000)
     this.queue = queue
     await queue.start()
@@ -159,12 +152,21 @@ export class App {
     }
 
     if (this.has('ingest')) {
-      this.ingest = new Ingest(queue, this.store, metrics, log.child({ component: 'ingest' }), {
-        batchSize: config.ingestBatchSize,
-        batchMs: config.ingestBatchMs,
-        concurrency: config.ingestConcurrency,
-      })
-      this.ingest.start()
+      const ingestLog = log.child({ component: 'ingest' })
+      // Beside a gateway the ingest gets a thread of its own; alone in its process it needs none.
+      if (this.has('gateway') && config.ingestThread) {
+        const thread = new IngestThread(config, this.store.url, metrics, ingestLog)
+        await thread.start()
+        this.ingest = thread
+      } else {
+        const ingest = new Ingest(queue, this.store, metricsEvents(metrics), ingestLog, {
+          batchSize: config.ingestBatchSize,
+          batchMs: config.ingestBatchMs,
+          concurrency: config.ingestConcurrency,
+        })
+        ingest.start()
+        this.ingest = ingest
+      }
     }
 
     this.heartbeat = new Heartbeat(

@@ -68,6 +68,8 @@ export interface Config {
   readonly ingestBatchSize: number
   readonly ingestBatchMs: number
   readonly ingestConcurrency: number
+  /** Run the ingest on its own thread when it shares the process with a gateway. */
+  readonly ingestThread: boolean
   readonly logLevel: string
 }
 
@@ -84,6 +86,14 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
   const n = Number(raw.trim())
   if (n < min || n > max) fail(name, raw, `an integer from ${min} to ${max}`)
   return n
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return def
+  if (/^(1|true|yes|on)$/i.test(raw)) return true
+  if (/^(0|false|no|off)$/i.test(raw)) return false
+  fail(name, raw, 'true or false')
 }
 
 function port(env: Env, names: string[], def: number): number | null {
@@ -187,6 +197,7 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     ingestBatchSize: int(env, 'IOTCORE_INGEST_BATCH_SIZE', DEFAULTS.ingestBatchSize, 1, 100000),
     ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),
     ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
+    ingestThread: bool(env, 'IOTCORE_INGEST_THREAD', true),
     logLevel,
   }
   return Object.freeze(config)

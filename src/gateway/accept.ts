@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { IotError } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Envelope, Queue, Transport } from '../queue/types.js'
-import { type QuarantineReason, type Rejection, parsePayload } from '../readings/index.js'
+import { type QuarantineReason, type Rejection, judgePayload } from '../readings/index.js'
 
 const bootId = randomBytes(4).toString('base64url')
 let seq = 0
@@ -29,8 +29,8 @@ export async function acceptPayload(
   /** false for a replay: an operator's still-invalid correction is answered, not quarantined again */
   quarantineIfRefused = true,
 ): Promise<AcceptResult> {
-  const parsed = parsePayload(payload, deviceId, receivedAt)
-  const accepted = parsed.readings.length
+  const parsed = judgePayload(payload)
+  const accepted = parsed.valid
   const quarantined = parsed.rejections.length
   metrics.received.inc({ transport }, accepted + quarantined)
   const env: Envelope = { id: envelopeId('h'), deviceId, transport, receivedAt, payload }

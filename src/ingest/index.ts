@@ -10,6 +10,31 @@ const BACKOFF_MAX_MS = 5_000
 /** An item that fails this many deliveries for a reason other than an outage goes to the quarantine. */
 export const POISON_ATTEMPTS = 5
 
+/** What the ingest reports: to the metrics directly, or across a thread boundary (see thread.ts). */
+export interface IngestEvents {
+  batch(result: WriteResult, items: number, seconds: number): void
+  error(kind: 'outage' | 'data' | 'poison', message: string): void
+  database(up: boolean): void
+}
+
+export function metricsEvents(m: Metrics): IngestEvents {
+  return {
+    batch(r, items, seconds) {
+      m.stored.inc(r.stored)
+      m.duplicate.inc(r.duplicate)
+      m.quarantined.inc(r.quarantined)
+      m.ingestBatchSize.observe(items)
+      m.ingestBatchSeconds.observe(seconds)
+    },
+    error(kind) {
+      m.ingestErrors.inc({ kind })
+    },
+    database(up) {
+      m.databaseUp.set(up ? 1 : 0)
+    },
+  }
+}
+
 export interface IngestOptions {
   batchSize: number
   batchMs: number
@@ -34,7 +59,7 @@ export class Ingest {
   constructor(
     private readonly queue: Queue,
     private readonly store: Store,
-    private readonly metrics: Metrics,
+    private readonly events: IngestEvents,
     private readonly log: Logger,
     private readonly opts: IngestOptions,
   ) {}
@@ -42,7 +67,7 @@ export class Ingest {
   start(): void {
     this.running = true
     this.consumer = this.queue.consumer()
-    this.metrics.databaseUp.set(1)
+    this.events.database(true)
     this.loop = this.run()
   }
 
@@ -89,26 +114,22 @@ export class Ingest {
     try {
       const result = await this.write(batch.items, batch.attempt)
       await batch.ack()
-      this.metrics.stored.inc(result.stored)
-      this.metrics.duplicate.inc(result.duplicate)
-      this.metrics.quarantined.inc(result.quarantined)
-      this.metrics.ingestBatchSize.observe(batch.items.length)
-      this.metrics.ingestBatchSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+      this.events.batch(result, batch.items.length, Number(process.hrtime.bigint() - started) / 1e9)
       if (!this.databaseUp) this.log.info('PostgreSQL is back; draining the queue')
       this.databaseUp = true
-      this.metrics.databaseUp.set(1)
+      this.events.database(true)
       this.failures = 0
       this.lastError = undefined
     } catch (err) {
-      this.metrics.ingestErrors.inc({ kind: 'outage' })
       this.lastError = (err as Error).message
+      this.events.error('outage', this.lastError)
       if (this.databaseUp)
         this.log.error(
           { err: this.lastError },
           'cannot write to PostgreSQL; keeping messages queued and retrying',
         )
       this.databaseUp = false
-      this.metrics.databaseUp.set(0)
+      this.events.database(false)
       batch.nack()
       this.pause()
     }
@@ -134,7 +155,7 @@ export class Ingest {
       // An outage is never the messages' fault: retry them whatever the count. Any other error that keeps
       // coming back is treated like a data error, so a poison message cannot block the queue forever.
       if (!data && (isOutage(err) || attempt + 1 < POISON_ATTEMPTS)) throw err
-      this.metrics.ingestErrors.inc({ kind: data ? 'data' : 'poison' })
+      this.events.error(data ? 'data' : 'poison', (err as Error).message)
       const reason = data ? 'database_rejected' : 'ingest_failed'
       if (items.length === 1) return this.quarantineWhole(items[0], reason, (err as Error).message)
       const mid = items.length >> 1

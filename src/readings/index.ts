@@ -41,6 +41,8 @@ export interface Rejection {
 export interface Parsed {
   readings: Reading[]
   rejections: Rejection[]
+  /** Valid readings counted by judgePayload, which builds none. */
+  valid: number
 }
 
 /** Limits, each with why. */
@@ -60,8 +62,21 @@ export const LIMITS = {
 
 const RESERVED = new Set(['ts', 'msgId', 'values'])
 
+/** Parses and validates a payload into readings (the ingest) and rejections. */
 export function parsePayload(payload: Buffer | string, deviceId: string, receivedAt: number): Parsed {
-  const out: Parsed = { readings: [], rejections: [] }
+  return run(payload, deviceId, receivedAt, true)
+}
+
+/**
+ * The same judgement without building readings: `valid` counts them. What a gateway needs to answer its
+ * device, at a fraction of the allocations.
+ */
+export function judgePayload(payload: Buffer | string): Parsed {
+  return run(payload, '', 0, false)
+}
+
+function run(payload: Buffer | string, deviceId: string, receivedAt: number, build: boolean): Parsed {
+  const out: Parsed = { readings: [], rejections: [], valid: 0 }
   let doc: unknown
   try {
     doc = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
@@ -78,10 +93,10 @@ export function parsePayload(payload: Buffer | string, deviceId: string, receive
         detail: `the array holds ${doc.length} readings; at most ${LIMITS.maxReadingsPerPayload} per message`,
       })
     } else {
-      for (let i = 0; i < doc.length; i++) normalize(doc[i], deviceId, receivedAt, out, i)
+      for (let i = 0; i < doc.length; i++) normalize(doc[i], deviceId, receivedAt, out, i, build)
     }
   } else {
-    normalize(doc, deviceId, receivedAt, out, undefined)
+    normalize(doc, deviceId, receivedAt, out, undefined, build)
   }
   return out
 }
@@ -104,6 +119,7 @@ function normalize(
   receivedAt: number,
   out: Parsed,
   index: number | undefined,
+  build: boolean,
 ) {
   const where = index === undefined ? '' : `reading ${index}: `
   if (el === null || typeof el !== 'object' || Array.isArray(el)) {
@@ -139,7 +155,8 @@ function normalize(
     )
   }
 
-  const values: Record<string, Value> = {}
+  // Judging only (a gateway answering its device), nothing is copied: the checks read the parsed object.
+  const values: Record<string, Value> | undefined = build ? {} : undefined
   let count = 0
   const nested = obj.values
   if (nested !== undefined) {
@@ -155,7 +172,7 @@ function normalize(
     for (const key in nested as Record<string, unknown>) {
       const problem = checkValue(key, (nested as Record<string, unknown>)[key])
       if (problem) return reject(out, 'invalid_value', where + problem, el, index)
-      values[key] = (nested as Record<string, Value>)[key]
+      if (values) values[key] = (nested as Record<string, Value>)[key]
       count++
     }
   }
@@ -163,7 +180,7 @@ function normalize(
     if (RESERVED.has(key)) continue
     const problem = checkValue(key, obj[key])
     if (problem) return reject(out, 'invalid_value', where + problem, el, index)
-    values[key] = obj[key] as Value
+    if (values) values[key] = obj[key] as Value
     count++
   }
   if (count === 0)
@@ -177,12 +194,12 @@ function normalize(
       index,
     )
   }
-  const position = checkPosition(values)
+  const position = checkPosition(values ?? positionOf(obj))
   if (position) return reject(out, 'invalid_value', where + position, el, index)
 
   let msgId: string
   const rawId = obj.msgId
-  if (rawId === undefined || rawId === null) msgId = deriveMsgId(deviceId, ts, values)
+  if (rawId === undefined || rawId === null) msgId = values ? deriveMsgId(deviceId, ts, values) : ''
   else if (typeof rawId === 'string' || (typeof rawId === 'number' && Number.isFinite(rawId))) {
     msgId = String(rawId)
     if (msgId.length === 0 || msgId.length > LIMITS.maxMsgIdLength || msgId.includes('\u0000')) {
@@ -203,7 +220,14 @@ function normalize(
       index,
     )
   }
-  out.readings.push({ ts, msgId, values })
+  if (values) out.readings.push({ ts, msgId, values })
+  else out.valid++
+}
+
+/** lat and lon wherever the reading put them, for checking without copying the values. */
+function positionOf(obj: Record<string, unknown>): Record<string, Value> {
+  const nested = obj.values as Record<string, Value> | undefined
+  return { lat: (nested?.lat ?? obj.lat) as Value, lon: (nested?.lon ?? obj.lon) as Value }
 }
 
 function checkValue(key: string, v: unknown): string | undefined {

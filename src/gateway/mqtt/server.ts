@@ -6,11 +6,11 @@ import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Envelope, Queue, Transport } from '../../queue/types.js'
-import { type QuarantineReason, parsePayload } from '../../readings/index.js'
+import { type QuarantineReason, judgePayload } from '../../readings/index.js'
 import { FRAME_MALFORMED, FRAME_TOO_LARGE, type FrameScan, scanFrames } from './framing.js'
 import { NEVER_EXPIRES, type Sessions } from './sessions.js'
 import { classifyPublish, devicePrefix, subscriptionAllowed } from './topics.js'
-import { firstViolation } from './validate.js'
+import { checkPacket } from './validate.js'
 
 /** How often idle, keepalive and connect timeouts are checked: one timer for all connections. */
 const SWEEP_INTERVAL_MS = 1000
@@ -96,6 +96,18 @@ export class MqttGateway {
   /** Largest packet we take: the payload limit plus room for the topic, properties and header. */
   readonly maxPacketSize: number
   private stopping = false
+  private receivedTcp = 0
+  /** The one PUBLISH object the fast path fills: handlers read it synchronously and keep nothing of it. */
+  readonly scratch = {
+    cmd: 'publish',
+    qos: 0,
+    dup: false,
+    retain: false,
+    messageId: undefined,
+    topic: '',
+    payload: EMPTY,
+  } as AnyPacket
+  private receivedWs = 0
   private readonly qos0Sinks = new Map<Transport, AckSink>()
   private readonly bootId = randomBytes(4).toString('base64url')
   private seq = 0
@@ -110,6 +122,7 @@ export class MqttGateway {
     readonly sessions?: Sessions,
   ) {
     this.maxPacketSize = opts.maxPayloadBytes + 1024
+    metrics.beforeCollect.push(() => this.flushReceived())
   }
 
   async start(): Promise<void> {
@@ -148,6 +161,19 @@ export class MqttGateway {
     const c = new Connection(this, wire, transport)
     this.connections.add(c)
     this.metrics.mqttConnections.inc()
+  }
+
+  /** @internal Counted as plain numbers on the publish path; handed to prom-client when it collects. */
+  countReceived(transport: Transport, n: number): void {
+    if (transport === 'ws') this.receivedWs += n
+    else this.receivedTcp += n
+  }
+
+  private flushReceived(): void {
+    if (this.receivedTcp > 0) this.metrics.received.inc({ transport: 'mqtt' }, this.receivedTcp)
+    if (this.receivedWs > 0) this.metrics.received.inc({ transport: 'ws' }, this.receivedWs)
+    this.receivedTcp = 0
+    this.receivedWs = 0
   }
 
   /** @internal QoS 0 readings count as acked once durable, though nothing is sent back. */
@@ -241,6 +267,7 @@ class Connection implements AckSink {
   deviceId = ''
   clientId: string | undefined
   private telemetryTopic = ''
+  private telemetryTopicBytes: Buffer | null = null
   private pending: Buffer[] | null = null
   private pendingBytes = 0
   private pendingNeed = 0
@@ -293,10 +320,9 @@ class Connection implements AckSink {
     const { end, need, status, size, type } = scan
     // mqtt-packet is lenient: whole packets are checked on their bytes first, and the first malformed one is
     // answered with a disconnect (v5: its reason code) after the packets before it [MQTT-4.13.1-1].
-    const bad = connected && end > 0 ? firstViolation(data, end, this.version) : undefined
-    const upTo = bad ? bad.at : end
-    if (upTo > 0) this.gw.parse(this, upTo === data.length ? data : data.subarray(0, upTo))
-    if (bad) return this.protocolError(bad.rc, bad.why)
+    if (connected) {
+      if (end > 0 && !this.packets(data, end)) return
+    } else if (end > 0) this.gw.parse(this, end === data.length ? data : data.subarray(0, end))
     if (status === FRAME_MALFORMED)
       return this.protocolError(RC.malformedPacket, 'malformed remaining length')
     if (status === FRAME_TOO_LARGE) return this.tooLarge(size, type)
@@ -309,6 +335,75 @@ class Connection implements AckSink {
     // While the CONNECT is being authenticated, what follows it waits. A CONNECT that is itself still
     // incomplete (STATE_NEW) must keep reading, or its rest never arrives.
     if (this.state === STATE_AUTH) this.pause()
+  }
+
+  /**
+   * Handles the whole packets in `data[0, end)`; false if the connection closed on the way. Each packet is
+   * checked on its bytes first. The common PUBLISH (no v5 properties) is decoded here, straight from the
+   * bytes; runs of other packets go through the shared mqtt-packet parser, in order.
+   */
+  private packets(data: Buffer, end: number): boolean {
+    const v5 = this.version === 5
+    let pos = 0
+    let run = 0
+    while (pos < end) {
+      let i = pos + 1
+      let len = 0
+      let mult = 1
+      for (;;) {
+        const b = data[i++]
+        len += (b & 0x7f) * mult
+        mult *= 128
+        if ((b & 0x80) === 0) break
+      }
+      const next = i + len
+      const bad = checkPacket(data, pos, next, this.version)
+      if (bad) {
+        if (pos > run) this.gw.parse(this, data.subarray(run, pos))
+        if (this.state !== STATE_CLOSED) this.protocolError(bad.rc, bad.why)
+        return false
+      }
+      if (data[pos] >> 4 === 3) {
+        // [MQTT-3.3.2] topic (2-byte length + UTF-8, validated above), packet id if QoS > 0, v5 properties.
+        const flags = data[pos] & 0x0f
+        const qos = (flags >> 1) & 3
+        const topicLen = (data[i] << 8) | data[i + 1]
+        let at = i + 2 + topicLen
+        let pid = 0
+        if (qos > 0) {
+          pid = (data[at] << 8) | data[at + 1]
+          at += 2
+        }
+        if (!v5 || data[at] === 0) {
+          if (v5) at++
+          if (pos > run) {
+            this.gw.parse(this, data.subarray(run, pos))
+            if (this.state === STATE_CLOSED) return false
+          }
+          const p = this.gw.scratch
+          p.qos = qos
+          p.dup = (flags & 8) !== 0
+          p.retain = (flags & 1) !== 0
+          p.messageId = qos > 0 ? pid : undefined
+          p.topic = this.topicAt(data, i + 2, topicLen)
+          p.payload = data.subarray(at, next)
+          this.onPublish(p)
+          if (this.state === STATE_CLOSED) return false
+          run = next
+        }
+      }
+      pos = next
+    }
+    if (end > run) this.gw.parse(this, data.subarray(run, end))
+    return this.state !== STATE_CLOSED
+  }
+
+  /** The topic as a string; the device's own telemetry topic, by far the most common, without decoding. */
+  private topicAt(data: Buffer, at: number, len: number): string {
+    const own = this.telemetryTopicBytes
+    if (own !== null && len === own.length && data.compare(own, 0, len, at, at + len) === 0)
+      return this.telemetryTopic
+    return data.toString('utf8', at, at + len)
   }
 
   onParseError(err: Error): void {
@@ -412,6 +507,7 @@ class Connection implements AckSink {
     }
     this.deviceId = deviceId
     this.telemetryTopic = `${devicePrefix(deviceId)}telemetry`
+    this.telemetryTopicBytes = Buffer.from(this.telemetryTopic)
     if (p.will) {
       if (classifyPublish(deviceId, p.will.topic) !== 'telemetry') {
         return this.refuseConnect(
@@ -550,10 +646,10 @@ class Connection implements AckSink {
         kind === 'forbidden' ? RC.notAuthorized : RC.topicNameInvalid,
       )
     }
-    const parsed = parsePayload(payload, this.deviceId, this.gw.now)
-    const count = parsed.readings.length + parsed.rejections.length
-    m.received.inc({ transport: this.transport }, count)
-    if (v5 && qos > 0 && parsed.readings.length === 0) {
+    const parsed = judgePayload(payload)
+    const count = parsed.valid + parsed.rejections.length
+    this.gw.countReceived(this.transport, count)
+    if (v5 && qos > 0 && parsed.valid === 0) {
       // Nothing in it can be stored: refused like HTTP's 400, with 0x99 Payload format invalid, and kept in
       // the quarantine as not acknowledged. A payload with some valid readings is accepted (success ack),
       // its bad readings quarantined, as HTTP answers 202: a 0x99 would tell the device nothing was taken.
@@ -847,9 +943,9 @@ class Connection implements AckSink {
       const will = this.will
       this.will = null
       const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload
-      const parsed = parsePayload(payload, this.deviceId, Date.now())
-      const count = parsed.readings.length + parsed.rejections.length
-      this.gw.metrics.received.inc({ transport: this.transport }, count)
+      const parsed = judgePayload(payload)
+      const count = parsed.valid + parsed.rejections.length
+      this.gw.countReceived(this.transport, count)
       try {
         this.gw.queue.enqueue(
           {
@@ -875,6 +971,7 @@ class Connection implements AckSink {
 }
 
 const PINGRESP = Buffer.from([0xd0, 0x00])
+const EMPTY = Buffer.alloc(0)
 
 /** QoS 0: nothing to acknowledge, but the readings still count as accepted once durable. */
 class MetricsSink implements AckSink {

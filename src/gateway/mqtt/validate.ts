@@ -63,33 +63,6 @@ const DISCONNECT_CODES = new Set([
 const bad = (rc: number, why: string): Violation => ({ rc, why })
 
 /**
- * The first violation among the whole packets in `buf[0, end)`, with the offset of its packet (the packets
- * before it are fine to parse), or undefined.
- */
-export function firstViolation(
-  buf: Buffer,
-  end: number,
-  version: number,
-): (Violation & { at: number }) | undefined {
-  let pos = 0
-  while (pos < end) {
-    let i = pos + 1
-    let len = 0
-    let mult = 1
-    for (;;) {
-      const b = buf[i++]
-      len += (b & 0x7f) * mult
-      mult *= 128
-      if ((b & 0x80) === 0) break
-    }
-    const v = checkPacket(buf, pos, i + len, version)
-    if (v) return { ...v, at: pos }
-    pos = i + len
-  }
-  return undefined
-}
-
-/**
  * Checks the packet in `buf[start, end)` (one whole frame, as framing found it) for a connection of protocol
  * level `version`. Returns undefined if it may be parsed.
  */

@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { type Database, type RootDatabase, open } from 'lmdb'
 import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
-import type { QuarantineReason } from '../../readings/index.js'
 import { GroupCommitQueue } from '../group.js'
-import type { Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
+import type { Batch, Consumer, Envelope, Queue, QueueStats } from '../types.js'
+import { decodeRecord, encodeRecord, recordReceivedAt } from './record.js'
 
 /** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
 const STATS_INTERVAL_MS = 250
@@ -15,30 +15,21 @@ const ENTRY_OVERHEAD_BYTES = 64
 /** A consumer polls this often when idle, which is how it learns of appends made by another process. */
 const IDLE_POLL_MS = 20
 
-type Record = [
-  deviceId: string,
-  transport: Transport,
-  topic: string | null,
-  receivedAt: number,
-  payload: Buffer,
-  rejectedReason: QuarantineReason | null,
-  rejectedDetail: string | null,
-]
-
 /**
  * The local durable queue: an LMDB environment in `<dataDir>/queue`. Appends made in one event-loop turn
  * share one transaction, committed with fsync (overlappingSync off, so the commit promise means "on disk")
- * before any device is acknowledged. Keys are a sequence allocated inside the write transaction, so entries
- * from several processes still come out in commit order.
+ * before any device is acknowledged. Keys are a sequence this process allocates: one process appends per data
+ * dir (a gateway), others may consume (an ingest), and entries come out in commit order.
  */
 export class LocalQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'local' as const
   private root!: RootDatabase
-  private entries!: Database<Record, number>
+  private entries!: Database<Buffer, number>
   private meta!: Database<unknown, string>
   private instance = ''
   private timer: NodeJS.Timeout | undefined
   private bytes = 0
+  private seq = 0
   private depth = 0
   private oldestAt = 0
   private lastError: string | undefined
@@ -62,7 +53,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
       overlappingSync: false,
       maxDbs: 4,
     })
-    this.entries = this.root.openDB<Record, number>({ name: 'entries', keyEncoding: 'uint32' })
+    this.entries = this.root.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' })
     this.meta = this.root.openDB<unknown, string>({ name: 'meta' })
     let instance = this.meta.get('instance') as string | undefined
     if (!instance) {
@@ -70,6 +61,11 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
       await this.meta.put('instance', instance)
     }
     this.instance = instance
+    // One writer per data dir: the sequence lives here and is saved with every commit, so keys only grow,
+    // even across restarts of a writer while a separate ingest process keeps its cursor.
+    let last = 0
+    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = key
+    this.seq = Math.max(last, (this.meta.get('seq') as number | undefined) ?? 0)
     this.refreshStats()
     this.timer = setInterval(() => this.refreshStats(), STATS_INTERVAL_MS)
     this.timer.unref()
@@ -95,22 +91,13 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
 
   protected commit(envs: Envelope[], done: (err?: Error) => void): void {
     const { entries, meta } = this
-    this.root
-      .transaction(() => {
-        let seq = (meta.get('seq') as number | undefined) ?? 0
+    // batch(): the records are encoded here, the pages written and fsynced on lmdb-js's write thread.
+    entries
+      .batch(() => {
         for (const e of envs) {
-          seq++
-          entries.put(seq, [
-            e.deviceId,
-            e.transport,
-            e.topic ?? null,
-            e.receivedAt,
-            e.payload,
-            e.rejected?.reason ?? null,
-            e.rejected?.detail ?? null,
-          ])
+          entries.put(++this.seq, encodeRecord(e))
         }
-        meta.put('seq', seq)
+        meta.put('seq', this.seq)
       })
       .then(
         () => {
@@ -144,7 +131,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
       this.depth = s.entryCount
       if (this.depth === 0) this.oldestAt = 0
       else {
-        for (const { value } of this.entries.getRange({ limit: 1 })) this.oldestAt = value[3]
+        for (const { value } of this.entries.getRange({ limit: 1 })) this.oldestAt = recordReceivedAt(value)
       }
     } catch (err) {
       this.lastError = (err as Error).message
@@ -177,7 +164,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   /** @internal */
   async remove(keys: number[]): Promise<void> {
     const { entries } = this
-    await this.root.transaction(() => {
+    await entries.batch(() => {
       for (const k of keys) entries.remove(k)
     })
     this.depth = Math.max(0, this.depth - keys.length)
@@ -213,7 +200,7 @@ class LocalConsumer implements Consumer {
 
   constructor(
     private readonly queue: LocalQueue,
-    private readonly entries: Database<Record, number>,
+    private readonly entries: Database<Buffer, number>,
     private readonly instance: string,
   ) {}
 
@@ -258,15 +245,7 @@ class LocalConsumer implements Consumer {
     this.entries.resetReadTxn()
     for (const { key, value } of this.entries.getRange({ start: this.cursor + 1, limit: max })) {
       keys.push(key)
-      items.push({
-        id: `${this.instance}:${key}`,
-        deviceId: value[0],
-        transport: value[1],
-        topic: value[2] ?? undefined,
-        receivedAt: value[3],
-        payload: value[4],
-        rejected: value[5] ? { reason: value[5], detail: value[6] ?? '' } : undefined,
-      })
+      items.push(decodeRecord(value, `${this.instance}:${key}`))
       this.cursor = key
     }
   }

@@ -1,0 +1,39 @@
+/**
+ * The ingest on a thread of its own (see thread.ts): it opens its own view of the queue (the same LMDB
+ * environment, or its own RabbitMQ connection) and its own PostgreSQL pool, and reports to the main thread.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import pino from 'pino'
+import type { Config } from '../config/index.js'
+import { createQueue } from '../queue/index.js'
+import { Store } from '../store/index.js'
+import { Ingest, type IngestEvents } from './index.js'
+
+const { config, databaseUrl } = workerData as { config: Config; databaseUrl: string }
+const port = parentPort!
+const log = pino({
+  level: config.logLevel,
+  base: { service: 'iotcore', component: 'ingest', thread: 'ingest' },
+})
+const events: IngestEvents = {
+  batch: (r, items, seconds) => port.postMessage({ t: 'batch', r, items, seconds }),
+  error: (kind, message) => port.postMessage({ t: 'error', kind, message }),
+  database: (up) => port.postMessage({ t: 'database', up }),
+}
+const store = new Store(databaseUrl, log, config.ingestConcurrency)
+const queue = createQueue(config, log)
+await queue.start()
+const ingest = new Ingest(queue, store, events, log, {
+  batchSize: config.ingestBatchSize,
+  batchMs: config.ingestBatchMs,
+  concurrency: config.ingestConcurrency,
+})
+ingest.start()
+port.postMessage({ t: 'started' })
+port.on('message', async (m: { t: string }) => {
+  if (m.t !== 'stop') return
+  await ingest.stop()
+  await store.stop().catch(() => {})
+  if (queue.kind === 'amqp') await queue.stop()
+  port.postMessage({ t: 'stopped' })
+})

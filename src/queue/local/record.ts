@@ -1,0 +1,70 @@
+import { QUARANTINE_REASONS } from '../../readings/index.js'
+import { TRANSPORTS, type Envelope } from '../types.js'
+
+/**
+ * One queue entry on disk, in a fixed binary layout: a header, the strings, then the payload as received.
+ * Cheaper than a general serializer on the append path, and it leaves the payload bytes untouched.
+ *
+ *   0  u8   format (1)
+ *   1  f64  receivedAt (ms since the epoch)
+ *   9  u8   transport (index in TRANSPORTS)
+ *  10  u8   rejected reason (index in QUARANTINE_REASONS, 255: not rejected)
+ *  11  u16  deviceId bytes
+ *  13  u16  topic bytes (65535: no topic)
+ *  15  u32  rejected detail bytes
+ *  19  deviceId, topic, detail (UTF-8), then the payload to the end
+ */
+const FORMAT = 1
+const HEADER = 19
+const NONE8 = 255
+const NONE16 = 0xffff
+const TRANSPORT_INDEX = new Map(TRANSPORTS.map((t, i) => [t, i]))
+const REASON_INDEX = new Map(QUARANTINE_REASONS.map((r, i) => [r, i]))
+
+export function encodeRecord(e: Envelope): Buffer {
+  const dLen = Buffer.byteLength(e.deviceId)
+  const tLen = e.topic === undefined ? 0 : Buffer.byteLength(e.topic)
+  const detail = e.rejected?.detail ?? ''
+  const rLen = detail.length === 0 ? 0 : Buffer.byteLength(detail)
+  const buf = Buffer.allocUnsafe(HEADER + dLen + tLen + rLen + e.payload.length)
+  buf[0] = FORMAT
+  buf.writeDoubleLE(e.receivedAt, 1)
+  buf[9] = TRANSPORT_INDEX.get(e.transport) ?? 0
+  buf[10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
+  buf.writeUInt16LE(dLen, 11)
+  buf.writeUInt16LE(e.topic === undefined ? NONE16 : tLen, 13)
+  buf.writeUInt32LE(rLen, 15)
+  let at = HEADER
+  at += buf.write(e.deviceId, at)
+  if (tLen > 0) at += buf.write(e.topic!, at)
+  if (rLen > 0) at += buf.write(detail, at)
+  e.payload.copy(buf, at)
+  return buf
+}
+
+export function decodeRecord(buf: Buffer, id: string): Envelope {
+  if (buf[0] !== FORMAT) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
+  const dLen = buf.readUInt16LE(11)
+  const tRaw = buf.readUInt16LE(13)
+  const rLen = buf.readUInt32LE(15)
+  let at = HEADER
+  const deviceId = buf.toString('utf8', at, (at += dLen))
+  let topic: string | undefined
+  if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
+  const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
+  const reason = buf[10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[10]]
+  return {
+    id,
+    deviceId,
+    transport: TRANSPORTS[buf[9]],
+    topic,
+    receivedAt: buf.readDoubleLE(1),
+    payload: buf.subarray(at),
+    rejected: reason ? { reason, detail } : undefined,
+  }
+}
+
+/** receivedAt alone, for the age of the oldest entry. */
+export function recordReceivedAt(buf: Buffer): number {
+  return buf.readDoubleLE(1)
+}
