@@ -628,7 +628,6 @@ class Connection implements AckSink {
     }
     const topic: string = p.topic
     const payload: Buffer = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
-    const m = this.gw.metrics
     if (topic !== this.telemetryTopic) {
       const kind = classifyPublish(this.deviceId, topic)
       const reason: QuarantineReason = kind === 'forbidden' ? 'forbidden_topic' : 'unknown_topic'
