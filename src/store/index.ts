@@ -64,6 +64,8 @@ export type Aggregate = 'avg' | 'min' | 'max' | 'sum' | 'count'
 /** Rows for one COPY, built as text as they come: no array of row objects, one string at the end. */
 export class TelemetryBatch {
   private chunks: string[] = []
+  private lastReceivedMs = -1
+  private lastReceivedIso = ''
   count = 0
   /** deviceId -> [lastReceivedAt, {key: {ts, value}}] */
   readonly latest = new Map<string, [number, Record<string, { ts: number; value: unknown }>]>()
@@ -75,8 +77,12 @@ export class TelemetryBatch {
     receivedAt: number,
     values: Record<string, unknown>,
   ): void {
+    if (receivedAt !== this.lastReceivedMs) {
+      this.lastReceivedMs = receivedAt
+      this.lastReceivedIso = new Date(receivedAt).toISOString()
+    }
     this.chunks.push(
-      `${copyEscape(deviceId)}\t${copyEscape(msgId)}\t${ts}\t${receivedAt}\t${copyEscape(JSON.stringify(values))}\n`,
+      `${copyEscape(deviceId)}\t${copyEscape(msgId)}\t${new Date(ts).toISOString()}\t${this.lastReceivedIso}\t${copyEscape(JSON.stringify(values))}\n`,
     )
     this.count++
     let entry = this.latest.get(deviceId)
@@ -105,6 +111,7 @@ function copyEscape(s: string): string {
   )
 }
 
+const COLUMNS = 'device_id, msg_id, ts, received_at, values'
 const PG_EPOCH = `'epoch'::timestamptz`
 const msToTs = (col: string) => `(${PG_EPOCH} + ${col} * interval '1 millisecond')`
 const tsToMs = (col: string) => `(extract(epoch from ${col}) * 1000)::int8`
@@ -272,21 +279,32 @@ export class Store {
     const client = await this.checkout()
     let broken = false
     try {
-      if (!this.stagingReady.has(client)) {
-        await client.query(`CREATE TEMP TABLE IF NOT EXISTS iot_staging (
-          device_id text, msg_id text, ts_ms int8, received_ms int8, values jsonb) ON COMMIT DELETE ROWS`)
-        this.stagingReady.add(client)
-      }
       await client.query('BEGIN')
       let stored = 0
       if (batch.count > 0) {
-        await copyInto(client, 'COPY iot_staging FROM STDIN', batch.text())
-        const r = await client.query(`WITH ins AS (
-            INSERT INTO telemetry (device_id, msg_id, ts, received_at, values)
-            SELECT device_id, msg_id, ${msToTs('ts_ms')}, ${msToTs('received_ms')}, values FROM iot_staging
-            ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING 1)
-          SELECT count(*)::int AS n FROM ins`)
-        stored = r.rows[0].n
+        const text = batch.text()
+        // Straight into the table when nothing in the batch was stored before (the usual case); a key
+        // conflict (a redelivery after a crash, a resend) rolls that back and takes the dedup path.
+        await client.query('SAVEPOINT direct')
+        try {
+          await copyInto(client, `COPY telemetry (${COLUMNS}) FROM STDIN`, text)
+          stored = batch.count
+        } catch (err) {
+          if ((err as { code?: string }).code !== '23505') throw err
+          await client.query('ROLLBACK TO SAVEPOINT direct')
+          if (!this.stagingReady.has(client)) {
+            await client.query(
+              'CREATE TEMP TABLE IF NOT EXISTS iot_staging (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS',
+            )
+            this.stagingReady.add(client)
+          }
+          await copyInto(client, `COPY iot_staging (${COLUMNS}) FROM STDIN`, text)
+          const r = await client.query(`WITH ins AS (
+              INSERT INTO telemetry (${COLUMNS}) SELECT ${COLUMNS} FROM iot_staging
+              ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING 1)
+            SELECT count(*)::int AS n FROM ins`)
+          stored = r.rows[0].n
+        }
         const ids = [...batch.latest.keys()].sort()
         await client.query(
           `UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, ${msToTs('u.seen')}),
@@ -326,6 +344,8 @@ export class Store {
       await client.query('COMMIT')
       return { stored, duplicate: batch.count - stored, quarantined, rejected }
     } catch (err) {
+      // A staging table created in the rolled-back transaction is gone with it.
+      this.stagingReady.delete(client)
       await client.query('ROLLBACK').catch(() => {
         broken = true
       })
