@@ -1,6 +1,6 @@
 /** Shared by the bench orchestrator and its child processes: the load, the readings, small helpers. */
+export { freePort } from '../src/store/embedded.js'
 import { readFileSync, readdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 
 export interface BenchSize {
   messages: number
@@ -92,18 +92,6 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return Number.NaN
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
   return sorted[i]
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 /** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on every mainstream kernel). */

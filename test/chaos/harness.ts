@@ -1,30 +1,21 @@
+import assert from 'node:assert/strict'
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { chmodSync, createWriteStream, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import mqtt, { type MqttClient } from 'mqtt'
 import pg from 'pg'
 import pino from 'pino'
-import { EmbeddedDatabase } from '../../src/store/embedded.js'
+import { EmbeddedDatabase, freePort } from '../../src/store/embedded.js'
+
+export { freePort }
 
 const run = promisify(execFile)
 const root = new URL('../../../', import.meta.url).pathname
 const main = join(root, 'dist/src/cli/main.js')
 const rabbitScript = join(root, 'scripts/rabbitmq.sh')
 export const ADMIN = 'chaos-admin-token-0123456789'
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -258,6 +249,22 @@ export interface Tally {
   lost: number
   duplicated: number
   line: string
+}
+
+/** Prints the summary line and fails unless every reading was acked and stored exactly once. */
+export async function assertAllStoredOnce(
+  databaseUrl: string,
+  deviceIds: string[],
+  load: Load,
+  messages: number,
+): Promise<void> {
+  const t = await tally(databaseUrl, deviceIds, load)
+  console.log(t.line)
+  assert.equal(t.published, messages)
+  assert.equal(t.acked, messages)
+  assert.equal(t.lost, 0)
+  assert.equal(t.duplicated, 0)
+  assert.equal(t.stored, messages)
 }
 
 /** Compares what the clients were acked with what the table holds. */
