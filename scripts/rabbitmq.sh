@@ -23,15 +23,21 @@ case "$cmd" in
   start)
     port=${3:?port}
     env_vars+=(RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="$((port + 20000))")
-    as_rabbit rabbitmq-server -detached >/dev/null 2>&1
-    for _ in $(seq 1 120); do
-      if as_rabbit rabbitmqctl -n "$node" await_startup >/dev/null 2>&1; then
-        echo "amqp://guest:guest@127.0.0.1:$port"
-        exit 0
-      fi
-      sleep 1
+    # Two tries: a node can lose a race with epmd on a busy machine; the second start is then clean.
+    for try in 1 2; do
+      as_rabbit rabbitmq-server -detached >/dev/null 2>&1 || true
+      for _ in $(seq 1 90); do
+        if as_rabbit rabbitmqctl -n "$node" await_startup >/dev/null 2>&1; then
+          echo "amqp://guest:guest@127.0.0.1:$port"
+          exit 0
+        fi
+        sleep 1
+      done
+      as_rabbit rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
+      if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; fi
+      echo "RabbitMQ did not start (try $try)" >&2
     done
-    echo "RabbitMQ did not start; see $dir/log" >&2
+    tail -n 30 "$dir"/log/*.log >&2 2>/dev/null || true
     exit 1
     ;;
   stop)
