@@ -61,6 +61,12 @@ export interface WriteResult {
 
 export type Aggregate = 'avg' | 'min' | 'max' | 'sum' | 'count'
 
+interface DeviceLatest {
+  seen: number
+  ts: Record<string, number>
+  value: Record<string, unknown>
+}
+
 /** Rows for one COPY, built as text as they come: no array of row objects, one string at the end. */
 export class TelemetryBatch {
   private chunks: string[] = []
@@ -68,7 +74,7 @@ export class TelemetryBatch {
   private lastReceivedIso = ''
   count = 0
   /** deviceId -> [lastReceivedAt, {key: {ts, value}}] */
-  readonly latest = new Map<string, [number, Record<string, { ts: number; value: unknown }>]>()
+  private readonly latest = new Map<string, DeviceLatest>()
 
   add(
     deviceId: string,
@@ -87,14 +93,34 @@ export class TelemetryBatch {
     this.count++
     let entry = this.latest.get(deviceId)
     if (!entry) {
-      entry = [receivedAt, {}]
+      entry = { seen: receivedAt, ts: {}, value: {} }
       this.latest.set(deviceId, entry)
-    } else if (receivedAt > entry[0]) entry[0] = receivedAt
-    const lv = entry[1]
+    } else if (receivedAt > entry.seen) entry.seen = receivedAt
+    // Two flat maps, not an object per key per reading: this runs for every value of every row.
+    const lts = entry.ts
+    const lv = entry.value
     for (const k in values) {
-      const cur = lv[k]
-      if (cur === undefined || ts >= cur.ts) lv[k] = { ts, value: values[k] }
+      const cur = lts[k]
+      if (cur === undefined || ts >= cur) {
+        lts[k] = ts
+        lv[k] = values[k]
+      }
     }
+  }
+
+  /** Device ids (sorted, so concurrent batches lock device rows in one order), last seen, latest as JSON. */
+  latestRows(): { ids: string[]; seen: number[]; latest: string[] } {
+    const ids = [...this.latest.keys()].sort()
+    const seen: number[] = []
+    const latest: string[] = []
+    for (const id of ids) {
+      const e = this.latest.get(id)!
+      const out: Record<string, { ts: number; value: unknown }> = {}
+      for (const k in e.ts) out[k] = { ts: e.ts[k], value: e.value[k] }
+      seen.push(e.seen)
+      latest.push(JSON.stringify(out))
+    }
+    return { ids, seen, latest }
   }
 
   text(): string {
@@ -305,16 +331,12 @@ export class Store {
             SELECT count(*)::int AS n FROM ins`)
           stored = r.rows[0].n
         }
-        const ids = [...batch.latest.keys()].sort()
+        const l = batch.latestRows()
         await client.query(
           `UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, ${msToTs('u.seen')}),
              latest = iot_merge_latest(d.latest, u.latest)
            FROM unnest($1::text[], $2::int8[], $3::jsonb[]) AS u(id, seen, latest) WHERE d.id = u.id`,
-          [
-            ids,
-            ids.map((id) => batch.latest.get(id)![0]),
-            ids.map((id) => JSON.stringify(batch.latest.get(id)![1])),
-          ],
+          [l.ids, l.seen, l.latest],
         )
       }
       let quarantined = 0
