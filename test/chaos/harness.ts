@@ -328,7 +328,8 @@ export function workdir(prefix: string): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   // PostgreSQL (as user postgres when we are root) and RabbitMQ (as rabbitmq) keep their state inside.
   chmodSync(dir, 0o711)
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) }
+  // CHAOS_KEEP=1 keeps the logs and data for a look after a run.
+  return { dir, cleanup: () => process.env.CHAOS_KEEP || rmSync(dir, { recursive: true, force: true }) }
 }
 
 export { say, sleep }
