@@ -67,8 +67,13 @@ describe('local durable queue (LMDB)', () => {
       ['{"i":1}', '{"i":2}'],
     )
     b!.nack()
-    const again = await c.next(10, 10)
-    assert.equal(again!.attempt, 1, 'a nacked batch comes back first, counted')
+    const again = await c.next(2, 10)
+    assert.deepEqual(
+      again!.items.map((e) => e.id.split(':')[1]),
+      ['1', '2'],
+      'a nacked batch comes back first',
+    )
+    assert.equal(again!.attempt, 1, 'and knows it is a second delivery')
     await again!.ack()
     const rest = await c.next(10, 10)
     assert.deepEqual(
@@ -101,6 +106,40 @@ describe('local durable queue (LMDB)', () => {
     assert.ok(refused > 0)
     assert.equal(sink.acked.length + refused, 400, 'every append was either acked or refused')
     assert.equal(q.stats().full, true)
+    await q.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+})
+
+describe('local queue consumer after failures', () => {
+  test('nacked batches are read again in full batches, and what is still handed out is not handed out twice', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    const q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    await q.start()
+    await q.enqueueAll(Array.from({ length: 100 }, (_, i) => env(i)))
+    const c = q.consumer()
+    // An outage: small batches fail one after the other while the backlog grows.
+    const a = (await c.next(10, 1))!
+    const b = (await c.next(10, 1))!
+    b.nack()
+    const d = (await c.next(10, 1))!
+    assert.deepEqual(
+      d.items.map((e) => e.receivedAt),
+      b.items.map((e) => e.receivedAt),
+      'the cursor went back to the failed batch, skipping the one still out',
+    )
+    a.nack()
+    d.nack()
+    // The database is back: one read takes the whole backlog, oldest first.
+    const all = (await c.next(1000, 1))!
+    assert.equal(all.items.length, 100)
+    assert.deepEqual(
+      all.items.map((e) => e.receivedAt),
+      Array.from({ length: 100 }, (_, i) => 1000 + i),
+    )
+    await all.ack()
+    assert.equal(q.stats().depth, 0)
+    await c.close()
     await q.stop()
     rmSync(dir, { recursive: true, force: true })
   })

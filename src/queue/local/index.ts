@@ -194,7 +194,10 @@ class LocalBatch implements Batch {
  */
 class LocalConsumer implements Consumer {
   private cursor = 0
-  private readonly retry: LocalBatch[] = []
+  /** Batches handed out and not yet acked: a rewound cursor must not hand their keys out twice. */
+  private readonly out = new Set<LocalBatch>()
+  /** Deliveries so far of a failed batch, by its first key, so a re-read batch knows its attempt. */
+  private readonly attempts = new Map<number, number>()
   private waiter: ((v: unknown) => void) | undefined
   private closed = false
 
@@ -221,10 +224,6 @@ class LocalConsumer implements Consumer {
     const items: Envelope[] = []
     for (;;) {
       if (this.closed) return null
-      if (items.length === 0) {
-        const retried = this.retry.shift()
-        if (retried) return new LocalBatch(this, retried.keys, retried.items, retried.attempt + 1)
-      }
       this.read(max - items.length, keys, items)
       const elapsed = Date.now() - started
       if (items.length >= max || (items.length > 0 && elapsed >= waitMs)) break
@@ -237,26 +236,44 @@ class LocalConsumer implements Consumer {
       })
       this.waiter = undefined
     }
-    return new LocalBatch(this, keys, items, 0)
+    const batch = new LocalBatch(this, keys, items, this.attempts.get(keys[0]) ?? 0)
+    this.out.add(batch)
+    return batch
   }
 
   private read(max: number, keys: number[], items: Envelope[]): void {
     if (max <= 0) return
     this.entries.resetReadTxn()
-    for (const { key, value } of this.entries.getRange({ start: this.cursor + 1, limit: max })) {
+    let left = max
+    for (const { key, value } of this.entries.getRange({ start: this.cursor + 1 })) {
+      this.cursor = key
+      if (this.handedOut(key)) continue
       keys.push(key)
       items.push(decodeRecord(value, `${this.instance}:${key}`))
-      this.cursor = key
+      if (--left === 0) break
     }
   }
 
-  ack(batch: LocalBatch): Promise<void> {
-    return this.queue.remove(batch.keys)
+  private handedOut(key: number): boolean {
+    for (const b of this.out) if (key >= b.keys[0] && key <= b.keys[b.keys.length - 1]) return true
+    return false
   }
 
+  async ack(batch: LocalBatch): Promise<void> {
+    await this.queue.remove(batch.keys)
+    this.out.delete(batch)
+    this.attempts.delete(batch.keys[0])
+  }
+
+  /**
+   * The batch goes back by rewinding the cursor to it: its entries are still in LMDB and are read again, oldest
+   * first and in full batches. (Holding failed batches aside instead would, over a long outage, pile up the
+   * small batches read meanwhile, and drain the backlog in those small pieces.)
+   */
   nack(batch: LocalBatch): void {
-    this.retry.push(batch)
-    this.retry.sort((a, b) => a.keys[0] - b.keys[0])
+    this.out.delete(batch)
+    this.attempts.set(batch.keys[0], batch.attempt + 1)
+    this.cursor = Math.min(this.cursor, batch.keys[0] - 1)
   }
 
   async close(): Promise<void> {
