@@ -194,8 +194,8 @@ class LocalBatch implements Batch {
  */
 class LocalConsumer implements Consumer {
   private cursor = 0
-  /** Batches handed out and not yet acked: a rewound cursor must not hand their keys out twice. */
-  private readonly out = new Set<LocalBatch>()
+  /** Keys handed out and not yet acked or nacked: a rewound cursor must not hand them out twice. */
+  private readonly out = new Set<number>()
   /** Deliveries so far of a failed batch, by its first key, so a re-read batch knows its attempt. */
   private readonly attempts = new Map<number, number>()
   private waiter: ((v: unknown) => void) | undefined
@@ -236,9 +236,7 @@ class LocalConsumer implements Consumer {
       })
       this.waiter = undefined
     }
-    const batch = new LocalBatch(this, keys, items, this.attempts.get(keys[0]) ?? 0)
-    this.out.add(batch)
-    return batch
+    return new LocalBatch(this, keys, items, this.attempts.get(keys[0]) ?? 0)
   }
 
   private read(max: number, keys: number[], items: Envelope[]): void {
@@ -247,21 +245,17 @@ class LocalConsumer implements Consumer {
     let left = max
     for (const { key, value } of this.entries.getRange({ start: this.cursor + 1 })) {
       this.cursor = key
-      if (this.handedOut(key)) continue
+      if (this.out.has(key)) continue
+      this.out.add(key)
       keys.push(key)
       items.push(decodeRecord(value, `${this.instance}:${key}`))
       if (--left === 0) break
     }
   }
 
-  private handedOut(key: number): boolean {
-    for (const b of this.out) if (key >= b.keys[0] && key <= b.keys[b.keys.length - 1]) return true
-    return false
-  }
-
   async ack(batch: LocalBatch): Promise<void> {
     await this.queue.remove(batch.keys)
-    this.out.delete(batch)
+    for (const k of batch.keys) this.out.delete(k)
     this.attempts.delete(batch.keys[0])
   }
 
@@ -271,7 +265,7 @@ class LocalConsumer implements Consumer {
    * small batches read meanwhile, and drain the backlog in those small pieces.)
    */
   nack(batch: LocalBatch): void {
-    this.out.delete(batch)
+    for (const k of batch.keys) this.out.delete(k)
     this.attempts.set(batch.keys[0], batch.attempt + 1)
     this.cursor = Math.min(this.cursor, batch.keys[0] - 1)
   }
