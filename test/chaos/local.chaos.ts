@@ -20,7 +20,7 @@ import {
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
 const RATE = Number(process.env.CHAOS_RATE ?? 2_000)
 const DEVICES = 20
-const OUTAGE_SECONDS = Number(process.env.CHAOS_OUTAGE_SECONDS ?? 5)
+const OUTAGE_SECONDS = Number(process.env.CHAOS_OUTAGE_SECONDS ?? 20)
 
 test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQL outage, none lost or doubled`, async () => {
   const w = workdir('iotcore-chaos-local-')
