@@ -288,8 +288,8 @@ export async function tally(databaseUrl: string, deviceIds: string[], load: Load
 }
 
 /**
- * From the database's return until the queue is empty: how long the ingest took to notice (its backoff), then
- * how many rows landed while the backlog drained, and how fast.
+ * From the database's return until nothing in the queue is older than a second: how long the ingest took to
+ * notice (its backoff), then how many rows landed while the backlog drained, and how fast.
  */
 export async function measureDrain(
   databaseUrl: string,
@@ -313,8 +313,9 @@ export async function measureDrain(
           t1 = Date.now()
           c1 = n
         }
+        // Under live load the queue is never quite empty: the backlog is gone when nothing in it is old.
         const r = await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()
-        return r.components.database.ok && r.components.queue.depth === 0
+        return r.components.database.ok && r.components.queue.oldestAgeSeconds < 1
       },
       600_000,
     )
