@@ -7,6 +7,11 @@ import { type QuarantineInsert, type Store, TelemetryBatch, type WriteResult } f
 /** Backoff while PostgreSQL is unreachable: capped so a returning database is found within seconds. */
 const BACKOFF_MIN_MS = 200
 const BACKOFF_MAX_MS = 5_000
+/**
+ * A batch not written by then is given up and handed out again (its write may still land: the key dedups it),
+ * so no lost connection can hold a batch, and a slot of the ingest, for good.
+ */
+const BATCH_DEADLINE_MS = 60_000
 /** An item that fails this many deliveries for a reason other than an outage goes to the quarantine. */
 export const POISON_ATTEMPTS = 5
 
@@ -112,7 +117,7 @@ export class Ingest {
   private async process(batch: Batch): Promise<void> {
     const started = process.hrtime.bigint()
     try {
-      const result = await this.write(batch.items, batch.attempt)
+      const result = await deadline(this.write(batch.items, batch.attempt), BATCH_DEADLINE_MS)
       await batch.ack()
       this.events.batch(result, batch.items.length, Number(process.hrtime.bigint() - started) / 1e9)
       if (!this.databaseUp) this.log.info('PostgreSQL is back; draining the queue')
@@ -237,6 +242,16 @@ function qrow(
   }
 }
 
+function deadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`batch write timed out after ${ms / 1000} s`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
+
 /** SQLSTATE classes where the rows, not the server, are at fault: 22 data exception, 23 integrity, 54 limits. */
 export function isDataError(err: unknown): boolean {
   const code = (err as { code?: unknown }).code
@@ -248,5 +263,5 @@ function isOutage(err: unknown): boolean {
   const code = (err as { code?: unknown }).code
   if (typeof code === 'string') return /^(08|53|57|58|40|XX)/.test(code) || /^E[A-Z]/.test(code)
   // pg reports a dropped connection or a pool timeout without a code.
-  return /connect|terminat|timeout|closed/i.test((err as Error)?.message ?? '')
+  return /connect|terminat|timeout|timed out|closed/i.test((err as Error)?.message ?? '')
 }

@@ -9,6 +9,8 @@ pg.types.setTypeParser(20, (v) => Number(v))
 
 /** Connections beyond the ingest's: API queries, the organizer, LISTEN. */
 const POOL_EXTRA_CONNECTIONS = 6
+/** Longest any one statement may take from the client's side; a 5,000-row batch takes ~0.1 s. */
+const QUERY_TIMEOUT_MS = 30_000
 /** A lock id for migrations, so several processes starting at once apply them once. */
 const MIGRATION_LOCK_ID = 4_171_001
 
@@ -157,6 +159,9 @@ export class Store {
       max: poolSize + POOL_EXTRA_CONNECTIONS,
       // Fail fast while the server is down, so the ingest backs off instead of queueing connection attempts.
       connectionTimeoutMillis: 5000,
+      // A server that vanishes without closing the socket would leave a query (a ROLLBACK, a COMMIT)
+      // waiting forever, and its batch with it: give up on the client instead.
+      query_timeout: QUERY_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
     })
     // An idle client losing its server (a restart) must not crash the process; the pool replaces it.
@@ -368,9 +373,12 @@ export class Store {
     } catch (err) {
       // A staging table created in the rolled-back transaction is gone with it.
       this.stagingReady.delete(client)
-      await client.query('ROLLBACK').catch(() => {
-        broken = true
-      })
+      // After a timeout or a lost connection the client's state is unknown: do not give it back to the pool.
+      if (!(err as { code?: string }).code) broken = true
+      else
+        await client.query('ROLLBACK').catch(() => {
+          broken = true
+        })
       throw err
     } finally {
       client.release(broken)
@@ -481,8 +489,16 @@ export class Store {
 function copyInto(client: pg.PoolClient, sql: string, text: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const stream = client.query(copyFrom(sql))
-    stream.on('error', reject)
-    stream.on('finish', () => resolve())
+    // COPY is not covered by query_timeout: without this a lost server could keep it pending for good.
+    const timer = setTimeout(() => stream.destroy(new Error('COPY timed out')), QUERY_TIMEOUT_MS)
+    stream.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    stream.on('finish', () => {
+      clearTimeout(timer)
+      resolve()
+    })
     stream.end(text)
   })
 }
