@@ -131,9 +131,23 @@ describe('local queue consumer after failures', () => {
     assert.deepEqual(at(again), range(10, 20), 'the failed batch comes back though a later read went past it')
     again.nack()
     around.nack()
+    // A batch whose window is still open when an earlier one fails picks up the rewound entries after its
+    // own: failing in turn, it must rewind to the earliest of them, not to its first.
+    const early = (await c.next(10, 1))!
+    const window = c.next(1000, 200)
+    await new Promise((r) => setTimeout(r, 50))
+    await q.enqueueAll([env(100)])
+    early.nack()
+    const late = (await window)!
+    assert.deepEqual(
+      at(late).sort((x, y) => x - y),
+      range(0, 101),
+    )
+    assert.notEqual(at(late)[0], 0, 'its first entry is not its earliest')
+    late.nack()
     // The database is back: one read takes the whole backlog, oldest first.
     const all = (await c.next(1000, 1))!
-    assert.deepEqual(at(all), range(0, 100))
+    assert.deepEqual(at(all), range(0, 101))
     await all.ack()
     assert.equal(q.stats().depth, 0)
     await c.close()

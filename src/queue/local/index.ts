@@ -236,7 +236,7 @@ class LocalConsumer implements Consumer {
       })
       this.waiter = undefined
     }
-    return new LocalBatch(this, keys, items, this.attempts.get(keys[0]) ?? 0)
+    return new LocalBatch(this, keys, items, this.attempts.get(Math.min(...keys)) ?? 0)
   }
 
   private read(max: number, keys: number[], items: Envelope[]): void {
@@ -256,7 +256,7 @@ class LocalConsumer implements Consumer {
   async ack(batch: LocalBatch): Promise<void> {
     await this.queue.remove(batch.keys)
     for (const k of batch.keys) this.out.delete(k)
-    this.attempts.delete(batch.keys[0])
+    this.attempts.delete(Math.min(...batch.keys))
   }
 
   /**
@@ -265,9 +265,14 @@ class LocalConsumer implements Consumer {
    * small batches read meanwhile, and drain the backlog in those small pieces.)
    */
   nack(batch: LocalBatch): void {
-    for (const k of batch.keys) this.out.delete(k)
-    this.attempts.set(batch.keys[0], batch.attempt + 1)
-    this.cursor = Math.min(this.cursor, batch.keys[0] - 1)
+    // Not keys[0]: a batch whose window spanned an earlier rewind holds later keys before earlier ones.
+    let first = Number.POSITIVE_INFINITY
+    for (const k of batch.keys) {
+      this.out.delete(k)
+      if (k < first) first = k
+    }
+    this.attempts.set(first, batch.attempt + 1)
+    this.cursor = Math.min(this.cursor, first - 1)
   }
 
   async close(): Promise<void> {
