@@ -46,7 +46,3 @@ export class IotError extends Error {
     this.statusCode = def.status
   }
 }
-
-export function iotError(code: ErrorCode, ...args: Array<string | number>): IotError {
-  return new IotError(code, ...args)
-}

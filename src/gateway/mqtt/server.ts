@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { type Server, type Socket, createServer } from 'node:net'
+import { type Server, createServer } from 'node:net'
 import type { Duplex } from 'node:stream'
 import mqtt from 'mqtt-packet'
 import type { Logger } from 'pino'
@@ -990,6 +990,3 @@ class MetricsSink implements AckSink {
 }
 
 const NULL_SINK: AckSink = { cork() {}, ack() {}, uncork() {} }
-
-/** Accepts a raw TCP socket; exported for tests that need the type. */
-export type MqttSocket = Socket

@@ -23,17 +23,18 @@ export interface TopicPayloads {
 
 /** Suffixes a device may publish to. */
 export const PUBLISH_SUFFIXES = ['telemetry'] as const satisfies ReadonlyArray<keyof TopicPayloads>
+export type PublishSuffix = (typeof PUBLISH_SUFFIXES)[number]
 
 export const devicePrefix = (deviceId: string) => `devices/${deviceId}/`
-export const telemetryTopic = (deviceId: string) => `devices/${deviceId}/telemetry`
 
-export type TopicCheck = 'telemetry' | 'forbidden' | 'unknown'
+export type TopicCheck = PublishSuffix | 'forbidden' | 'unknown'
 
 /** Classifies a PUBLISH topic for this device. */
 export function classifyPublish(deviceId: string, topic: string): TopicCheck {
   const prefix = devicePrefix(deviceId)
   if (!topic.startsWith(prefix)) return 'forbidden'
-  return topic.length === prefix.length + 9 && topic.endsWith('telemetry') ? 'telemetry' : 'unknown'
+  const suffix = topic.slice(prefix.length)
+  return (PUBLISH_SUFFIXES as readonly string[]).includes(suffix) ? (suffix as PublishSuffix) : 'unknown'
 }
 
 /**
