@@ -69,5 +69,35 @@ describe('RabbitMQ queue', () => {
       r.body.n.map((p: { value: number }) => p.value),
       Array.from({ length: N }, (_, i) => i),
     )
+
+    // A backlog waiting when an ingest attaches is delivered at once, before its consume() call returns:
+    // every message of it must be taken.
+    await ingest.stop()
+    const again = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, {
+      username: dev.id,
+      password: dev.token,
+      protocolVersion: 4,
+    })
+    await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        again.publishAsync(
+          `devices/${dev.id}/telemetry`,
+          JSON.stringify({ msgId: `b${i}`, ts: 1732340000000 + i, n: i }),
+          {
+            qos: 1,
+          },
+        ),
+      ),
+    )
+    await again.endAsync()
+    ingest = await startPlatform(
+      { AMQP_URL: url, IOTCORE_ROLES: 'ingest', IOTCORE_HTTP_PORT: 'off', IOTCORE_MQTT_PORT: 'off' },
+      { databaseUrl },
+    )
+    await waitFor(
+      async () => (await ingest.metric('iotcore_messages_stored_total')) === N,
+      60_000,
+      'the backlog stored',
+    )
   })
 })

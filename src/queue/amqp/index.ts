@@ -228,13 +228,17 @@ class AmqpConsumer implements Consumer {
       if (this.channel === ch) this.detach()
     })
     await ch.prefetch(this.prefetch)
+    // The channel is ours before consume(): the broker delivers a backlog at once, before consume() resolves,
+    // and a delivery dropped here would stay unacked (and unprocessed) for as long as the channel lives.
+    this.channel = ch
+    this.buffer = []
+    this.outstanding = 0
     await ch.consume(QUEUE_NAME, (msg) => {
       if (!msg || this.channel !== ch) return
       this.buffer.push(msg)
       this.outstanding++
       this.wake()
     })
-    this.channel = ch
   }
 
   /** The channel is gone: its unacked deliveries go back to the broker, which redelivers them. */
