@@ -38,7 +38,13 @@ export async function acceptPayload(
     const first = parsed.rejections[0]
     env.rejected = { reason: first.reason, detail: first.detail }
     metrics.rejected.inc({ transport, reason: first.reason }, quarantined)
-    if (quarantineIfRefused) await queue.enqueueAll([env]).catch(() => {})
+    if (quarantineIfRefused) {
+      try {
+        await queue.enqueueAll([env])
+      } catch {
+        // An unreachable or full queue: the device is told its payload is refused either way.
+      }
+    }
     throw new IotError(
       first.reason === 'malformed_json' ? 'IOT_ERR_MALFORMED_JSON' : 'IOT_ERR_INVALID_READING',
       first.detail,
@@ -58,15 +64,21 @@ export function quarantineRefused(
   payload: Buffer,
   reason: QuarantineReason,
   detail: string,
+  topic?: string,
 ): void {
   metrics.rejected.inc({ transport, reason })
   const env: Envelope = {
-    id: envelopeId('h'),
+    id: envelopeId(transport === 'http' ? 'h' : 'm'),
     deviceId,
     transport,
+    topic,
     receivedAt: Date.now(),
     payload,
     rejected: { reason, detail },
   }
-  queue.enqueueAll([env]).catch(() => {})
+  try {
+    queue.enqueueAll([env]).catch(() => {})
+  } catch {
+    // An unreachable queue refuses even this; it has logged why, and the device was told it was refused.
+  }
 }

@@ -7,6 +7,7 @@ import type { CredentialCache } from '../../devices/index.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Envelope, Queue, Transport } from '../../queue/types.js'
 import { type QuarantineReason, judgePayload } from '../../readings/index.js'
+import { envelopeId, quarantineRefused } from '../accept.js'
 import { FRAME_MALFORMED, FRAME_TOO_LARGE, type FrameScan, scanFrames } from './framing.js'
 import { NEVER_EXPIRES, type Sessions } from './sessions.js'
 import { classifyPublish, devicePrefix, subscriptionAllowed } from './topics.js'
@@ -109,8 +110,6 @@ export class MqttGateway {
   } as AnyPacket
   private receivedWs = 0
   private readonly qos0Sinks = new Map<Transport, AckSink>()
-  private readonly bootId = randomBytes(4).toString('base64url')
-  private seq = 0
   port = 0
 
   constructor(
@@ -181,11 +180,6 @@ export class MqttGateway {
     let s = this.qos0Sinks.get(transport)
     if (!s) this.qos0Sinks.set(transport, (s = new MetricsSink(this.metrics, transport)))
     return s
-  }
-
-  /** @internal */
-  nextEnvelopeId(): string {
-    return `m${this.bootId}${(this.seq++).toString(36)}`
   }
 
   /** @internal */
@@ -656,7 +650,7 @@ class Connection implements AckSink {
       return this.refusePublish(qos, pid, topic, payload, first.reason, first.detail, RC.payloadFormatInvalid)
     }
     const env: Envelope = {
-      id: this.gw.nextEnvelopeId(),
+      id: envelopeId('m'),
       deviceId: this.deviceId,
       transport: this.transport,
       topic,
@@ -694,9 +688,17 @@ class Connection implements AckSink {
     detail: string,
     rc: number,
   ): void {
-    this.gw.metrics.rejected.inc({ transport: this.transport, reason })
     this.gw.log.info({ deviceId: this.deviceId, topic, reason }, 'publish refused')
-    this.quarantine(topic, payload, reason, detail)
+    quarantineRefused(
+      this.gw.queue,
+      this.gw.metrics,
+      this.deviceId,
+      this.transport,
+      payload,
+      reason,
+      detail,
+      topic,
+    )
     if (this.version === 5 && qos > 0) {
       // v5 can refuse one message and keep the connection: PUBACK/PUBREC with the reason.
       this.inflight--
@@ -713,34 +715,18 @@ class Connection implements AckSink {
     this.protocolError(rc, detail)
   }
 
-  private quarantine(
-    topic: string | undefined,
-    payload: Buffer,
-    reason: QuarantineReason,
-    detail: string,
-  ): void {
-    const env: Envelope = {
-      id: this.gw.nextEnvelopeId(),
-      deviceId: this.deviceId,
-      transport: this.transport,
-      topic,
-      receivedAt: Date.now(),
-      // Whole: the framing already refused anything over the packet limit, and a replay needs every byte.
-      payload,
-      rejected: { reason, detail },
-    }
-    try {
-      this.gw.queue.enqueue(env, NULL_SINK, 0, 0)
-    } catch {
-      // A full queue still takes rejected envelopes; anything else is logged by the queue.
-    }
-  }
-
   private tooLarge(size: number, type: number): void {
     const detail = `packet of ${size} bytes; the limit is ${this.gw.maxPacketSize}`
     if (this.state === STATE_CONNECTED && type === 3) {
-      this.gw.metrics.rejected.inc({ transport: this.transport, reason: 'payload_too_large' })
-      this.quarantine(undefined, Buffer.alloc(0), 'payload_too_large', detail)
+      quarantineRefused(
+        this.gw.queue,
+        this.gw.metrics,
+        this.deviceId,
+        this.transport,
+        Buffer.alloc(0),
+        'payload_too_large',
+        detail,
+      )
     }
     this.gw.log.info({ deviceId: this.deviceId || undefined, size }, 'packet too large')
     // [MQTT-3.1.2-24 v5: 4.13] a packet over Maximum Packet Size: DISCONNECT 0x95, then close.
@@ -948,7 +934,7 @@ class Connection implements AckSink {
       try {
         this.gw.queue.enqueue(
           {
-            id: this.gw.nextEnvelopeId(),
+            id: envelopeId('m'),
             deviceId: this.deviceId,
             transport: this.transport,
             topic: will.topic,
@@ -988,5 +974,3 @@ class MetricsSink implements AckSink {
     this.n = 0
   }
 }
-
-const NULL_SINK: AckSink = { cork() {}, ack() {}, uncork() {} }
