@@ -1,0 +1,12 @@
+/** SQL fragments and limits shared by the store's modules. */
+
+/** Longest any one statement may take from the client's side; a 5,000-row batch takes ~0.1 s. */
+export const QUERY_TIMEOUT_MS = 30_000
+/** COPY is not covered by the client's query_timeout, so it gets the same deadline of its own. */
+export const COPY_TIMEOUT_MS = QUERY_TIMEOUT_MS
+
+export const PG_EPOCH = `'epoch'::timestamptz`
+/** A timestamptz from an int8 column or parameter holding ms since the epoch. */
+export const msToTs = (col: string) => `(${PG_EPOCH} + ${col} * interval '1 millisecond')`
+/** ms since the epoch (int8) from a timestamptz. */
+export const tsToMs = (col: string) => `(extract(epoch from ${col}) * 1000)::int8`
