@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
-import pino, { type Logger } from 'pino'
+import type { Logger } from 'pino'
 import type { WebSocketServer } from 'ws'
 import { api } from './api/index.js'
 import { DeviceBody, ErrorBody, QuarantineItem } from './api/schemas.js'
@@ -19,6 +19,7 @@ import { Ingest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
+import { createLogger } from './logger.js'
 import { createQueue } from './queue/index.js'
 import type { Queue } from './queue/types.js'
 import { EmbeddedDatabase } from './store/embedded.js'
@@ -30,10 +31,6 @@ const RETRY_AFTER_SECONDS = 5
 const START_DB_ATTEMPTS = 75
 /** /readyz gives the database this long to answer before calling it down. */
 const READY_PING_TIMEOUT_MS = 2000
-
-export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'iotcore' } })
-}
 
 /**
  * The admin token: from IOTCORE_ADMIN_TOKEN, else generated once and kept in the data dir. `show` stays true

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { App, createLogger, markAdminTokenShown, openStore } from '../app.js'
+import { App, markAdminTokenShown, openStore } from '../app.js'
+import { createLogger } from '../logger.js'
 import { loadConfig } from '../config/index.js'
 import { Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
