@@ -25,6 +25,8 @@ import {
 
 /** Aggregation over more buckets than this is a mistake in the interval, and a slow query. */
 const MAX_BUCKETS = 100_000
+/** GET /services lists at most this many, newest first. */
+const MAX_SERVICES = 1000
 const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
 
 export interface ApiDeps {
@@ -176,8 +178,9 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       ]
       if (keys.length === 0)
         throw new IotError('IOT_ERR_BAD_REQUEST', 'keys must name at least one value key')
-      if (!(await store.getDevice(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
+      if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
       const out: Record<string, Array<{ ts: number; value: unknown }>> = {}
+      const range = { deviceId: id, from, to, limit: q.limit, order: q.order }
       if (q.agg !== undefined || q.interval !== undefined) {
         if (q.agg === undefined || q.interval === undefined) {
           throw new IotError('IOT_ERR_BAD_REQUEST', 'agg and interval go together, e.g. agg=avg&interval=1m')
@@ -190,11 +193,13 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
           )
         }
         const results = await Promise.all(
-          keys.map((k) => store.aggregate(id, k, q.agg as Aggregate, interval, from, to, q.limit, q.order)),
+          keys.map((key) =>
+            store.queries.aggregate({ ...range, key, agg: q.agg as Aggregate, intervalMs: interval }),
+          ),
         )
         for (let i = 0; i < keys.length; i++) out[keys[i]] = results[i]
       } else {
-        const results = await Promise.all(keys.map((k) => store.telemetry(id, k, from, to, q.limit, q.order)))
+        const results = await Promise.all(keys.map((key) => store.queries.telemetry({ ...range, key })))
         for (let i = 0; i < keys.length; i++) out[keys[i]] = results[i]
       }
       return out
@@ -213,7 +218,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       },
     },
     async (req) => {
-      const l = await store.latest(req.params.id)
+      const l = await store.queries.latest(req.params.id)
       if (!l) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', req.params.id)
       let ts: number | null = null
       for (const k in l.values) if (ts === null || l.values[k].ts > ts) ts = l.values[k].ts
@@ -246,20 +251,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       },
     },
     async () => {
-      const r = await store.pool.query(
-        'SELECT id, roles, host, pid, started_at, beat_at, stopped_at FROM services ORDER BY started_at DESC LIMIT 1000',
-      )
-      return {
-        services: r.rows.map((x) => ({
-          id: x.id,
-          roles: x.roles,
-          host: x.host,
-          pid: x.pid,
-          startedAt: x.started_at.toISOString(),
-          beatAt: x.beat_at.toISOString(),
-          stoppedAt: x.stopped_at ? x.stopped_at.toISOString() : null,
-        })),
-      }
+      return { services: await store.services.list(MAX_SERVICES) }
     },
   )
 
@@ -276,7 +268,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     },
     async (req) => {
       const q = req.query
-      const rows = await store.listQuarantine({
+      const rows = await store.quarantine.list({
         deviceId: q.deviceId,
         reason: q.reason,
         from: parseTime('from', q.from),
@@ -303,12 +295,13 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       },
     },
     async (req, reply) => {
-      const item = await store.getQuarantine(req.params.id)
+      const item = await store.quarantine.get(req.params.id)
       if (!item) throw new IotError('IOT_ERR_QUARANTINE_NOT_FOUND', req.params.id)
       if (!item.deviceId) throw new IotError('IOT_ERR_BAD_REQUEST', 'this message came from no known device')
       const corrected = req.body?.body
       const payload = corrected === undefined ? item.payload : Buffer.from(JSON.stringify(corrected))
-      if (!(await store.markReplayed(item.id))) throw new IotError('IOT_ERR_QUARANTINE_REPLAYED', item.id)
+      if (!(await store.quarantine.markReplayed(item.id)))
+        throw new IotError('IOT_ERR_QUARANTINE_REPLAYED', item.id)
       try {
         const r = await acceptPayload(
           queue,
@@ -321,7 +314,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         )
         return reply.code(202).send({ accepted: r.accepted, quarantined: r.quarantined })
       } catch (err) {
-        await store.unmarkReplayed(item.id)
+        await store.quarantine.unmarkReplayed(item.id)
         throw err
       }
     },

@@ -1,14 +1,12 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import pg from 'pg'
 import type { Logger } from 'pino'
 import { IotError } from '../errors.js'
-import type { Credential, DeviceRow, Store } from '../store/index.js'
+import type { Credential, DeviceRow, Listener, Store } from '../store/index.js'
 
 /** PostgreSQL channel on which device changes are announced to every process's credential cache. */
 export const DEVICE_CHANNEL = 'iotcore_devices'
 /** Full reload of the cache, in case a notification was missed while the LISTEN connection was down. */
 const CACHE_RELOAD_MS = 60_000
-const LISTEN_RETRY_MS = 2000
 
 export function newToken(): string {
   return 'iot_' + randomBytes(24).toString('base64url')
@@ -48,7 +46,7 @@ export class Devices {
 
   async create(input: { name: string; imei?: string; attributes?: Record<string, unknown> }) {
     const token = newToken()
-    const row = await this.store.createDevice({
+    const row = await this.store.devices.create({
       id: newDeviceId(),
       name: input.name,
       imei: input.imei,
@@ -60,30 +58,30 @@ export class Devices {
   }
 
   async list(limit: number, offset: number): Promise<DeviceView[]> {
-    return (await this.store.listDevices(limit, offset)).map((r) => this.view(r))
+    return (await this.store.devices.list(limit, offset)).map((r) => this.view(r))
   }
 
   async get(id: string): Promise<DeviceView> {
-    const row = await this.store.getDevice(id)
+    const row = await this.store.devices.get(id)
     if (!row) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
     return this.view(row)
   }
 
   async delete(id: string): Promise<void> {
-    if (!(await this.store.deleteDevice(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
+    if (!(await this.store.devices.delete(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
     await this.announce(id)
   }
 
   async rotateToken(id: string): Promise<string> {
     const token = newToken()
-    if (!(await this.store.setTokenHash(id, hashToken(token))))
+    if (!(await this.store.devices.setTokenHash(id, hashToken(token))))
       throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
     await this.announce(id)
     return token
   }
 
   private async announce(id: string): Promise<void> {
-    await this.store.pool.query('SELECT pg_notify($1, $2)', [DEVICE_CHANNEL, id])
+    await this.store.notifications.notify(DEVICE_CHANNEL, id)
     await this.cache?.refresh(id)
   }
 
@@ -102,10 +100,8 @@ export class Devices {
 export class CredentialCache {
   private byId = new Map<string, Credential>()
   private byImei = new Map<string, Credential>()
-  private listener: pg.Client | undefined
+  private listener: Listener | undefined
   private timer: NodeJS.Timeout | undefined
-  private retry: NodeJS.Timeout | undefined
-  private stopped = false
 
   constructor(
     private readonly store: Store,
@@ -114,22 +110,19 @@ export class CredentialCache {
 
   async start(): Promise<void> {
     await this.reload()
-    await this.listen()
-    this.timer = setInterval(() => {
-      this.reload().catch((err) =>
-        this.log.warn({ err: err.message }, 'credential reload failed; keeping the cache'),
-      )
-    }, CACHE_RELOAD_MS)
+    this.listener = await this.store.notifications.listen(DEVICE_CHANNEL, {
+      notify: (id) => this.refresh(id).catch(() => {}),
+      resumed: () => this.reloadOrKeep(),
+    })
+    this.timer = setInterval(() => this.reloadOrKeep(), CACHE_RELOAD_MS)
     this.timer.unref()
   }
 
   async stop(): Promise<void> {
-    this.stopped = true
     if (this.timer) clearInterval(this.timer)
-    if (this.retry) clearTimeout(this.retry)
     const l = this.listener
     this.listener = undefined
-    await l?.end().catch(() => {})
+    await l?.stop()
   }
 
   get size(): number {
@@ -137,7 +130,7 @@ export class CredentialCache {
   }
 
   private async reload(): Promise<void> {
-    const all = await this.store.credentials()
+    const all = await this.store.devices.credentials()
     const byId = new Map<string, Credential>()
     const byImei = new Map<string, Credential>()
     for (const c of all) {
@@ -148,38 +141,15 @@ export class CredentialCache {
     this.byImei = byImei
   }
 
-  private async listen(): Promise<void> {
-    if (this.stopped) return
-    const client = new pg.Client({ connectionString: this.store.url })
-    const again = () => {
-      if (this.stopped || this.listener !== client) return
-      this.listener = undefined
-      client.end().catch(() => {})
-      this.retry = setTimeout(() => {
-        this.listen()
-          .then(() => this.reload())
-          .catch(() => again())
-      }, LISTEN_RETRY_MS)
-      this.retry.unref()
-    }
-    this.listener = client
-    client.on('error', again)
-    client.on('end', again)
-    client.on('notification', (n) => {
-      if (n.payload) this.refresh(n.payload).catch(() => {})
-    })
-    try {
-      await client.connect()
-      await client.query(`LISTEN ${DEVICE_CHANNEL}`)
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'cannot LISTEN for device changes; retrying')
-      again()
-    }
+  private reloadOrKeep(): void {
+    this.reload().catch((err) =>
+      this.log.warn({ err: err.message }, 'credential reload failed; keeping the cache'),
+    )
   }
 
   /** Reads one device's credential again (after a change made here or announced by another process). */
   async refresh(id: string): Promise<Credential | undefined> {
-    const c = await this.store.credential(id)
+    const c = await this.store.devices.credential(id)
     const old = this.byId.get(id)
     if (old?.imei) this.byImei.delete(old.imei)
     if (c) {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.js'
 import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
 import { parsePayload } from '../readings/index.js'
-import { type QuarantineInsert, type Store, TelemetryBatch, type WriteResult } from '../store/index.js'
+import { type BatchWriter, type QuarantineInsert, TelemetryBatch, type WriteResult } from '../store/index.js'
 
 /** Backoff while PostgreSQL is unreachable: capped so a returning database is found within seconds. */
 const BACKOFF_MIN_MS = 200
@@ -63,7 +63,7 @@ export class Ingest {
 
   constructor(
     private readonly queue: Queue,
-    private readonly store: Store,
+    private readonly store: BatchWriter,
     private readonly events: IngestEvents,
     private readonly log: Logger,
     private readonly opts: IngestOptions,

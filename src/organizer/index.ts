@@ -1,15 +1,24 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import pg from 'pg'
 import type { Logger } from 'pino'
-import type { Store } from '../store/index.js'
+import type { AdvisoryLock, Store } from '../store/index.js'
 
-/** The advisory lock whose holder is the one organizer across all processes sharing the database. */
-const ORGANIZER_LOCK_ID = 4_171_002
 /** A service that missed this many beats is reported silent. */
 const SILENT_AFTER_BEATS = 3
 /** Rows of services stopped or silent this long are removed. */
 const FORGET_AFTER_SECONDS = 7 * 86_400
+
+/** Runs `round` now, then every interval until the returned timer is cleared; a failed later round is logged. */
+async function everyInterval(
+  seconds: number,
+  round: () => Promise<void>,
+  failed: (err: Error) => void,
+): Promise<NodeJS.Timeout> {
+  await round()
+  const timer = setInterval(() => round().catch(failed), seconds * 1000)
+  timer.unref()
+  return timer
+}
 
 /**
  * Every process beats into `services` every check interval, so operators (and the organizer) can see which
@@ -28,26 +37,23 @@ export class Heartbeat {
   ) {}
 
   async start(): Promise<void> {
-    await this.beat()
-    this.timer = setInterval(() => {
-      this.beat().catch((err) => this.log.debug({ err: err.message }, 'heartbeat not written'))
-    }, this.intervalSeconds * 1000)
-    this.timer.unref()
-  }
-
-  private async beat(): Promise<void> {
-    await this.store.pool.query(
-      `INSERT INTO services (id, roles, host, pid, started_at, beat_at) VALUES ($1, $2, $3, $4, $5, now())
-       ON CONFLICT (id) DO UPDATE SET beat_at = now()`,
-      [this.id, this.roles, hostname(), process.pid, this.startedAt],
+    const me = {
+      id: this.id,
+      roles: this.roles,
+      host: hostname(),
+      pid: process.pid,
+      startedAt: this.startedAt,
+    }
+    this.timer = await everyInterval(
+      this.intervalSeconds,
+      () => this.store.services.beat(me),
+      (err) => this.log.debug({ err: err.message }, 'heartbeat not written'),
     )
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
-    await this.store.pool
-      .query('UPDATE services SET stopped_at = now() WHERE id = $1', [this.id])
-      .catch(() => {})
+    await this.store.services.markStopped(this.id).catch(() => {})
   }
 }
 
@@ -57,7 +63,7 @@ export class Heartbeat {
  * watches the services' heartbeats; data-quality rules and alerts build on this loop.
  */
 export class Organizer {
-  private client: pg.Client | undefined
+  private readonly lock: AdvisoryLock
   private timer: NodeJS.Timeout | undefined
   private readonly silent = new Set<string>()
   leader = false
@@ -66,58 +72,43 @@ export class Organizer {
     private readonly store: Store,
     private readonly intervalSeconds: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.lock = store.services.organizerLock(() => {
+      this.leader = false
+      this.log.warn('organizer lost its database connection; giving up the lead')
+    })
+  }
 
   async start(): Promise<void> {
-    await this.tick()
-    this.timer = setInterval(() => {
-      this.tick().catch((err) => this.log.warn({ err: err.message }, 'organizer tick failed'))
-    }, this.intervalSeconds * 1000)
-    this.timer.unref()
+    this.timer = await everyInterval(
+      this.intervalSeconds,
+      () => this.tick(),
+      (err) => this.log.warn({ err: err.message }, 'organizer tick failed'),
+    )
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer)
-    const c = this.client
-    this.client = undefined
     this.leader = false
-    await c?.end().catch(() => {})
+    await this.lock.release()
   }
 
   /** One round: hold or take the lock, then, as leader, run the checks. */
   async tick(): Promise<void> {
-    if (!this.client) {
-      const c = new pg.Client({ connectionString: this.store.url })
-      c.on('error', () => {
-        if (this.client === c) {
-          this.client = undefined
-          if (this.leader) this.log.warn('organizer lost its database connection; giving up the lead')
-          this.leader = false
-        }
-      })
-      await c.connect()
-      this.client = c
-    }
-    if (!this.leader) {
-      const r = await this.client.query('SELECT pg_try_advisory_lock($1) AS ok', [ORGANIZER_LOCK_ID])
-      this.leader = r.rows[0].ok === true
-      if (this.leader) this.log.info('this process leads the organizer')
-    }
+    const was = this.leader
+    this.leader = await this.lock.tryAcquire()
+    if (this.leader && !was) this.log.info('this process leads the organizer')
     if (this.leader) await this.checkServices()
   }
 
   private async checkServices(): Promise<void> {
-    const r = await this.store.pool.query(
-      `SELECT id, roles, host, pid, beat_at FROM services
-       WHERE stopped_at IS NULL AND beat_at < now() - make_interval(secs => $1)`,
-      [this.intervalSeconds * SILENT_AFTER_BEATS],
-    )
+    const silent = await this.store.services.silentFor(this.intervalSeconds * SILENT_AFTER_BEATS)
     const now = new Set<string>()
-    for (const s of r.rows) {
+    for (const s of silent) {
       now.add(s.id)
       if (!this.silent.has(s.id)) {
         this.log.warn(
-          { service: s.id, roles: s.roles, host: s.host, pid: s.pid, lastBeat: s.beat_at },
+          { service: s.id, roles: s.roles, host: s.host, pid: s.pid, lastBeat: s.beatAt },
           'service silent',
         )
       }
@@ -125,9 +116,6 @@ export class Organizer {
     for (const id of this.silent) if (!now.has(id)) this.log.info({ service: id }, 'service beating again')
     this.silent.clear()
     for (const id of now) this.silent.add(id)
-    await this.store.pool.query(
-      `DELETE FROM services WHERE coalesce(stopped_at, beat_at) < now() - make_interval(secs => $1)`,
-      [FORGET_AFTER_SECONDS],
-    )
+    await this.store.services.forget(FORGET_AFTER_SECONDS)
   }
 }

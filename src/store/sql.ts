@@ -10,3 +10,16 @@ export const PG_EPOCH = `'epoch'::timestamptz`
 export const msToTs = (col: string) => `(${PG_EPOCH} + ${col} * interval '1 millisecond')`
 /** ms since the epoch (int8) from a timestamptz. */
 export const tsToMs = (col: string) => `(extract(epoch from ${col}) * 1000)::int8`
+/** A nullable timestamptz as the API shows it. */
+export const isoOrNull = (d: Date | null): string | null => d?.toISOString() ?? null
+
+/**
+ * PostgreSQL advisory lock ids, one per thing that runs once across processes. Never renumber one: processes
+ * of two versions may share a database during an upgrade.
+ */
+export const LOCK_IDS = {
+  /** Held while migrating, so processes starting at once apply each migration once. */
+  migrations: 4_171_001,
+  /** Held by the one organizer across processes. */
+  organizer: 4_171_002,
+} as const

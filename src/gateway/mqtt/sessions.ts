@@ -1,8 +1,7 @@
 import type { Logger } from 'pino'
 import type { Store } from '../../store/index.js'
 
-/** v5 Session Expiry Interval 0xFFFFFFFF, and what a v3.1.1 clean session 0 means: the session never expires. */
-export const NEVER_EXPIRES = 0xffffffff
+export { NEVER_EXPIRES } from '../../store/index.js'
 
 /**
  * MQTT sessions that outlive their connection and the process ([MQTT-3.1.2-4] clean session 0 in 3.1.1,
@@ -21,18 +20,13 @@ export class Sessions {
   /** The subscriptions of a live session under this key; undefined if there is none or it expired. */
   async load(key: string): Promise<Map<string, number> | undefined> {
     await this.chains.get(key)
-    const r = await this.store.pool.query(
-      `SELECT subscriptions, expiry_s, updated_at < now() - make_interval(secs => expiry_s) AND expiry_s <> $2 AS expired
-       FROM mqtt_sessions WHERE client_key = $1`,
-      [key, NEVER_EXPIRES],
-    )
-    const row = r.rows[0]
+    const row = await this.store.sessions.get(key)
     if (!row) return undefined
     if (row.expired) {
       await this.discard(key)
       return undefined
     }
-    return new Map(Object.entries(row.subscriptions as Record<string, number>))
+    return new Map(Object.entries(row.subscriptions))
   }
 
   private inOrder<T>(key: string, write: () => Promise<T>): Promise<T> {
@@ -46,29 +40,18 @@ export class Sessions {
   }
 
   async discard(key: string): Promise<void> {
-    await this.inOrder(key, () =>
-      this.store.pool.query('DELETE FROM mqtt_sessions WHERE client_key = $1', [key]),
-    )
+    await this.inOrder(key, () => this.store.sessions.delete(key))
   }
 
   save(key: string, deviceId: string, subs: Map<string, number>, expirySeconds: number): void {
     const snapshot = Object.fromEntries(subs)
-    this.inOrder(key, () =>
-      this.store.pool.query(
-        `INSERT INTO mqtt_sessions (client_key, device_id, subscriptions, expiry_s, updated_at) VALUES ($1, $2, $3, $4, now())
-         ON CONFLICT (client_key) DO UPDATE SET subscriptions = $3, expiry_s = $4, updated_at = now()`,
-        [key, deviceId, snapshot, expirySeconds],
-      ),
-    ).catch((err) => this.log.warn({ err: err.message, deviceId }, 'MQTT session not saved'))
+    this.inOrder(key, () => this.store.sessions.save(key, deviceId, snapshot, expirySeconds)).catch((err) =>
+      this.log.warn({ err: err.message, deviceId }, 'MQTT session not saved'),
+    )
   }
 
   /** The expiry counts from the disconnect. */
   touch(key: string, expirySeconds: number): void {
-    this.store.pool
-      .query('UPDATE mqtt_sessions SET updated_at = now(), expiry_s = $2 WHERE client_key = $1', [
-        key,
-        expirySeconds,
-      ])
-      .catch(() => {})
+    this.store.sessions.touch(key, expirySeconds).catch(() => {})
   }
 }

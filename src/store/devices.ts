@@ -1,0 +1,96 @@
+import { IotError } from '../errors.js'
+import type { Db } from './pool.js'
+import { isoOrNull } from './sql.js'
+
+export interface DeviceRow {
+  id: string
+  name: string
+  imei: string | null
+  attributes: Record<string, unknown>
+  createdAt: string
+  lastSeenAt: string | null
+}
+
+/** What a gateway needs to authenticate a device. */
+export interface Credential {
+  id: string
+  tokenHash: string
+  imei: string | null
+}
+
+export interface NewDevice {
+  id: string
+  name: string
+  imei?: string
+  tokenHash: string
+  attributes?: Record<string, unknown>
+}
+
+const DEVICE_COLUMNS = 'id, name, imei, attributes, created_at AS "createdAt", last_seen_at AS "lastSeenAt"'
+const CREDENTIAL_COLUMNS = 'id, token_hash AS "tokenHash", imei'
+
+/** The `devices` table: the registry, and the credentials the gateways check. */
+export class DeviceStore {
+  constructor(private readonly db: Db) {}
+
+  /** Throws IOT_ERR_DEVICE_CONFLICT (detail `id` or `imei`) when either is taken. */
+  async create(d: NewDevice): Promise<DeviceRow> {
+    try {
+      const r = await this.db.query(
+        `INSERT INTO devices (id, name, imei, token_hash, attributes) VALUES ($1, $2, $3, $4, $5)
+         RETURNING ${DEVICE_COLUMNS}`,
+        [d.id, d.name, d.imei ?? null, d.tokenHash, d.attributes ?? {}],
+      )
+      return deviceRow(r.rows[0])
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        const c = (err as { constraint?: string }).constraint ?? ''
+        throw new IotError('IOT_ERR_DEVICE_CONFLICT', c.includes('imei') ? 'imei' : 'id')
+      }
+      throw err
+    }
+  }
+
+  /** Oldest first, so pages stay put while devices are added. */
+  async list(limit: number, offset: number): Promise<DeviceRow[]> {
+    const r = await this.db.query(
+      `SELECT ${DEVICE_COLUMNS} FROM devices ORDER BY created_at, id LIMIT $1 OFFSET $2`,
+      [limit, offset],
+    )
+    return r.rows.map(deviceRow)
+  }
+
+  async get(id: string): Promise<DeviceRow | undefined> {
+    const r = await this.db.query(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = $1`, [id])
+    return r.rows[0] ? deviceRow(r.rows[0]) : undefined
+  }
+
+  /** Removes the device and its telemetry together; false if there was no such device. */
+  async delete(id: string): Promise<boolean> {
+    return this.db.transaction(async (c) => {
+      const r = await c.query('DELETE FROM devices WHERE id = $1', [id])
+      await c.query('DELETE FROM telemetry WHERE device_id = $1', [id])
+      return (r.rowCount ?? 0) > 0
+    })
+  }
+
+  /** False if there is no such device. */
+  async setTokenHash(id: string, tokenHash: string): Promise<boolean> {
+    const r = await this.db.query('UPDATE devices SET token_hash = $2 WHERE id = $1', [id, tokenHash])
+    return (r.rowCount ?? 0) > 0
+  }
+
+  async credentials(): Promise<Credential[]> {
+    const r = await this.db.query(`SELECT ${CREDENTIAL_COLUMNS} FROM devices`)
+    return r.rows
+  }
+
+  async credential(id: string): Promise<Credential | undefined> {
+    const r = await this.db.query(`SELECT ${CREDENTIAL_COLUMNS} FROM devices WHERE id = $1`, [id])
+    return r.rows[0]
+  }
+}
+
+function deviceRow(x: Record<string, any>): DeviceRow {
+  return { ...x, createdAt: x.createdAt.toISOString(), lastSeenAt: isoOrNull(x.lastSeenAt) } as DeviceRow
+}
