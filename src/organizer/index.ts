@@ -116,6 +116,7 @@ export class Organizer {
     for (const id of this.silent) if (!now.has(id)) this.log.info({ service: id }, 'service beating again')
     this.silent.clear()
     for (const id of now) this.silent.add(id)
-    await this.store.services.forget(FORGET_AFTER_SECONDS)
+    // A forgotten service is gone, not beating again.
+    for (const id of await this.store.services.forget(FORGET_AFTER_SECONDS)) this.silent.delete(id)
   }
 }

@@ -56,13 +56,13 @@ export class ServiceStore {
     return r.rows.map(serviceRow)
   }
 
-  /** Removes services stopped, or silent, this long ago; returns how many. */
-  async forget(seconds: number): Promise<number> {
+  /** Removes services stopped, or silent, this long ago; returns their ids. */
+  async forget(seconds: number): Promise<string[]> {
     const r = await this.db.query(
-      'DELETE FROM services WHERE coalesce(stopped_at, beat_at) < now() - make_interval(secs => $1)',
+      'DELETE FROM services WHERE coalesce(stopped_at, beat_at) < now() - make_interval(secs => $1) RETURNING id',
       [seconds],
     )
-    return r.rowCount ?? 0
+    return r.rows.map((x) => x.id)
   }
 
   /** The lock whose holder is the one organizer across all processes sharing the database. */

@@ -6,6 +6,7 @@ import pg from 'pg'
 import { App } from '../../src/app.js'
 import { createLogger } from '../../src/logger.js'
 import { loadConfig } from '../../src/config/index.js'
+import { Store } from '../../src/store/index.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 
@@ -21,6 +22,13 @@ export async function freshDatabase(): Promise<string> {
   const u = new URL(base)
   u.pathname = `/${name}`
   return u.toString()
+}
+
+/** A migrated Store on a fresh database, as one process would have it; stop it when done. */
+export async function freshStore(url?: string): Promise<Store> {
+  const store = new Store(url ?? (await freshDatabase()), createLogger('silent'), 1)
+  await store.start()
+  return store
 }
 
 export interface Platform {

@@ -1,17 +1,27 @@
 import assert from 'node:assert/strict'
+import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
 import { Organizer } from '../../src/organizer/index.js'
-import { Store } from '../../src/store/index.js'
-import { type Platform, freshDatabase, startPlatform } from '../helpers/index.js'
+import { type Platform, freshStore, startPlatform } from '../helpers/index.js'
 
 const log = pino({ level: 'silent' })
 
+/** A logger whose lines are kept, parsed, in `lines`. */
+function recordingLog() {
+  const lines: Array<Record<string, any>> = []
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(JSON.parse(chunk.toString()))
+      done()
+    },
+  })
+  return { log: pino({ level: 'info' }, sink), lines }
+}
+
 describe('organizer', () => {
   test('runs once across processes: one leader holds the advisory lock, another takes over when it goes', async () => {
-    const url = await freshDatabase()
-    const store = new Store(url, log, 1)
-    await store.start()
+    const store = await freshStore()
     const a = new Organizer(store, 3600, log)
     const b = new Organizer(store, 3600, log)
     try {
@@ -25,6 +35,36 @@ describe('organizer', () => {
     } finally {
       await a.stop()
       await b.stop()
+      await store.stop()
+    }
+  })
+
+  test('the leader reports a silent service once, again when it beats, and forgets week-old ones', async () => {
+    const store = await freshStore()
+    const rec = recordingLog()
+    const o = new Organizer(store, 10, rec.log)
+    const started = new Date()
+    const ago = (id: string, seconds: number) =>
+      store.pool.query(`UPDATE services SET beat_at = now() - make_interval(secs => $2) WHERE id = $1`, [
+        id,
+        seconds,
+      ])
+    try {
+      for (const id of ['quiet', 'gone', 'fine'])
+        await store.services.beat({ id, roles: ['gateway'], host: 'h', pid: 1, startedAt: started })
+      await ago('quiet', 31)
+      await ago('gone', 8 * 86_400)
+      await o.tick()
+      await o.tick()
+      const silent = () => rec.lines.filter((l) => l.msg === 'service silent').map((l) => l.service)
+      assert.deepEqual(silent().sort(), ['gone', 'quiet'])
+      assert.deepEqual((await store.services.list(10)).map((s) => s.id).sort(), ['fine', 'quiet'])
+      await store.services.beat({ id: 'quiet', roles: ['gateway'], host: 'h', pid: 1, startedAt: started })
+      await o.tick()
+      assert.ok(rec.lines.some((l) => l.msg === 'service beating again' && l.service === 'quiet'))
+      assert.ok(!rec.lines.some((l) => l.msg === 'service beating again' && l.service === 'gone'))
+    } finally {
+      await o.stop()
       await store.stop()
     }
   })
@@ -45,6 +85,13 @@ describe('organizer', () => {
       assert.equal(me.pid, process.pid)
       assert.equal(me.stoppedAt, null)
       assert.equal(p.app.organizer!.leader, true)
+    })
+
+    test('a stopped heartbeat marks its service stopped', async () => {
+      await p.app.heartbeat!.stop()
+      const r = await p.req('GET', '/api/v1/services')
+      const me = r.body.services.find((s: { id: string }) => s.id === p.app.heartbeat!.id)
+      assert.notEqual(me.stoppedAt, null)
     })
   })
 })

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { IotError } from '../../src/errors.js'
+import { type Store, TelemetryBatch } from '../../src/store/index.js'
+import { freshStore } from '../helpers/index.js'
+
+describe('store: devices and credentials', () => {
+  let store: Store
+  before(async () => {
+    store = await freshStore()
+  })
+  after(() => store.stop())
+
+  test('create returns the row as get reads it, never the token hash', async () => {
+    const row = await store.devices.create({
+      id: 'd-create',
+      name: 'truck',
+      imei: '490154203237518',
+      tokenHash: 'h-create',
+      attributes: { fleet: 'north' },
+    })
+    assert.deepEqual(await store.devices.get('d-create'), row)
+    assert.equal(row.imei, '490154203237518')
+    assert.deepEqual(row.attributes, { fleet: 'north' })
+    assert.equal(row.lastSeenAt, null)
+    assert.ok(!Number.isNaN(Date.parse(row.createdAt)))
+    assert.equal('tokenHash' in row, false)
+    assert.equal(await store.devices.get('d-none'), undefined)
+  })
+
+  test('a taken id or imei is IOT_ERR_DEVICE_CONFLICT naming which one', async () => {
+    await store.devices.create({ id: 'd-taken', name: 'a', imei: '111', tokenHash: 'h-taken' })
+    const conflict = (field: string) => (err: unknown) =>
+      err instanceof IotError && err.code === 'IOT_ERR_DEVICE_CONFLICT' && err.message.includes(field)
+    await assert.rejects(
+      store.devices.create({ id: 'd-taken', name: 'b', tokenHash: 'h-other' }),
+      conflict(' id '),
+    )
+    await assert.rejects(
+      store.devices.create({ id: 'd-other', name: 'b', imei: '111', tokenHash: 'h-other2' }),
+      conflict(' imei '),
+    )
+  })
+
+  test('list pages in creation order', async () => {
+    const s = await freshStore()
+    try {
+      for (const id of ['p1', 'p2', 'p3']) await s.devices.create({ id, name: id, tokenHash: `h-${id}` })
+      assert.deepEqual(
+        (await s.devices.list(2, 0)).map((d) => d.id),
+        ['p1', 'p2'],
+      )
+      assert.deepEqual(
+        (await s.devices.list(2, 2)).map((d) => d.id),
+        ['p3'],
+      )
+    } finally {
+      await s.stop()
+    }
+  })
+
+  test('delete removes the device with its telemetry; false when there was none', async () => {
+    await store.devices.create({ id: 'd-del', name: 'x', tokenHash: 'h-del' })
+    const batch = new TelemetryBatch()
+    batch.add('d-del', 'm1', 1000, 1000, { speed: 1 })
+    assert.equal((await store.writeBatch(batch, [])).stored, 1)
+    assert.equal(await store.devices.delete('d-del'), true)
+    assert.equal(await store.devices.get('d-del'), undefined)
+    const left = await store.pool.query("SELECT count(*) AS n FROM telemetry WHERE device_id = 'd-del'")
+    assert.equal(left.rows[0].n, 0)
+    assert.equal(await store.devices.delete('d-del'), false)
+  })
+
+  test('credentials: every device with its hash and imei, one by id, a new hash after setTokenHash', async () => {
+    await store.devices.create({ id: 'd-cred', name: 'x', imei: '222', tokenHash: 'h-cred-1' })
+    assert.deepEqual(await store.devices.credential('d-cred'), {
+      id: 'd-cred',
+      tokenHash: 'h-cred-1',
+      imei: '222',
+    })
+    assert.equal(await store.devices.setTokenHash('d-cred', 'h-cred-2'), true)
+    assert.equal((await store.devices.credential('d-cred'))?.tokenHash, 'h-cred-2')
+    const all = await store.devices.credentials()
+    assert.deepEqual(
+      all.find((c) => c.id === 'd-cred'),
+      { id: 'd-cred', tokenHash: 'h-cred-2', imei: '222' },
+    )
+    assert.equal(all.length, (await store.devices.list(1000, 0)).length)
+    assert.equal(await store.devices.setTokenHash('d-none', 'h'), false)
+    assert.equal(await store.devices.credential('d-none'), undefined)
+  })
+})
