@@ -39,9 +39,9 @@ describe('device registry', () => {
 
   test('the token is stored only as a hash', async () => {
     const d = await p.createDevice('hashed')
-    const { rows } = await p.app.store.pool.query('SELECT token_hash FROM devices WHERE id = $1', [d.id])
-    assert.notEqual(rows[0].token_hash, d.token)
-    assert.match(rows[0].token_hash, /^[0-9a-f]{64}$/)
+    const stored = await p.app.store.devices.credential(d.id)
+    assert.notEqual(stored?.tokenHash, d.token)
+    assert.match(stored?.tokenHash ?? '', /^[0-9a-f]{64}$/)
   })
 
   test('a duplicate imei is a 409 conflict', async () => {
