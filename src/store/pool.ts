@@ -5,7 +5,7 @@ import { QUERY_TIMEOUT_MS } from './sql.js'
 // int8 (count, bigint epoch ms) as a JS number: our values stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v))
 
-/** Connections beyond the ingest's: API queries, heartbeats, sessions. */
+/** Connections beyond the ingest's: API queries, heartbeats, MQTT sessions, the organizer's checks. */
 const POOL_EXTRA_CONNECTIONS = 6
 
 /**
