@@ -6,7 +6,6 @@
 export const ErrorCodes = {
   IOT_ERR_CONFIG_INVALID: { status: 500, message: 'Invalid configuration: %s' },
   IOT_ERR_UNAUTHORIZED: { status: 401, message: 'Missing or invalid bearer token: %s' },
-  IOT_ERR_FORBIDDEN: { status: 403, message: 'Not allowed: %s' },
   IOT_ERR_NOT_FOUND: { status: 404, message: 'No such route: %s; the API is described at /docs' },
   IOT_ERR_DEVICE_NOT_FOUND: {
     status: 404,
