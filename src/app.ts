@@ -15,7 +15,7 @@ import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
-import { type Component, type Health, Lifecycle } from './lib/component.js'
+import { type Component, type Health, Lifecycle, builtAtStart } from './lib/component.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
@@ -59,22 +59,23 @@ export class App {
   }
 
   /**
-   * The components this process runs, in start order. Stopped in reverse, this is the graceful stop: the
-   * listeners close (WebSocket, MQTT, HTTP), the appends they acknowledged land, the ingest finishes its
+   * The components this process runs, by role, in start order. Stopped in reverse, this is the graceful stop:
+   * the listeners close (WebSocket, MQTT, HTTP), the appends they acknowledged land, the ingest finishes its
    * batches, then the background parts, the queue and the database close.
    */
   private components(): Component[] {
+    const { config } = this
     const every = true
     const gateway = this.has('gateway')
-    const http = this.config.httpPort !== null
-    const plan: Array<[boolean, () => Component]> = [
-      [every, () => this.database()],
-      [every, () => this.durableQueue()],
+    const http = config.httpPort !== null
+    const plan: Array<[runs: boolean, make: () => Component]> = [
+      [every, () => this.databaseComponent()],
+      [every, () => this.queueComponent()],
       [every, () => this.heartbeatComponent()],
       [this.has('organizer'), () => this.organizerComponent()],
       [gateway, () => this.credentialsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
-      [every, () => this.appendsLand()],
+      [every, () => this.appendsComponent()],
       [http, () => this.httpComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
@@ -103,7 +104,7 @@ export class App {
     return this.log.child({ component })
   }
 
-  private database(): Component {
+  private databaseComponent(): Component {
     const db = new Database(this.config, this.log)
     return {
       name: db.name,
@@ -116,7 +117,7 @@ export class App {
     }
   }
 
-  private durableQueue(): Component {
+  private queueComponent(): Component {
     const queue = createQueue(this.config, this.child('queue'))
     queue.onCommit = (ms) => this.metrics.commitSeconds.observe(ms / 1000)
     this.queue = queue
@@ -144,78 +145,93 @@ export class App {
   }
 
   private heartbeatComponent(): Component {
-    return {
-      name: 'heartbeat',
-      start: async () => {
-        this.heartbeat = new Heartbeat(
+    const { config } = this
+    return builtAtStart(
+      'heartbeat',
+      () =>
+        (this.heartbeat = new Heartbeat(
           this.store,
-          this.config.roles,
-          this.config.checkIntervalSeconds,
+          config.roles,
+          config.checkIntervalSeconds,
           this.child('heartbeat'),
-        )
-        await this.heartbeat.start()
-      },
-      stop: async () => this.heartbeat?.stop(),
-    }
+        )),
+    )
   }
 
   private organizerComponent(): Component {
-    return {
-      name: 'organizer',
-      start: async () => {
-        this.organizer = new Organizer(this.store, this.config.checkIntervalSeconds, this.child('organizer'))
-        await this.organizer.start()
-      },
-      stop: async () => this.organizer?.stop(),
-    }
+    return builtAtStart(
+      'organizer',
+      () =>
+        (this.organizer = new Organizer(
+          this.store,
+          this.config.checkIntervalSeconds,
+          this.child('organizer'),
+        )),
+    )
   }
 
   private credentialsComponent(): Component {
-    return {
-      name: 'credentials',
-      start: async () => {
-        this.credentials = new CredentialCache(this.store, this.child('credentials'))
-        await this.credentials.start()
-      },
-      stop: async () => this.credentials?.stop(),
-    }
+    return builtAtStart(
+      'credentials',
+      () => (this.credentials = new CredentialCache(this.store, this.child('credentials'))),
+    )
   }
 
   private ingestComponent(): Component {
     const { config, metrics } = this
     const log = this.child('ingest')
-    return {
-      name: 'ingest',
-      start: async () => {
-        // Beside a gateway the ingest gets a thread of its own; alone in its process it needs none.
-        if (this.has('gateway') && config.ingestThread) {
-          const thread = new IngestThread(config, this.store.url, metrics, log)
-          this.ingest = thread
-          await thread.start()
-        } else {
-          const ingest = createIngest(config, {
-            queue: this.queue,
-            writer: this.store,
-            events: metricsEvents(metrics),
-            log,
-          })
-          this.ingest = ingest
-          ingest.start()
-        }
-      },
-      stop: async () => this.ingest?.stop(),
-      health: () => ({
-        ok: this.ingest?.databaseUp ?? false,
-        ...(this.ingest?.lastError ? { detail: this.ingest.lastError } : {}),
+    return builtAtStart(
+      'ingest',
+      () =>
+        (this.ingest =
+          // Beside a gateway the ingest gets a thread of its own; alone in its process it needs none.
+          this.has('gateway') && config.ingestThread
+            ? new IngestThread(config, this.store.url, metrics, log)
+            : createIngest(config, {
+                queue: this.queue,
+                writer: this.store,
+                events: metricsEvents(metrics),
+                log,
+              })),
+      (ingest) => ({
+        ok: ingest?.databaseUp ?? false,
+        ...(ingest?.lastError ? { detail: ingest.lastError } : {}),
       }),
-    }
+    )
+  }
+
+  private mqttComponent(): Component {
+    const { config } = this
+    return builtAtStart(
+      'mqtt',
+      () =>
+        (this.mqtt = new MqttGateway(
+          {
+            host: config.host,
+            port: config.mqttPort,
+            maxPayloadBytes: config.maxPayloadBytes,
+            connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
+            maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
+            receiveMaximum: config.mqttReceiveMaximum,
+          },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          this.child('mqtt'),
+          new Sessions(this.store, this.child('mqtt-sessions')),
+        )),
+      (mqtt) => ({
+        ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
+        connections: mqtt?.connections.size ?? 0,
+      }),
+    )
   }
 
   /**
    * Stops nothing itself: on the way down, once the listeners are closed, it waits until every append they
    * (or an API replay) acknowledged or are about to has landed, before the ingest and the queue stop.
    */
-  private appendsLand(): Component {
+  private appendsComponent(): Component {
     return {
       name: 'appends',
       start: async () => {},
@@ -266,36 +282,6 @@ export class App {
         this.httpPort = server.port
       },
       stop: () => server.stop(),
-    }
-  }
-
-  private mqttComponent(): Component {
-    const { config } = this
-    return {
-      name: 'mqtt',
-      start: async () => {
-        this.mqtt = new MqttGateway(
-          {
-            host: config.host,
-            port: config.mqttPort,
-            maxPayloadBytes: config.maxPayloadBytes,
-            connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
-            maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
-            receiveMaximum: config.mqttReceiveMaximum,
-          },
-          this.queue,
-          this.credentials!,
-          this.metrics,
-          this.child('mqtt'),
-          new Sessions(this.store, this.child('mqtt-sessions')),
-        )
-        await this.mqtt.start()
-      },
-      stop: async () => this.mqtt?.stop(),
-      health: () => ({
-        ok: config.mqttPort === null || (this.mqtt?.port ?? 0) > 0,
-        connections: this.mqtt?.connections.size ?? 0,
-      }),
     }
   }
 

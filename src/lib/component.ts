@@ -78,3 +78,26 @@ export class Lifecycle {
     return out
   }
 }
+
+/**
+ * A component around a part built when its turn to start comes, so that it can use what started before it
+ * (the store, the credentials). `build` may keep the part where others find it.
+ */
+export function builtAtStart<T extends { start(): unknown; stop(): Promise<unknown> }>(
+  name: string,
+  build: () => T,
+  health?: (part: T | undefined) => Health,
+): Component {
+  let part: T | undefined
+  return {
+    name,
+    async start() {
+      part = build()
+      await part.start()
+    },
+    async stop() {
+      await part?.stop()
+    },
+    ...(health ? { health: () => health(part) } : {}),
+  }
+}

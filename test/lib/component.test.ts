@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import pino from 'pino'
-import { type Component, Lifecycle } from '../../src/lib/component.js'
+import { type Component, Lifecycle, builtAtStart } from '../../src/lib/component.js'
 
 /** A component that writes what happens to it into `events`. */
 function part(
@@ -95,5 +95,37 @@ describe('component lifecycle', () => {
       silent,
     )
     assert.deepEqual(await l.health(), { db: { ok: true }, q: { ok: false, detail: 'no answer' } })
+  })
+
+  test('builtAtStart builds its part when its turn to start comes, so it sees what started before it', async () => {
+    const events: string[] = []
+    let store: string | undefined
+    const l = new Lifecycle(
+      [
+        {
+          name: 'store',
+          start: async () => void (store = 'open'),
+          stop: async () => void (store = undefined),
+        },
+        builtAtStart(
+          'reader',
+          () => {
+            events.push(`built with the store ${store}`)
+            return {
+              start: async () => events.push('reader started'),
+              stop: async () => events.push('reader stopped'),
+            }
+          },
+          (part) => ({ ok: part !== undefined }),
+        ),
+      ],
+      silent,
+    )
+    assert.deepEqual(await l.health(), { reader: { ok: false } })
+    await l.start()
+    assert.deepEqual(await l.health(), { reader: { ok: true } })
+    await l.stop()
+    assert.deepEqual(events, ['built with the store open', 'reader started', 'reader stopped'])
+    assert.equal(store, undefined)
   })
 })
