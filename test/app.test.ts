@@ -7,24 +7,9 @@ import { after, describe, test } from 'node:test'
 import pg from 'pg'
 import pino from 'pino'
 import { App } from '../src/app.js'
-import { loadConfig } from '../src/config/index.js'
 import { createLogger } from '../src/logger.js'
 import { freePort } from '../src/store/embedded.js'
-import { ADMIN_TOKEN, freshDatabase, startPlatform, waitFor } from './helpers/index.js'
-
-function config(databaseUrl: string, dataDir: string, env: Record<string, string> = {}) {
-  return loadConfig({
-    DATABASE_URL: databaseUrl,
-    IOTCORE_DATA_DIR: dataDir,
-    IOTCORE_HOST: '127.0.0.1',
-    IOTCORE_HTTP_PORT: '0',
-    IOTCORE_MQTT_PORT: '0',
-    IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
-    IOTCORE_QUEUE_MAX_BYTES: '64MiB',
-    IOTCORE_LOG_LEVEL: 'silent',
-    ...env,
-  })
-}
+import { freshDatabase, startPlatform, testConfig, waitFor } from './helpers/index.js'
 
 describe('app: one lifecycle', () => {
   const dirs: string[] = []
@@ -62,7 +47,7 @@ describe('app: one lifecycle', () => {
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
     const mqttPort = (taken.address() as { port: number }).port
     const app = new App(
-      config(databaseUrl, dir, { IOTCORE_MQTT_PORT: String(mqttPort) }),
+      testConfig(databaseUrl, dir, { IOTCORE_MQTT_PORT: String(mqttPort) }),
       createLogger('silent'),
     )
     try {
@@ -82,7 +67,7 @@ describe('app: one lifecycle', () => {
     assert.notEqual(rows[0].stopped_at, null)
     assert.equal(app.store.pool.ended, true)
     // The data dir and database are free for the next start.
-    const again = new App(config(databaseUrl, dir), createLogger('silent'))
+    const again = new App(testConfig(databaseUrl, dir), createLogger('silent'))
     await again.start()
     assert.equal((await fetch(`http://127.0.0.1:${again.httpPort}/healthz`)).status, 200)
     await again.stop()
@@ -92,7 +77,7 @@ describe('app: one lifecycle', () => {
     const nowhere = `postgres://iotcore:x@127.0.0.1:${await freePort()}/iotcore`
     const lines: string[] = []
     const app = new App(
-      config(nowhere, dataDir()),
+      testConfig(nowhere, dataDir()),
       pino({ level: 'warn' }, { write: (s: string) => lines.push(s) }),
     )
     let settled = false
