@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { App, markAdminTokenShown, openStore } from '../app.js'
-import { createLogger } from '../logger.js'
+import { markAdminTokenShown } from '../api/admin-token.js'
+import { App } from '../app.js'
 import { loadConfig } from '../config/index.js'
 import { Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
+import { createLogger } from '../logger.js'
+import { openStore } from '../store/open.js'
 
 /** A graceful stop that takes longer than this (a database that never answers) ends the process anyway. */
 const SHUTDOWN_DEADLINE_MS = 30_000
@@ -54,12 +56,8 @@ async function main(argv: string[]): Promise<number> {
     }
     process.on('SIGTERM', () => shutdown('SIGTERM'))
     process.on('SIGINT', () => shutdown('SIGINT'))
-    try {
-      await app.start()
-    } catch (err) {
-      await app.stop().catch(() => {})
-      throw err
-    }
+    // A start that fails stops what it started before it throws.
+    await app.start()
     const host = config.host === '0.0.0.0' ? 'localhost' : config.host
     const lines = [
       `iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`,
@@ -80,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
         : `  admin token: ${app.config.adminToken ? 'from IOTCORE_ADMIN_TOKEN' : `in ${app.admin.file}`}`,
     ]
     console.log(lines.filter(Boolean).join('\n'))
-    if (app.admin.show) markAdminTokenShown(app.admin.file)
+    if (app.admin.show) markAdminTokenShown(app.admin)
     return -1
   }
 

@@ -1,8 +1,11 @@
 import type { Logger } from 'pino'
+import type { Config } from '../config/index.js'
+import { Backoff } from '../lib/backoff.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
 import { parsePayload } from '../readings/index.js'
 import { type BatchWriter, type QuarantineInsert, TelemetryBatch, type WriteResult } from '../store/index.js'
+import { pgFault } from '../store/outage.js'
 
 /** Backoff while PostgreSQL is unreachable: capped so a returning database is found within seconds. */
 const BACKOFF_MIN_MS = 200
@@ -47,6 +50,21 @@ export interface IngestOptions {
 }
 
 /**
+ * The one way to build the ingest, from the configuration: the process runs what this returns (app.ts), and
+ * so does the ingest thread (worker.ts) on its own queue view and database pool.
+ */
+export function createIngest(
+  config: Config,
+  deps: { queue: Queue; writer: ConstructorParameters<typeof Ingest>[1]; events: IngestEvents; log: Logger },
+): Ingest {
+  return new Ingest(deps.queue, deps.writer, deps.events, deps.log, {
+    batchSize: config.ingestBatchSize,
+    batchMs: config.ingestBatchMs,
+    concurrency: config.ingestConcurrency,
+  })
+}
+
+/**
  * Drains the durable queue into PostgreSQL: batches of up to `batchSize` queue items, `concurrency` batches
  * in flight, each written in one transaction and removed from the queue only after its commit.
  */
@@ -56,7 +74,7 @@ export class Ingest {
   private loop: Promise<void> | undefined
   private inflight = 0
   private slotFree: (() => void) | undefined
-  private failures = 0
+  private readonly backoff = new Backoff(BACKOFF_MIN_MS, BACKOFF_MAX_MS)
   private pausedUntil = 0
   databaseUp = true
   lastError: string | undefined
@@ -123,7 +141,7 @@ export class Ingest {
       if (!this.databaseUp) this.log.info('PostgreSQL is back; draining the queue')
       this.databaseUp = true
       this.events.database(true)
-      this.failures = 0
+      this.backoff.reset()
       this.lastError = undefined
     } catch (err) {
       this.lastError = (err as Error).message
@@ -141,10 +159,7 @@ export class Ingest {
   }
 
   private pause(): void {
-    this.failures++
-    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(this.failures - 1, 16))
-    // Full jitter, so several ingest processes do not hammer a recovering server in step.
-    this.pausedUntil = Date.now() + cap / 2 + Math.random() * (cap / 2)
+    this.pausedUntil = Date.now() + this.backoff.next()
   }
 
   /**
@@ -156,10 +171,11 @@ export class Ingest {
       const { batch, quarantine } = build(items)
       return await this.store.writeBatch(batch, quarantine)
     } catch (err) {
-      const data = isDataError(err)
+      const fault = pgFault(err)
+      const data = fault === 'data'
       // An outage is never the messages' fault: retry them whatever the count. Any other error that keeps
       // coming back is treated like a data error, so a poison message cannot block the queue forever.
-      if (!data && (isOutage(err) || attempt + 1 < POISON_ATTEMPTS)) throw err
+      if (!data && (fault === 'outage' || attempt + 1 < POISON_ATTEMPTS)) throw err
       this.events.error(data ? 'data' : 'poison', (err as Error).message)
       const reason = data ? 'database_rejected' : 'ingest_failed'
       if (items.length === 1) return this.quarantineWhole(items[0], reason, (err as Error).message)
@@ -250,18 +266,4 @@ function deadline<T>(p: Promise<T>, ms: number): Promise<T> {
       timer = setTimeout(() => reject(new Error(`batch write timed out after ${ms / 1000} s`)), ms)
     }),
   ]).finally(() => clearTimeout(timer))
-}
-
-/** SQLSTATE classes where the rows, not the server, are at fault: 22 data exception, 23 integrity, 54 limits. */
-export function isDataError(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && /^(22|23|54)/.test(code) && code !== '23505'
-}
-
-/** Errors that say the server is away or refusing work, never the message's fault. */
-function isOutage(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code
-  if (typeof code === 'string') return /^(08|53|57|58|40|XX)/.test(code) || /^E[A-Z]/.test(code)
-  // pg reports a dropped connection or a pool timeout without a code.
-  return /connect|terminat|timeout|timed out|closed/i.test((err as Error)?.message ?? '')
 }

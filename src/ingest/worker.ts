@@ -1,20 +1,18 @@
 /**
  * The ingest on a thread of its own (see thread.ts): it opens its own view of the queue (the same LMDB
- * environment, or its own RabbitMQ connection) and its own PostgreSQL pool, and reports to the main thread.
+ * environment, or its own RabbitMQ connection) and its own PostgreSQL pool, builds the ingest the one way the
+ * process does (createIngest), and reports to the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads'
-import pino from 'pino'
 import type { Config } from '../config/index.js'
+import { createLogger } from '../logger.js'
 import { createQueue } from '../queue/index.js'
 import { Store } from '../store/index.js'
-import { Ingest, type IngestEvents } from './index.js'
+import { type IngestEvents, createIngest } from './index.js'
 
 const { config, databaseUrl } = workerData as { config: Config; databaseUrl: string }
 const port = parentPort!
-const log = pino({
-  level: config.logLevel,
-  base: { service: 'iotcore', component: 'ingest', thread: 'ingest' },
-})
+const log = createLogger(config.logLevel).child({ component: 'ingest', thread: 'ingest' })
 const events: IngestEvents = {
   batch: (r, items, seconds) => port.postMessage({ t: 'batch', r, items, seconds }),
   error: (kind, message) => port.postMessage({ t: 'error', kind, message }),
@@ -23,17 +21,15 @@ const events: IngestEvents = {
 const store = new Store(databaseUrl, log, config.ingestConcurrency)
 const queue = createQueue(config, log)
 await queue.start()
-const ingest = new Ingest(queue, store, events, log, {
-  batchSize: config.ingestBatchSize,
-  batchMs: config.ingestBatchMs,
-  concurrency: config.ingestConcurrency,
-})
+const ingest = createIngest(config, { queue, writer: store, events, log })
 ingest.start()
 port.postMessage({ t: 'started' })
 port.on('message', async (m: { t: string }) => {
   if (m.t !== 'stop') return
   await ingest.stop()
   await store.stop().catch(() => {})
+  // A local queue's LMDB environment is shared with the main thread (lmdb-js opens one per path per process),
+  // which closes it.
   if (queue.kind === 'amqp') await queue.stop()
   port.postMessage({ t: 'stopped' })
 })

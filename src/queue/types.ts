@@ -1,5 +1,9 @@
 import type { QuarantineReason } from '../readings/index.js'
 
+/**
+ * Append-only: a local queue entry stores a transport as its index in this list (queue/local/record.ts), so
+ * entries written before an upgrade are read back by position. Add at the end; never remove or reorder.
+ */
 export const TRANSPORTS = ['mqtt', 'http', 'ws', 'teltonika', 'osmand', 'jsonl', 'signal', 'replay'] as const
 export type Transport = (typeof TRANSPORTS)[number]
 

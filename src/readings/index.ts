@@ -13,6 +13,11 @@ export interface Reading {
   values: Record<string, Value>
 }
 
+/**
+ * Append-only: a local queue entry stores a refused message's reason as its index in this list
+ * (queue/local/record.ts), so entries written before an upgrade are read back by position. Add at the end;
+ * never remove or reorder.
+ */
 export const QUARANTINE_REASONS = [
   'malformed_json',
   'not_an_object',

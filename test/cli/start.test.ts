@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -12,7 +13,10 @@ const root = new URL('../../../', import.meta.url).pathname
 const main = join(root, 'dist/src/cli/main.js')
 
 /** `iotcore start` as a user runs it: its own process, the embedded PostgreSQL, the data dir. */
-function start(dataDir: string): {
+function start(
+  dataDir: string,
+  env: Record<string, string> = {},
+): {
   child: ChildProcess
   out: () => string
   ready: Promise<{ http: number; mqtt: number } | undefined>
@@ -26,21 +30,24 @@ function start(dataDir: string): {
       IOTCORE_MQTT_PORT: '0',
       IOTCORE_LOG_LEVEL: 'warn',
       DATABASE_URL: '',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   child.stderr!.on('data', (d) => (out += d))
+  // Undefined if the process exits first.
   const ready = waitFor(
     () => {
       const http = /REST API\s+http:\/\/[^:]+:(\d+)/.exec(out)
       const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
-      return http && mqtt ? { http: Number(http[1]), mqtt: Number(mqtt[1]) } : undefined
+      if (http && mqtt) return { http: Number(http[1]), mqtt: Number(mqtt[1]) }
+      return child.exitCode !== null || child.signalCode !== null ? ('exited' as const) : undefined
     },
     60_000,
     'the start banner',
-  )
+  ).then((r) => (r === 'exited' ? undefined : r))
   return { child, out: () => out, ready }
 }
 
@@ -120,5 +127,26 @@ describe('iotcore start on embedded defaults', () => {
       { ts: 1732330000002, value: 52 },
     ])
     assert.equal(await stop(second.child), 0)
+  })
+})
+
+describe('iotcore start that cannot finish starting', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'iotcore-cli-'))
+  after(() => rmSync(dataDir, { recursive: true, force: true }))
+
+  test('a taken MQTT port: exits 1 with the error, and the embedded PostgreSQL it started is stopped', async () => {
+    const taken = createServer()
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
+    try {
+      const run = start(dataDir, { IOTCORE_MQTT_PORT: String((taken.address() as { port: number }).port) })
+      const code = await new Promise<number | null>((resolve) => run.child.once('exit', resolve))
+      assert.equal(code, 1, run.out())
+      assert.match(run.out(), /EADDRINUSE/)
+      assert.ok(existsSync(join(dataDir, 'pg', 'PG_VERSION')), 'PostgreSQL had started')
+      // The owner file is removed only by a stop of the server this process started.
+      assert.equal(existsSync(join(dataDir, 'postgres.json')), false, run.out())
+    } finally {
+      taken.close()
+    }
   })
 })

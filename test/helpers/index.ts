@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { App } from '../../src/app.js'
 import { createLogger } from '../../src/logger.js'
-import { loadConfig } from '../../src/config/index.js'
+import { type Config, loadConfig } from '../../src/config/index.js'
 import { Store } from '../../src/store/index.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
@@ -51,14 +51,9 @@ export interface Platform {
   stop(): Promise<void>
 }
 
-/** Starts the whole platform in this process on its own database, data dir and free ports. */
-export async function startPlatform(
-  env: Record<string, string> = {},
-  keep?: { dataDir?: string; databaseUrl?: string },
-): Promise<Platform> {
-  const databaseUrl = keep?.databaseUrl ?? (await freshDatabase())
-  const dataDir = keep?.dataDir ?? mkdtempSync(join(tmpdir(), 'iotcore-test-'))
-  const config = loadConfig({
+/** A platform's configuration in a test: this database and data dir, free ports, the test admin token. */
+export function testConfig(databaseUrl: string, dataDir: string, env: Record<string, string> = {}): Config {
+  return loadConfig({
     DATABASE_URL: databaseUrl,
     IOTCORE_DATA_DIR: dataDir,
     IOTCORE_HOST: '127.0.0.1',
@@ -70,6 +65,16 @@ export async function startPlatform(
     IOTCORE_LOG_LEVEL: process.env.IOTCORE_TEST_LOG_LEVEL ?? 'silent',
     ...env,
   })
+}
+
+/** Starts the whole platform in this process on its own database, data dir and free ports. */
+export async function startPlatform(
+  env: Record<string, string> = {},
+  keep?: { dataDir?: string; databaseUrl?: string },
+): Promise<Platform> {
+  const databaseUrl = keep?.databaseUrl ?? (await freshDatabase())
+  const dataDir = keep?.dataDir ?? mkdtempSync(join(tmpdir(), 'iotcore-test-'))
+  const config = testConfig(databaseUrl, dataDir, env)
   const app = new App(config, createLogger(config.logLevel))
   await app.start()
   const base = `http://127.0.0.1:${app.httpPort}`

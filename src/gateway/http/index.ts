@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { CredentialCache } from '../../devices/index.js'
 import { IotError } from '../../errors.js'
+import { asIotError, sendError } from '../../http/errors.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
 import { acceptPayload, quarantineRefused } from '../accept.js'
@@ -51,16 +52,12 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
         ;(req as { deviceId?: string }).deviceId = id
       },
       errorHandler: (err, req, reply) => {
+        const e = asIotError(err, req)
+        // An authenticated device's refused payload is kept (without its bytes, which were not read).
         const deviceId = (req as { deviceId?: string }).deviceId
-        if ((err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE' && deviceId) {
-          const size = Number(req.headers['content-length'] ?? 0)
-          const e = new IotError('IOT_ERR_PAYLOAD_TOO_LARGE', size || 'over the limit', deps.maxPayloadBytes)
+        if (e.code === 'IOT_ERR_PAYLOAD_TOO_LARGE' && deviceId)
           quarantineRefused(queue, metrics, deviceId, 'http', Buffer.alloc(0), 'payload_too_large', e.message)
-          return reply
-            .code(413)
-            .send({ statusCode: 413, code: e.code, error: 'Payload Too Large', message: e.message })
-        }
-        throw err
+        return sendError(e, req, reply)
       },
     },
     async (req, reply) => {

@@ -1,6 +1,7 @@
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
+import { Backoff, pause } from '../../lib/backoff.js'
 import type { QuarantineReason } from '../../readings/index.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
@@ -29,7 +30,7 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
   private connected = false
   private stopped = false
   private connecting: Promise<void> | undefined
-  private failures = 0
+  private readonly backoff = new Backoff(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
   private depth = 0
   private lastError: string | undefined
   private statsTimer: NodeJS.Timeout | undefined
@@ -65,7 +66,7 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
           this.conn = conn
           this.pub = ch
           this.connected = true
-          this.failures = 0
+          this.backoff.reset()
           this.lastError = undefined
           this.log.info({ queue: QUEUE_NAME }, 'connected to RabbitMQ')
           for (const c of this.consumers)
@@ -73,10 +74,9 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
           return
         } catch (err) {
           this.lastError = (err as Error).message
-          this.failures++
-          const cap = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** Math.min(this.failures - 1, 10))
-          if (this.failures === 1) this.log.warn({ err: this.lastError }, 'cannot reach RabbitMQ; retrying')
-          await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)))
+          if (this.backoff.failures === 0)
+            this.log.warn({ err: this.lastError }, 'cannot reach RabbitMQ; retrying')
+          await pause(this.backoff.next())
         }
       }
     })().finally(() => {

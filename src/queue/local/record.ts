@@ -7,8 +7,8 @@ import { TRANSPORTS, type Envelope } from '../types.js'
  *
  *   0  u8   format (1)
  *   1  f64  receivedAt (ms since the epoch)
- *   9  u8   transport (index in TRANSPORTS)
- *  10  u8   rejected reason (index in QUARANTINE_REASONS, 255: not rejected)
+ *   9  u8   transport (index in TRANSPORTS, an append-only list)
+ *  10  u8   rejected reason (index in QUARANTINE_REASONS, an append-only list; 255: not rejected)
  *  11  u16  deviceId bytes
  *  13  u16  topic bytes (65535: no topic)
  *  15  u32  rejected detail bytes
