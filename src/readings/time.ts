@@ -50,12 +50,18 @@ export const QUERY_TIME_FORMS = `ms since the epoch (1732330000123) or an RFC 33
 
 /**
  * A reading's `ts` as sent in JSON: ms since the epoch, or a refusal. What an absent or null `ts` means is the
- * caller's to decide (here, null is refused like any other non-timestamp).
+ * caller's to decide (here, null is refused like any other non-timestamp). Nothing is allocated unless it is
+ * refused: this runs for every reading.
  */
 export function parseTs(raw: unknown, unit: TsUnit = 'ms'): number | TsRefusal {
-  if (typeof raw === 'number') return fromNumber(raw, unit, `ts ${raw}`, () => tsForms(unit))
-  if (typeof raw === 'string')
-    return fromString(raw, false, `ts ${JSON.stringify(clip(raw))}`, () => tsForms(unit))
+  if (typeof raw === 'number') {
+    const r = numberMs(raw, unit)
+    return typeof r === 'number' ? r : refuse(`ts ${raw}${r}; send ${tsForms(unit)}`)
+  }
+  if (typeof raw === 'string') {
+    const r = stringMs(raw, false)
+    return typeof r === 'number' ? r : refuse(`ts ${JSON.stringify(clip(raw))}${r}; send ${tsForms(unit)}`)
+  }
   return refuse(`ts is ${typeName(raw)}; send ${tsForms(unit)}`)
 }
 
@@ -64,20 +70,19 @@ export function parseTs(raw: unknown, unit: TsUnit = 'ms'): number | TsRefusal {
  * must be RFC 3339 as above.
  */
 export function parseTimeQuery(name: string, raw: string): number | TsRefusal {
-  const shown = `${name}=${clip(raw)}`
-  if (/^\d+$/.test(raw)) return fromNumber(Number(raw), 'ms', shown, () => QUERY_TIME_FORMS)
-  return fromString(raw, true, shown, () => QUERY_TIME_FORMS)
+  const r = /^\d+$/.test(raw) ? numberMs(Number(raw), 'ms') : stringMs(raw, true)
+  return typeof r === 'number' ? r : refuse(`${name}=${clip(raw)}${r}; send ${QUERY_TIME_FORMS}`)
 }
 
-function fromNumber(n: number, unit: TsUnit, shown: string, forms: () => string): number | TsRefusal {
+// Below, a string result is what is wrong, to follow the value in the message.
+
+function numberMs(n: number, unit: TsUnit): number | string {
   const ms = unit === 's' ? Math.floor(Math.round(n * 1e6) / 1000) : Math.floor(n)
-  if (!(ms >= TS_MIN && ms <= TS_MAX)) {
-    return refuse(
-      `${shown} is outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z ` +
-        `(${unit === 's' ? `0 to ${TS_MAX / 1000} seconds` : `0 to ${TS_MAX} ms`}); send ${forms()}`,
-    )
-  }
-  return ms
+  if (ms >= TS_MIN && ms <= TS_MAX) return ms
+  return (
+    ' is outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z ' +
+    `(${unit === 's' ? `0 to ${TS_MAX / 1000} seconds` : `0 to ${TS_MAX} ms`})`
+  )
 }
 
 // RFC 3339 section 5.6 date-time, with the offset required and the fraction bounded to ns.
@@ -89,32 +94,28 @@ const LONG_FRACTION = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}\.\d{10,}/
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/
 const BAD_OFFSET = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}(\d{2})?$/
 
-function fromString(s: string, query: boolean, shown: string, forms: () => string): number | TsRefusal {
+function stringMs(s: string, query: boolean): number | string {
   const m = DATE_TIME.exec(s)
-  if (!m) return refuse(`${shown} ${whyNot(s, query)}; send ${forms()}`)
+  if (!m) return ' ' + whyNot(s, query)
   const year = Number(m[1])
   const month = Number(m[2])
   const day = Number(m[3])
   const hour = Number(m[4])
   const minute = Number(m[5])
   const second = Number(m[6])
-  const field = (what: string) => refuse(`${shown}: ${what}; send ${forms()}`)
-  if (month < 1 || month > 12) return field(`there is no month ${m[2]}`)
+  if (month < 1 || month > 12) return `: there is no month ${m[2]}`
   const days = daysInMonth(year, month)
-  if (day < 1 || day > days) return field(`${m[1]}-${m[2]} has days 01 to ${days}`)
-  if (hour > 23) return field(`hour ${m[4]} is past 23`)
-  if (minute > 59) return field(`minute ${m[5]} is past 59`)
+  if (day < 1 || day > days) return `: ${m[1]}-${m[2]} has days 01 to ${days}`
+  if (hour > 23) return `: hour ${m[4]} is past 23`
+  if (minute > 59) return `: minute ${m[5]} is past 59`
   if (second === 60)
-    return field(
-      'second 60 (a leap second) has no ms since the epoch of its own; use :59.999 or the next second',
-    )
-  if (second > 59) return field(`second ${m[6]} is past 59`)
+    return ': second 60 (a leap second) has no ms since the epoch of its own; use :59.999 or the next second'
+  if (second > 59) return `: second ${m[6]} is past 59`
   let offsetMin = 0
   if (m[9] !== undefined) {
     const oh = Number(m[10])
     const om = Number(m[11])
-    if (oh > 23 || om > 59)
-      return field(`offset ${m[9]}${m[10]}:${m[11]} is not a UTC offset (at most ±23:59)`)
+    if (oh > 23 || om > 59) return `: offset ${m[9]}${m[10]}:${m[11]} is not a UTC offset (at most ±23:59)`
     offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om)
   }
   // Digits past the third are truncated, as the number form's fraction is.
@@ -124,7 +125,7 @@ function fromString(s: string, query: boolean, shown: string, forms: () => strin
     ((hour * 60 + minute - offsetMin) * 60 + second) * 1000 +
     fractionMs
   if (ms < TS_MIN || ms > TS_MAX)
-    return field('the instant is outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z')
+    return ': the instant is outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'
   return ms
 }
 
