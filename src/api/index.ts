@@ -11,12 +11,14 @@ import { parseTimeQuery } from '../readings/time.js'
 import {
   type Aggregate,
   isKeyset,
+  jsonProblem,
   type Keyset,
   type Page,
   type Point,
   QUARANTINE_ID,
   type QuarantineRow,
   type Store,
+  unstorable,
 } from '../store/index.js'
 import { decodeCursor, encodeCursor, linkNext, type QueryIdentity } from './cursor.js'
 import {
@@ -40,6 +42,12 @@ const MAX_BUCKETS = 100_000
 /** GET /services lists at most this many, newest first. */
 const MAX_SERVICES = 1000
 const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
+/**
+ * Device attributes are labels (fleet, model, install date), not documents; past this, nesting is more likely a
+ * mistake or an attack, and PostgreSQL's jsonb parser would fail deep enough (a 500).
+ */
+const MAX_ATTRIBUTE_DEPTH = 32
+
 export interface ApiDeps {
   store: Store
   devices: Devices
@@ -84,6 +92,29 @@ function refuseOffset(query: unknown): void {
     )
 }
 
+/**
+ * A new device's text, where PostgreSQL would refuse it (a 500) or alter it: the name and the attributes,
+ * keys and values at any depth. The imei needs no check: its pattern admits ASCII letters, digits, _ and -.
+ */
+function checkNewDevice(body: CreateDevice): void {
+  const bad = unstorable(body.name)
+  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
+  const problem = body.attributes && jsonProblem(body.attributes, 'attributes', MAX_ATTRIBUTE_DEPTH)
+  if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
+  if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
+}
+
+/** Strings of a request's path or query that PostgreSQL could not compare: a 400 naming the parameter. */
+function checkStorable(part: string, values: unknown): void {
+  if (values === null || typeof values !== 'object') return
+  for (const [name, v] of Object.entries(values)) {
+    for (const s of Array.isArray(v) ? v : [v]) {
+      const bad = typeof s === 'string' ? unstorable(s) : undefined
+      if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `${part} '${name}' holds ${bad}`)
+    }
+  }
+}
+
 export function parseInterval(raw: string): number {
   const m = /^(\d+)(ms|s|m|h|d|w)$/.exec(raw)
   if (!m)
@@ -110,6 +141,12 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       throw new IotError('IOT_ERR_UNAUTHORIZED', 'this is not the admin token')
   })
 
+  // Before the schema and any query: an id or filter holding U+0000 would be a database error (a 500).
+  app.addHook('preValidation', async (req) => {
+    checkStorable('path parameter', req.params)
+    checkStorable('query parameter', req.query)
+  })
+
   const admin = { security: [{ admin: [] }] }
 
   app.post(
@@ -124,6 +161,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       },
     },
     async (req, reply) => {
+      checkNewDevice(req.body)
       return reply.code(201).send(await devices.create(req.body))
     },
   )

@@ -22,6 +22,7 @@ export { QUARANTINE_ID, type QuarantineFilter, type QuarantineRow } from './quar
 export type { AdvisoryLock, ServiceBeat, ServiceRow } from './services.js'
 export { NEVER_EXPIRES, type SessionRow } from './sessions.js'
 export { type QuarantineInsert, TelemetryBatch, type WriteResult } from './telemetry-write.js'
+export { type JsonProblem, jsonProblem, unstorable } from './text.js'
 
 /** What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction. */
 export interface BatchWriter {
