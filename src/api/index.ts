@@ -261,7 +261,8 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (keys.length === 0)
         throw new IotError('IOT_ERR_BAD_REQUEST', 'keys must name at least one value key')
       if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
-      const out: Record<string, Point[]> = {}
+      // Keys are the client's words: `__proto__` must be a key like any other, not the object's prototype.
+      const out: Record<string, Point[]> = Object.create(null)
       const range = { deviceId: id, from, to, limit: q.limit, order: q.order }
       if (q.agg !== undefined || q.interval !== undefined) {
         if (q.agg === undefined || q.interval === undefined) {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { TelemetryBatch } from '../../src/store/index.js'
 import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
 
 /** 2026-11-23T08:00:00Z */
@@ -126,6 +127,22 @@ describe('telemetry query rules: time bounds as a contract, aggregates that expl
     const none = await query('keys=nothing&agg=avg&interval=1m')
     assert.equal(none.status, 200)
     assert.deepEqual(none.body, { nothing: [] })
+  })
+
+  test('a key named __proto__ (or constructor) is answered like any other, raw and aggregated', async () => {
+    // Stored directly: what the gateways accept under such keys is the reading parser's to decide.
+    const batch = new TelemetryBatch()
+    batch.add(dev.id, 'proto', T0, T0, JSON.parse('{"__proto__": 5, "constructor": 6}'))
+    assert.equal((await p.app.store.writeBatch(batch, [])).stored, 1)
+    const raw = await query('keys=__proto__,constructor')
+    assert.equal(raw.status, 200)
+    assert.deepEqual(JSON.parse(JSON.stringify(raw.body)), {
+      ['__proto__']: [{ ts: T0, value: 5 }],
+      constructor: [{ ts: T0, value: 6 }],
+    })
+    assert.deepEqual(Object.keys(raw.body), ['__proto__', 'constructor'])
+    const agg = await query('keys=__proto__&agg=sum&interval=1m')
+    assert.deepEqual(Object.keys(agg.body), ['__proto__'])
   })
 
   test('a bucket with no numbers does not use up the limit: it is left out before limit applies', async () => {
