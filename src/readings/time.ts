@@ -10,11 +10,11 @@
  *   1732330000.12299990...), then truncated to the ms like every other form.
  * - a string in RFC 3339's `date-time` (section 5.6) with an explicit offset: `2026-11-23T08:00:00Z`,
  *   `2026-11-23T10:00:00.250+02:00`. As 5.6 allows: `t` and `z` in lower case, and a space instead of `T`
- *   (the NOTE there; what SQL tools print). 1 to 9 fractional digits (ns), truncated to the ms. `-00:00` (UTC,
- *   local offset unknown, section 4.3) is UTC. Refused: no offset (`2026-11-23T08:00:00` means a different
- *   instant in every time zone), a month or day that does not exist (`2026-02-29`), hour 24, and second 60:
- *   a leap second has no ms since the epoch of its own (POSIX time skips it), so a device that saw one should
- *   send :59.999 or the next second.
+ *   (its NOTE, for readability; PostgreSQL's own `+00` offset still lacks the `:mm` 5.6 requires). 1 to 9
+ *   fractional digits (ns), truncated to the ms. `-00:00` (UTC, local offset unknown, section 4.3) is UTC.
+ *   Refused: no offset (`2026-11-23T08:00:00` means a different instant in every time zone), a month or day
+ *   that does not exist (`2026-02-29`), hour 24, and second 60: a leap second has no ms since the epoch of its
+ *   own (POSIX time skips it), so a device that saw one should send :59.999 or the next second.
  * - in a query string (`parseTimeQuery`) the number form is digits: `from=1732330000123`.
  *
  * Everything is computed here by arithmetic on the fields, never by `Date.parse` (lenient: `"1"` is the year
