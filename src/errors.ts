@@ -18,6 +18,7 @@ export const ErrorCodes = {
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
+  IOT_ERR_UNSTORABLE_TEXT: { status: 400, message: '%s, which PostgreSQL cannot store in text; remove it' },
   IOT_ERR_MALFORMED_JSON: {
     status: 400,
     message: 'The body is not valid JSON: %s. Send a JSON object or an array of objects',

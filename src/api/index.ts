@@ -7,16 +7,30 @@ import { IotError } from '../errors.js'
 import { acceptPayload } from '../gateway/accept.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Queue } from '../queue/types.js'
-import type { Aggregate, Store } from '../store/index.js'
+import { parseTimeQuery } from '../readings/time.js'
+import {
+  type Aggregate,
+  isKeyset,
+  jsonProblem,
+  type Keyset,
+  type Page,
+  type Point,
+  QUARANTINE_ID,
+  type QuarantineRow,
+  type Store,
+  unstorable,
+} from '../store/index.js'
+import { decodeCursor, encodeCursor, linkNext, type QueryIdentity } from './cursor.js'
 import {
   Accepted,
   CreateDevice,
   CreatedDevice,
   DeviceBody,
+  DeviceList,
+  DeviceListQuery,
   IdParam,
   Latest,
-  Paging,
-  QuarantineItem,
+  QuarantineList,
   QuarantineQuery,
   ReplayBody,
   TelemetryQuery,
@@ -28,6 +42,11 @@ const MAX_BUCKETS = 100_000
 /** GET /services lists at most this many, newest first. */
 const MAX_SERVICES = 1000
 const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
+/**
+ * Device attributes are labels (fleet, model, install date), not documents; past this, nesting is more likely a
+ * mistake or an attack, and PostgreSQL's jsonb parser would fail deep enough (a 500).
+ */
+const MAX_ATTRIBUTE_DEPTH = 32
 
 export interface ApiDeps {
   store: Store
@@ -39,13 +58,61 @@ export interface ApiDeps {
 
 const sha = (s: string) => createHash('sha256').update(s).digest()
 
-/** Parses `from`/`to`: ms since the epoch or ISO 8601. */
+/** Parses `from`/`to` by the one time contract (readings/time.ts); absent or empty: unbounded. */
 export function parseTime(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined || raw === '') return undefined
-  const n = /^-?\d+$/.test(raw) ? Number(raw) : Date.parse(raw)
-  if (!Number.isFinite(n))
-    throw new IotError('IOT_ERR_BAD_REQUEST', `${name}=${raw} is neither ms since the epoch nor ISO 8601`)
-  return n
+  const t = parseTimeQuery(name, raw)
+  if (typeof t !== 'number') throw new IotError('IOT_ERR_BAD_REQUEST', t.message)
+  return t
+}
+
+/** `from` and `to` of a query; a range that ends before it starts is a mistake worth one clear message. */
+export function parseRange(q: { from?: string; to?: string }): { from?: number; to?: number } {
+  const from = parseTime('from', q.from)
+  const to = parseTime('to', q.to)
+  if (from !== undefined && to !== undefined && from > to) {
+    const iso = (ms: number) => new Date(ms).toISOString()
+    throw new IotError(
+      'IOT_ERR_BAD_REQUEST',
+      `from (${iso(from)}) is after to (${iso(to)}): the range [from, to) holds nothing`,
+    )
+  }
+  return { from, to }
+}
+
+/**
+ * Offsets were replaced by cursors. Fastify keeps a query parameter the schema does not name, so an old client's
+ * `offset` would be ignored, and it would fetch the first page forever: refuse it instead.
+ */
+function refuseOffset(query: unknown): void {
+  if ((query as Record<string, unknown>).offset !== undefined)
+    throw new IotError(
+      'IOT_ERR_BAD_REQUEST',
+      'offset is not supported: pages are keyset cursors, follow next',
+    )
+}
+
+/**
+ * A new device's text, where PostgreSQL would refuse it (a 500) or alter it: the name and the attributes,
+ * keys and values at any depth. The imei needs no check: its pattern admits ASCII letters, digits, _ and -.
+ */
+function checkNewDevice(body: CreateDevice): void {
+  const bad = unstorable(body.name)
+  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
+  const problem = body.attributes && jsonProblem(body.attributes, 'attributes', MAX_ATTRIBUTE_DEPTH)
+  if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
+  if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
+}
+
+/** Strings of a request's path or query that PostgreSQL could not compare: a 400 naming the parameter. */
+function checkStorable(part: string, values: unknown): void {
+  if (values === null || typeof values !== 'object') return
+  for (const [name, v] of Object.entries(values)) {
+    for (const s of Array.isArray(v) ? v : [v]) {
+      const bad = typeof s === 'string' ? unstorable(s) : undefined
+      if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `${part} '${name}' holds ${bad}`)
+    }
+  }
 }
 
 export function parseInterval(raw: string): number {
@@ -74,6 +141,12 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       throw new IotError('IOT_ERR_UNAUTHORIZED', 'this is not the admin token')
   })
 
+  // Before the schema and any query: an id or filter holding U+0000 would be a database error (a 500).
+  app.addHook('preValidation', async (req) => {
+    checkStorable('path parameter', req.params)
+    checkStorable('query parameter', req.query)
+  })
+
   const admin = { security: [{ admin: [] }] }
 
   app.post(
@@ -87,7 +160,10 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         response: { 201: CreatedDevice },
       },
     },
-    async (req, reply) => reply.code(201).send(await devices.create(req.body)),
+    async (req, reply) => {
+      checkNewDevice(req.body)
+      return reply.code(201).send(await devices.create(req.body))
+    },
   )
 
   app.get(
@@ -96,18 +172,21 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       schema: {
         ...admin,
         tags: ['devices'],
-        summary: 'List devices with last seen and online status',
-        querystring: Paging,
-        response: {
-          200: Type.Object({
-            devices: Type.Array(Type.Ref(DeviceBody)),
-            limit: Type.Integer(),
-            offset: Type.Integer(),
-          }),
-        },
+        summary: 'List devices with last seen and online status, a page at a time',
+        querystring: DeviceListQuery,
+        response: { 200: DeviceList },
       },
     },
-    async (req) => ({ devices: await devices.list(req.query.limit, req.query.offset), ...req.query }),
+    async (req, reply) => {
+      refuseOffset(req.query)
+      const { limit, order, cursor } = req.query
+      const query: QueryIdentity = ['devices', order]
+      const after = cursor === undefined ? undefined : decodeCursor(cursor, query, isDeviceKeyset)
+      const page = await devices.list(limit, order, after)
+      const next = page.next && encodeCursor(query, page.next)
+      linkNext(req, reply, next)
+      return { devices: page.items, limit, next }
+    },
   )
 
   app.get(
@@ -157,17 +236,20 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         tags: ['telemetry'],
         summary: 'Raw or aggregated telemetry per key',
         description:
-          'Without agg: the points, newest first by default. With agg and interval: one point per bucket.',
+          'Without agg: the points, newest first by default, a page at a time: while there are more, the ' +
+          'Iotcore-Next-Cursor and Link headers give the next page (send `cursor`). With agg and interval: one ' +
+          'point per bucket, not paged. avg, min, max and sum use the numbers under the key (buckets without ' +
+          'one are left out); on a key with no number in the range they are a 400, while count counts ' +
+          'readings of any type.',
         params: IdParam,
         querystring: TelemetryQuery,
         response: { 200: TelemetryResult },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const q = req.query
       const id = req.params.id
-      const from = parseTime('from', q.from)
-      const to = parseTime('to', q.to)
+      const { from, to } = parseRange(q)
       const keys = [
         ...new Set(
           q.keys
@@ -179,12 +261,18 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (keys.length === 0)
         throw new IotError('IOT_ERR_BAD_REQUEST', 'keys must name at least one value key')
       if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
-      const out: Record<string, Array<{ ts: number; value: unknown }>> = {}
+      // Keys are the client's words: `__proto__` must be a key like any other, not the object's prototype.
+      const out: Record<string, Point[]> = Object.create(null)
       const range = { deviceId: id, from, to, limit: q.limit, order: q.order }
       if (q.agg !== undefined || q.interval !== undefined) {
         if (q.agg === undefined || q.interval === undefined) {
           throw new IotError('IOT_ERR_BAD_REQUEST', 'agg and interval go together, e.g. agg=avg&interval=1m')
         }
+        if (q.cursor !== undefined)
+          throw new IotError(
+            'IOT_ERR_BAD_REQUEST',
+            'cursor pages raw points; aggregates are not paged: narrow from/to or widen the interval',
+          )
         const interval = parseInterval(q.interval)
         if (from !== undefined && to !== undefined && (to - from) / interval > MAX_BUCKETS) {
           throw new IotError(
@@ -192,19 +280,53 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
             `more than ${MAX_BUCKETS} buckets: widen the interval or narrow from/to`,
           )
         }
+        const agg = q.agg
         const results = await Promise.all(
-          keys.map((key) =>
-            store.queries.aggregate({ ...range, key, agg: q.agg as Aggregate, intervalMs: interval }),
-          ),
+          keys.map((key) => store.queries.aggregate({ ...range, key, agg, intervalMs: interval })),
         )
-        for (let i = 0; i < keys.length; i++) out[keys[i]] = results[i]
-      } else {
-        const results = await Promise.all(keys.map((key) => store.queries.telemetry({ ...range, key })))
-        for (let i = 0; i < keys.length; i++) out[keys[i]] = results[i]
+        for (let i = 0; i < keys.length; i++) {
+          if (results[i].length === 0 && agg !== 'count') await explainNoNumbers(agg, id, keys[i], from, to)
+          out[keys[i]] = results[i]
+        }
+        return out
       }
+      // Raw points, a page per key: the cursor holds where each key's page ended, null for a key that ran out.
+      const query: QueryIdentity = ['telemetry', id, keys, from ?? null, to ?? null, q.order]
+      const starts =
+        q.cursor === undefined
+          ? keys.map(() => undefined)
+          : decodeCursor(q.cursor, query, (p): p is Array<Keyset | null> => isKeysets(p, keys.length))
+      const pages = await Promise.all(
+        keys.map(
+          (key, i): Promise<Page<Point>> =>
+            starts[i] === null
+              ? Promise.resolve({ items: [], next: null })
+              : store.queries.telemetry({ ...range, key, after: starts[i] }),
+        ),
+      )
+      for (let i = 0; i < keys.length; i++) out[keys[i]] = pages[i].items
+      const nexts = pages.map((x) => x.next)
+      linkNext(req, reply, nexts.some((x) => x !== null) ? encodeCursor(query, nexts) : null)
       return out
     },
   )
+
+  /** An aggregate of numbers found none: if the key holds something else there, say so rather than `[]`. */
+  async function explainNoNumbers(
+    agg: Aggregate,
+    deviceId: string,
+    key: string,
+    from: number | undefined,
+    to: number | undefined,
+  ): Promise<void> {
+    const type = await store.queries.someValueType({ deviceId, key, from, to })
+    if (type === undefined) return
+    throw new IotError(
+      'IOT_ERR_BAD_REQUEST',
+      `agg=${agg} needs numbers, and key '${key}' holds ${type}s in this range, no number; ` +
+        'agg=count counts readings of any type',
+    )
+  }
 
   app.get(
     '/devices/:id/latest',
@@ -261,22 +383,39 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       schema: {
         ...admin,
         tags: ['quarantine'],
-        summary: 'Rejected messages with their reason, newest first',
+        summary: 'Rejected messages with their reason, newest first, a page at a time',
         querystring: QuarantineQuery,
-        response: { 200: Type.Object({ items: Type.Array(Type.Ref(QuarantineItem)) }) },
+        response: { 200: QuarantineList },
       },
     },
-    async (req) => {
+    async (req, reply) => {
+      refuseOffset(req.query)
       const q = req.query
-      const rows = await store.quarantine.list({
+      const { from, to } = parseRange(q)
+      const query: QueryIdentity = [
+        'quarantine',
+        q.deviceId ?? null,
+        q.reason ?? null,
+        from ?? null,
+        to ?? null,
+        q.order,
+      ]
+      const after =
+        q.cursor === undefined
+          ? undefined
+          : decodeCursor(q.cursor, query, (p): p is Keyset => isKeyset(p, QUARANTINE_ID))
+      const page = await store.quarantine.list({
         deviceId: q.deviceId,
         reason: q.reason,
-        from: parseTime('from', q.from),
-        to: parseTime('to', q.to),
+        from,
+        to,
         limit: q.limit,
-        offset: q.offset,
+        order: q.order,
+        after,
       })
-      return { items: rows.map(quarantineView) }
+      const next = page.next && encodeCursor(query, page.next)
+      linkNext(req, reply, next)
+      return { items: page.items.map(quarantineView), next }
     },
   )
 
@@ -321,7 +460,14 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
   )
 }
 
-function quarantineView(r: import('../store/index.js').QuarantineRow) {
+const isDeviceKeyset = (p: unknown): p is Keyset => isKeyset(p)
+
+/** A telemetry cursor's positions: one per key, null for a key that ran out. */
+function isKeysets(p: unknown, keys: number): boolean {
+  return Array.isArray(p) && p.length === keys && p.every((x) => x === null || isKeyset(x))
+}
+
+function quarantineView(r: QuarantineRow) {
   const text = r.payload.toString('utf8')
   const utf8 = Buffer.from(text, 'utf8').equals(r.payload)
   return {

@@ -1,4 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox'
+import { QUERY_TIME_FORMS } from '../readings/time.js'
 
 /** REST schemas: they validate requests, type the handlers and produce the OpenAPI document at /docs. */
 
@@ -46,22 +47,78 @@ export const CreatedDevice = Type.Intersect([
 
 export const IdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) })
 
-export const Paging = Type.Object({
-  limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
-  offset: Type.Integer({ minimum: 0, default: 0 }),
+const Cursor = Type.Optional(
+  Type.String({
+    maxLength: 16384,
+    description:
+      'continue after the page this came from: the `next` of a page (or its Iotcore-Next-Cursor header), ' +
+      'sent with the same other parameters; absent: the first page',
+  }),
+)
+
+/** What a paged answer says about the next page (the body field `next` beside the items, where there is one). */
+const NEXT_HEADERS = {
+  'iotcore-next-cursor': {
+    type: 'string',
+    description: 'the cursor of the next page; absent on the last page',
+  },
+  link: {
+    type: 'string',
+    description: 'RFC 8288 `<this URL with cursor=...>; rel="next"`; absent on the last page',
+  },
+}
+
+const Next = Type.Union([Type.String(), Type.Null()], {
+  description: 'cursor of the next page (send it as `cursor`); null on the last page',
 })
+
+const OFFSET_REFUSED =
+  'Pages are keyset cursors, not offsets: follow `next`. `offset` is refused (400), never ignored, so that an ' +
+  'old client cannot loop on the first page.'
+
+export const DeviceListQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
+  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
+    default: 'asc',
+    description: 'by creation time, ties by id: asc is oldest first',
+  }),
+  cursor: Cursor,
+})
+export type DeviceListQuery = Static<typeof DeviceListQuery>
+
+export const DeviceList = Type.Object(
+  {
+    devices: Type.Array(Type.Ref(DeviceBody)),
+    limit: Type.Integer(),
+    next: Next,
+  },
+  { headers: NEXT_HEADERS, description: OFFSET_REFUSED },
+)
 
 export const Point = Type.Object({
   ts: Type.Integer({ description: 'ms since the epoch' }),
   value: Type.Unknown(),
 })
 
+const TimeBound = (which: string) =>
+  Type.Optional(Type.String({ description: `${which}: ${QUERY_TIME_FORMS}; from after to is a 400` }))
+
 export const TelemetryQuery = Type.Object({
   keys: Type.String({ minLength: 1, description: 'comma-separated value keys, e.g. lat,lon,speed' }),
-  from: Type.Optional(Type.String({ description: 'ISO 8601 or ms since the epoch, inclusive' })),
-  to: Type.Optional(Type.String({ description: 'ISO 8601 or ms since the epoch, exclusive' })),
-  limit: Type.Integer({ minimum: 1, maximum: 100000, default: 1000, description: 'points per key' }),
-  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'desc' }),
+  from: TimeBound('inclusive'),
+  to: TimeBound('exclusive'),
+  limit: Type.Integer({
+    minimum: 1,
+    maximum: 100000,
+    default: 1000,
+    description: 'points (or buckets) per key in one page',
+  }),
+  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
+    default: 'desc',
+    description:
+      'by ts, ties by msgId (both reversed by desc, so desc is the mirror of asc): desc is newest first',
+  }),
+  cursor: Cursor,
   agg: Type.Optional(
     Type.Union([
       Type.Literal('avg'),
@@ -77,7 +134,13 @@ export const TelemetryQuery = Type.Object({
 })
 export type TelemetryQuery = Static<typeof TelemetryQuery>
 
-export const TelemetryResult = Type.Record(Type.String(), Type.Array(Point))
+export const TelemetryResult = Type.Record(Type.String(), Type.Array(Point), {
+  headers: NEXT_HEADERS,
+  description:
+    'Every key asked for, with its points. Raw points come a page at a time (`limit` per key): while any key ' +
+    'has more, the answer carries the next cursor in its headers (the body stays `{key: [points]}`, where a ' +
+    'field of its own could clash with a key), and a key that ran out comes back empty on later pages.',
+})
 
 export const Latest = Type.Object({
   ts: Type.Union([Type.Integer(), Type.Null()]),
@@ -114,12 +177,21 @@ export const QuarantineItem = Type.Object(
 export const QuarantineQuery = Type.Object({
   deviceId: Type.Optional(Type.String()),
   reason: Type.Optional(Type.String()),
-  from: Type.Optional(Type.String()),
-  to: Type.Optional(Type.String()),
+  from: TimeBound('received at or after'),
+  to: TimeBound('received before'),
   limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
-  offset: Type.Integer({ minimum: 0, default: 0 }),
+  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
+    default: 'desc',
+    description: 'by time received, ties by id: desc is newest first',
+  }),
+  cursor: Cursor,
 })
 export type QuarantineQuery = Static<typeof QuarantineQuery>
+
+export const QuarantineList = Type.Object(
+  { items: Type.Array(Type.Ref(QuarantineItem)), next: Next },
+  { headers: NEXT_HEADERS, description: OFFSET_REFUSED },
+)
 
 export const ReplayBody = Type.Object(
   { body: Type.Optional(Type.Unknown({ description: 'a corrected reading or array of readings' })) },

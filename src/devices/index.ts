@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { IotError } from '../errors.js'
-import type { Credential, DeviceRow, Listener, Store } from '../store/index.js'
+import type { Credential, DeviceRow, Keyset, Listener, Order, Page, Store } from '../store/index.js'
 
 /** PostgreSQL channel on which device changes are announced to every process's credential cache. */
 export const DEVICE_CHANNEL = 'iotcore_devices'
@@ -57,8 +57,9 @@ export class Devices {
     return { ...this.view(row), token }
   }
 
-  async list(limit: number, offset: number): Promise<DeviceView[]> {
-    return (await this.store.devices.list(limit, offset)).map((r) => this.view(r))
+  async list(limit: number, order: Order, after?: Keyset): Promise<Page<DeviceView>> {
+    const page = await this.store.devices.list(limit, order, after)
+    return { items: page.items.map((r) => this.view(r)), next: page.next }
   }
 
   async get(id: string): Promise<DeviceView> {

@@ -1,4 +1,13 @@
 import { IotError } from '../errors.js'
+import {
+  after as afterKeyset,
+  type Keyset,
+  type Order,
+  orderBy,
+  type Page,
+  toPage,
+  tsToUs,
+} from './keyset.js'
 import type { Db } from './pool.js'
 import { isoOrNull } from './sql.js'
 
@@ -51,13 +60,23 @@ export class DeviceStore {
     }
   }
 
-  /** Oldest first, so pages stay put while devices are added. */
-  async list(limit: number, offset: number): Promise<DeviceRow[]> {
+  /**
+   * A page of devices in creation order (ties by id), `after` a page's `next`. Served by devices_created
+   * (created_at, id).
+   */
+  async list(limit: number, order: Order, after?: Keyset): Promise<Page<DeviceRow>> {
+    const params: unknown[] = [limit + 1]
+    let start = ''
+    if (after) {
+      params.push(after.at, after.id)
+      start = `WHERE ${afterKeyset('created_at', 'id', order, '$2', '$3')}`
+    }
     const r = await this.db.query(
-      `SELECT ${DEVICE_COLUMNS} FROM devices ORDER BY created_at, id LIMIT $1 OFFSET $2`,
-      [limit, offset],
+      `SELECT ${DEVICE_COLUMNS}, ${tsToUs('created_at')} AS at FROM devices ${start}
+       ${orderBy('devices.created_at', 'devices.id', order)} LIMIT $1`,
+      params,
     )
-    return r.rows.map(deviceRow)
+    return toPage(r.rows, limit, (x) => x.id, deviceRow)
   }
 
   async get(id: string): Promise<DeviceRow | undefined> {
@@ -92,5 +111,6 @@ export class DeviceStore {
 }
 
 function deviceRow(x: Record<string, any>): DeviceRow {
-  return { ...x, createdAt: x.createdAt.toISOString(), lastSeenAt: isoOrNull(x.lastSeenAt) } as DeviceRow
+  const { at: _, ...row } = x
+  return { ...row, createdAt: x.createdAt.toISOString(), lastSeenAt: isoOrNull(x.lastSeenAt) } as DeviceRow
 }

@@ -16,11 +16,13 @@ import {
 
 export type { Credential, DeviceRow, NewDevice } from './devices.js'
 export type { ListenHandlers, Listener } from './notifications.js'
-export type { Aggregate, AggregateQuery, Latest, Point, RangeQuery } from './queries.js'
-export type { QuarantineFilter, QuarantineRow } from './quarantine.js'
+export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'
+export type { Aggregate, AggregateQuery, Latest, Point, PointsQuery, RangeQuery } from './queries.js'
+export { QUARANTINE_ID, type QuarantineFilter, type QuarantineRow } from './quarantine.js'
 export type { AdvisoryLock, ServiceBeat, ServiceRow } from './services.js'
 export { NEVER_EXPIRES, type SessionRow } from './sessions.js'
 export { type QuarantineInsert, TelemetryBatch, type WriteResult } from './telemetry-write.js'
+export { type JsonProblem, jsonProblem, unstorable } from './text.js'
 
 /** What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction. */
 export interface BatchWriter {

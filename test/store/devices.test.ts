@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { IotError } from '../../src/errors.js'
-import { type Store, TelemetryBatch } from '../../src/store/index.js'
+import { type Keyset, type Store, TelemetryBatch } from '../../src/store/index.js'
 import { freshStore } from '../helpers/index.js'
 
 describe('store: devices and credentials', () => {
@@ -42,18 +42,26 @@ describe('store: devices and credentials', () => {
     )
   })
 
-  test('list pages in creation order', async () => {
+  test('list pages in creation order, ties by id, both ways; the last page says it is the last', async () => {
     const s = await freshStore()
     try {
-      for (const id of ['p1', 'p2', 'p3']) await s.devices.create({ id, name: id, tokenHash: `h-${id}` })
-      assert.deepEqual(
-        (await s.devices.list(2, 0)).map((d) => d.id),
-        ['p1', 'p2'],
-      )
-      assert.deepEqual(
-        (await s.devices.list(2, 2)).map((d) => d.id),
-        ['p3'],
-      )
+      for (const id of ['p3', 'p1', 'p2', 'p4', 'p5'])
+        await s.devices.create({ id, name: id, tokenHash: `h-${id}` })
+      // Devices created in one instant (an import) still page in a total order.
+      await s.pool.query("UPDATE devices SET created_at = '2026-01-01T00:00:00.000001Z' WHERE id <> 'p5'")
+      const walk = async (order: 'asc' | 'desc') => {
+        const pages: string[][] = []
+        let after: Keyset | undefined
+        for (;;) {
+          const page = await s.devices.list(2, order, after)
+          pages.push(page.items.map((d) => d.id))
+          if (!page.next) return pages
+          after = page.next
+        }
+      }
+      assert.deepEqual(await walk('asc'), [['p1', 'p2'], ['p3', 'p4'], ['p5']])
+      assert.deepEqual(await walk('desc'), [['p5', 'p4'], ['p3', 'p2'], ['p1']])
+      assert.deepEqual((await s.devices.list(5, 'asc')).next, null)
     } finally {
       await s.stop()
     }
@@ -85,7 +93,7 @@ describe('store: devices and credentials', () => {
       all.find((c) => c.id === 'd-cred'),
       { id: 'd-cred', tokenHash: 'h-cred-2', imei: '222' },
     )
-    assert.equal(all.length, (await store.devices.list(1000, 0)).length)
+    assert.equal(all.length, (await store.devices.list(1000, 'asc')).items.length)
     assert.equal(await store.devices.setTokenHash('d-none', 'h'), false)
     assert.equal(await store.devices.credential('d-none'), undefined)
   })

@@ -18,7 +18,7 @@ describe('store: connections', () => {
       assert.equal(killed.rows[0].n, idle)
       await waitFor(() => store.pool.idleCount === 0, 20_000, 'the pool dropping the dead connections')
       await store.ping()
-      assert.equal((await store.devices.list(1, 0)).length, 0)
+      assert.equal((await store.devices.list(1, 'asc')).items.length, 0)
     } finally {
       await killer.stop()
       await store.stop()

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type QuarantineInsert, type Store, TelemetryBatch } from '../../src/store/index.js'
+import { type Keyset, type QuarantineInsert, type Store, TelemetryBatch } from '../../src/store/index.js'
 import { freshStore } from '../helpers/index.js'
 
 const T0 = Date.parse('2026-05-10T12:00:00Z')
@@ -34,10 +34,10 @@ describe('store: quarantine', () => {
   })
   after(() => store.stop())
 
-  const list = (f: Partial<Parameters<Store['quarantine']['list']>[0]> = {}) =>
-    store.quarantine.list({ limit: 100, offset: 0, ...f })
+  const list = async (f: Partial<Parameters<Store['quarantine']['list']>[0]> = {}) =>
+    (await store.quarantine.list({ limit: 100, order: 'desc', ...f })).items
 
-  test('list: newest first, filtered by device, reason and [from, to), paged', async () => {
+  test('list: newest first, filtered by device, reason and [from, to)', async () => {
     assert.deepEqual(
       (await list()).map((x) => x.detail),
       ['reading 4 is bad', 'reading 3 is bad', 'reading 2 is bad', 'reading 1 is bad'],
@@ -48,9 +48,52 @@ describe('store: quarantine', () => {
     )
     assert.equal((await list({ from: T0 + 2000, to: T0 + 4000 })).length, 2)
     assert.deepEqual(
-      (await list({ limit: 2, offset: 1 })).map((x) => x.detail),
-      ['reading 3 is bad', 'reading 2 is bad'],
+      (await list({ order: 'asc' })).map((x) => x.detail),
+      ['reading 1 is bad', 'reading 2 is bad', 'reading 3 is bad', 'reading 4 is bad'],
     )
+  })
+
+  test('list pages by (received at, id): the next page starts after the last row, the last page says so', async () => {
+    const first = await store.quarantine.list({ limit: 2, order: 'desc' })
+    assert.deepEqual(
+      first.items.map((x) => x.detail),
+      ['reading 4 is bad', 'reading 3 is bad'],
+    )
+    assert.ok(first.next)
+    assert.equal(first.next.id, first.items[1].id)
+    const second = await store.quarantine.list({ limit: 2, order: 'desc', after: first.next })
+    assert.deepEqual(
+      second.items.map((x) => x.detail),
+      ['reading 2 is bad', 'reading 1 is bad'],
+    )
+    assert.equal(second.next, null)
+  })
+
+  test('rows received at one instant page in id order, each once, both ways', async () => {
+    const s = await freshStore()
+    try {
+      const same = Array.from({ length: 25 }, (_, n) => item(n, { sourceId: `same:${n}`, receivedAt: T0 }))
+      await s.writeBatch(new TelemetryBatch(), same)
+      const walk = async (order: 'asc' | 'desc') => {
+        const ids: string[] = []
+        let after: Keyset | undefined
+        for (;;) {
+          const page = await s.quarantine.list({ limit: 10, order, after })
+          ids.push(...page.items.map((x) => x.id))
+          if (!page.next) return ids
+          after = page.next
+        }
+      }
+      const asc = await walk('asc')
+      assert.equal(new Set(asc).size, 25)
+      assert.deepEqual(
+        asc,
+        [...asc].sort((a, b) => Number(a) - Number(b)),
+      )
+      assert.deepEqual(await walk('desc'), [...asc].reverse())
+    } finally {
+      await s.stop()
+    }
   })
 
   test('get returns the row with its payload bytes as they came; an unknown or non-numeric id is undefined', async () => {

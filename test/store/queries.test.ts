@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Store, TelemetryBatch } from '../../src/store/index.js'
+import { type Keyset, type Store, TelemetryBatch } from '../../src/store/index.js'
 import { freshStore } from '../helpers/index.js'
 
 const T0 = Date.parse('2026-03-02T10:00:00Z')
@@ -26,18 +26,18 @@ describe('store: telemetry queries', () => {
   const range = { deviceId: 'q', key: 'temp', limit: 100, order: 'asc' as const }
 
   test('telemetry: only readings of this device that carry the key, in [from, to)', async () => {
-    const all = await store.queries.telemetry(range)
+    const all = (await store.queries.telemetry(range)).items
     assert.deepEqual(
       all.map((p) => p.ts),
       [0, 1, 2, 3, 4, 5, 6, 8, 9].map((i) => T0 + i * MIN),
     )
     assert.equal(all[4].value, 'n/a')
-    const some = await store.queries.telemetry({ ...range, from: T0 + 2 * MIN, to: T0 + 5 * MIN })
+    const some = (await store.queries.telemetry({ ...range, from: T0 + 2 * MIN, to: T0 + 5 * MIN })).items
     assert.deepEqual(
       some.map((p) => p.value),
       [2, 3, 'n/a'],
     )
-    const newest = await store.queries.telemetry({ ...range, order: 'desc', limit: 2 })
+    const newest = (await store.queries.telemetry({ ...range, order: 'desc', limit: 2 })).items
     assert.deepEqual(
       newest.map((p) => p.value),
       [9, 8],
@@ -75,6 +75,68 @@ describe('store: telemetry queries', () => {
       to: T0 + 6 * MIN,
     })
     assert.deepEqual(text, [{ ts: T0 + 5 * MIN, value: 5 }])
+  })
+
+  test('aggregate: buckets without a number are left out before limit, so they do not use it up', async () => {
+    const first = await store.queries.aggregate({
+      ...range,
+      intervalMs: MIN,
+      agg: 'max',
+      from: T0 + 4 * MIN,
+      limit: 1,
+    })
+    assert.deepEqual(first, [{ ts: T0 + 5 * MIN, value: 5 }])
+  })
+
+  test('someValueType: the JSON type of a value of the key in the range; undefined where the key is absent', async () => {
+    const at = (from: number, to: number, key = 'temp') =>
+      store.queries.someValueType({ deviceId: 'q', key, from, to })
+    assert.equal(await at(T0 + 4 * MIN, T0 + 5 * MIN), 'string')
+    assert.equal(await at(T0, T0 + MIN), 'number')
+    assert.equal(await at(T0 + 7 * MIN, T0 + 8 * MIN), undefined)
+    assert.equal(await at(T0 + 7 * MIN, T0 + 8 * MIN, 'door'), 'string')
+  })
+
+  test('telemetry pages by (ts, msgId): rows sharing one ts are each returned once, both ways', async () => {
+    const s = await freshStore()
+    try {
+      await s.devices.create({ id: 't', name: 't', tokenHash: 'h-t' })
+      const b = new TelemetryBatch()
+      // 25 readings on one ts between two others; msgIds in an order unlike their insertion.
+      for (let i = 0; i < 25; i++) b.add('t', `m${String((i * 7) % 25).padStart(2, '0')}`, T0, T0, { v: i })
+      b.add('t', 'first', T0 - 1, T0, { v: -1 })
+      b.add('t', 'last', T0 + 1, T0, { v: 99 })
+      await s.writeBatch(b, [])
+      const walk = async (order: 'asc' | 'desc') => {
+        const pages: number[][] = []
+        let after: Keyset | undefined
+        for (;;) {
+          const page = await s.queries.telemetry({ deviceId: 't', key: 'v', limit: 10, order, after })
+          pages.push(page.items.map((p) => p.value as number))
+          if (!page.next) return pages
+          after = page.next
+        }
+      }
+      const asc = await walk('asc')
+      assert.deepEqual(
+        asc.map((p) => p.length),
+        [10, 10, 7],
+      )
+      const flat = asc.flat()
+      assert.equal(new Set(flat).size, 27)
+      assert.equal(flat[0], -1)
+      assert.equal(flat[26], 99)
+      assert.deepEqual((await walk('desc')).flat(), [...flat].reverse())
+      // A range bound still applies on later pages.
+      const bounded = await s.queries.telemetry({ deviceId: 't', key: 'v', limit: 30, order: 'asc', to: T0 })
+      assert.deepEqual(
+        bounded.items.map((p) => p.value),
+        [-1],
+      )
+      assert.equal(bounded.next, null)
+    } finally {
+      await s.stop()
+    }
   })
 
   test('latest: each key at its newest ts, kept when an older reading arrives later', async () => {

@@ -97,4 +97,14 @@ CREATE TABLE mqtt_sessions (
 CREATE INDEX mqtt_sessions_device ON mqtt_sessions (device_id);
 `,
   },
+  {
+    version: 3,
+    name: 'keyset paging of the device and quarantine lists',
+    sql: `
+-- GET /devices and GET /quarantine (without a filter) page by (time, id): these let a page start at its
+-- cursor instead of sorting the whole table. Neither table is written per stored reading.
+CREATE INDEX devices_created ON devices (created_at, id);
+CREATE INDEX quarantine_received ON quarantine (received_at, id);
+`,
+  },
 ]

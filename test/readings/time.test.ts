@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { describe, test } from 'node:test'
+import { parseTimeQuery, parseTs, TS_MAX, type TsUnit } from '../../src/readings/time.js'
+
+/** 2026-11-23T08:00:00Z */
+const T0 = 1_795_420_800_000
+
+/** `refused` is a pattern the message must match beside the accepted forms it always shows. */
+type Expect = number | { refused: RegExp }
+interface Case {
+  ts: unknown
+  unit?: TsUnit
+  /** A query parameter (`from`/`to`) rather than a reading's ts. */
+  query?: true
+  expect: Expect
+}
+const no = (refused: RegExp) => ({ refused })
+
+const CASES: Case[] = [
+  { ts: 1_732_330_000_123, expect: 1_732_330_000_123 },
+  { ts: 1_732_330_000_123.9, expect: 1_732_330_000_123 },
+  { ts: 0, expect: 0 },
+  { ts: TS_MAX, expect: TS_MAX },
+  { ts: -1, expect: no(/^ts -1 is outside 1970-01-01T00:00:00Z to 9999/) },
+  { ts: TS_MAX + 1, expect: no(/outside/) },
+  { ts: Number.POSITIVE_INFINITY, expect: no(/outside/) },
+  { ts: '2026-11-23T08:00:00Z', expect: T0 },
+  { ts: '2026-11-23T10:00:00.250+02:00', expect: T0 + 250 },
+  { ts: '2026-11-23T13:45:00+05:45', expect: T0 },
+  { ts: '2026-11-23T03:00:00-05:00', expect: T0 },
+  { ts: '2026-11-23T08:00:00-00:00', expect: T0 },
+  { ts: '2026-11-23t08:00:00z', expect: T0 },
+  { ts: '2026-11-23 08:00:00Z', expect: T0 },
+  { ts: '2026-11-23T08:00:00.1Z', expect: T0 + 100 },
+  { ts: '2026-11-23T08:00:00.123999999Z', expect: T0 + 123 },
+  { ts: '2024-02-29T00:00:00Z', expect: 1_709_164_800_000 },
+  { ts: '2000-02-29T00:00:00Z', expect: 951_782_400_000 },
+  { ts: '1970-01-01T00:00:00Z', expect: 0 },
+  { ts: '9999-12-31T23:59:59.999Z', expect: TS_MAX },
+  { ts: '1', expect: no(/^ts "1" is a string of digits/) },
+  { ts: '1732330000123', expect: no(/string of digits/) },
+  { ts: 'Nov 23 2026', expect: no(/not an RFC 3339 date-time/) },
+  { ts: 'Mon, 23 Nov 2026 08:00:00 GMT', expect: no(/not an RFC 3339 date-time/) },
+  { ts: '2026-11-23T08:00:00', expect: no(/no UTC offset/) },
+  { ts: '2026-11-23T08:00', expect: no(/no UTC offset/) },
+  { ts: '2026-11-23', expect: no(/a date without a time/) },
+  { ts: '2026-13-01T00:00:00Z', expect: no(/no month 13/) },
+  { ts: '2026-00-10T00:00:00Z', expect: no(/no month 00/) },
+  { ts: '2026-02-29T00:00:00Z', expect: no(/2026-02 has days 01 to 28/) },
+  { ts: '2100-02-29T00:00:00Z', expect: no(/2100-02 has days 01 to 28/) },
+  { ts: '2026-04-31T00:00:00Z', expect: no(/2026-04 has days 01 to 30/) },
+  { ts: '2026-11-00T00:00:00Z', expect: no(/has days 01 to 30/) },
+  { ts: '2026-11-23T24:00:00Z', expect: no(/hour 24/) },
+  { ts: '2026-11-23T08:60:00Z', expect: no(/minute 60/) },
+  { ts: '2016-12-31T23:59:60Z', expect: no(/leap second/) },
+  { ts: '2026-11-23T08:00:61Z', expect: no(/second 61/) },
+  { ts: '2026-11-23T08:00:00+0200', expect: no(/offset that is not ±hh:mm/) },
+  { ts: '2026-11-23T08:00:00+02', expect: no(/offset that is not ±hh:mm/) },
+  { ts: '2026-11-23T08:00:00+24:00', expect: no(/at most ±23:59/) },
+  { ts: '2026-11-23T08:00:00.1234567891Z', expect: no(/more than 9 fractional digits/) },
+  { ts: '2026-11-23T08:00:00.Z', expect: no(/not an RFC 3339/) },
+  { ts: ' 2026-11-23T08:00:00Z', expect: no(/not an RFC 3339/) },
+  { ts: '2026-11-23T08:00:00Z ', expect: no(/not an RFC 3339/) },
+  { ts: '٢٠٢٦-11-23T08:00:00Z', expect: no(/not an RFC 3339/) },
+  { ts: '1970-01-01T00:30:00+01:00', expect: no(/the instant is outside/) },
+  { ts: '+002026-11-23T08:00:00Z', expect: no(/not an RFC 3339/) },
+  { ts: true, expect: no(/ts is a boolean/) },
+  { ts: null, expect: no(/ts is null/) },
+  { ts: { s: 1 }, expect: no(/ts is an object/) },
+  { ts: [T0], expect: no(/ts is an array/) },
+  { ts: 1_732_330_000.123, unit: 's', expect: 1_732_330_000_123 },
+  { ts: 1_732_330_000, unit: 's', expect: 1_732_330_000_000 },
+  { ts: 1_732_330_000.1239, unit: 's', expect: 1_732_330_000_123 },
+  { ts: '2026-11-23T08:00:00Z', unit: 's', expect: T0 },
+  { ts: TS_MAX / 1000 + 1, unit: 's', expect: no(/0 to 253402300799.999 seconds/) },
+  { ts: '1732330000123', query: true, expect: 1_732_330_000_123 },
+  { ts: '0', query: true, expect: 0 },
+  { ts: '2026-11-23T10:00:00+02:00', query: true, expect: T0 },
+  { ts: '2026-11-23 08:00:00Z', query: true, expect: T0 },
+  { ts: '2026-11-23T10:00:00 02:00', query: true, expect: no(/write it as %2B/) },
+  { ts: '99999999999999999999', query: true, expect: no(/outside/) },
+  { ts: '-5', query: true, expect: no(/not an RFC 3339/) },
+  { ts: '1.5', query: true, expect: no(/not an RFC 3339/) },
+  { ts: 'yesterday', query: true, expect: no(/^from=yesterday is not an RFC 3339/) },
+  { ts: '2026-11-23T08:00:00', query: true, expect: no(/no UTC offset/) },
+]
+
+type Result = number | { message: string }
+const evaluate = (): Result[] =>
+  CASES.map((c) => (c.query ? parseTimeQuery('from', c.ts as string) : parseTs(c.ts, c.unit)))
+
+/**
+ * Run as a child (TIME_CASES_CHILD set): print every case's result and this process's idea of local time, for
+ * the parent to compare across time zones.
+ */
+if (process.env.TIME_CASES_CHILD) {
+  const localMidnight = new Date(2026, 10, 23).getTime()
+  process.stdout.write(JSON.stringify({ localMidnight, results: evaluate() }))
+} else {
+  describe('timestamps: one contract, whatever the time zone', () => {
+    const label = (c: Case) =>
+      `${c.query ? 'query ' : ''}${JSON.stringify(c.ts)}${c.unit ? ` (${c.unit})` : ''}`
+
+    test('numbers are ms (or s), RFC 3339 strings need an offset; everything else is refused with the accepted forms', () => {
+      const results = evaluate()
+      for (const [i, c] of CASES.entries()) {
+        const r = results[i]
+        if (typeof c.expect === 'number') assert.equal(r, c.expect, label(c))
+        else {
+          assert.equal(typeof r, 'object', `${label(c)} should be refused, got ${r}`)
+          const { message } = r as { message: string }
+          assert.match(message, c.expect.refused, label(c))
+          assert.match(message, /RFC 3339 date-time with an offset \(.?2026-11-23T08:00:00Z/, label(c))
+          assert.match(
+            message,
+            c.query ? /ms since the epoch \(1732330000123\)/ : /since the epoch/,
+            label(c),
+          )
+        }
+      }
+    })
+
+    test('the same results under TZ=UTC, America/New_York and Asia/Kathmandu', () => {
+      const here = evaluate()
+      const seen = new Set<number>()
+      for (const tz of ['UTC', 'America/New_York', 'Asia/Kathmandu']) {
+        const env: NodeJS.ProcessEnv = { ...process.env, TZ: tz, TIME_CASES_CHILD: '1' }
+        delete env.NODE_TEST_CONTEXT
+        const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' })
+        assert.equal(child.status, 0, child.stderr)
+        const out = JSON.parse(child.stdout) as { localMidnight: number; results: Result[] }
+        seen.add(out.localMidnight)
+        for (const [i, c] of CASES.entries()) assert.deepEqual(out.results[i], here[i], `${tz}: ${label(c)}`)
+      }
+      // Each child really ran in its own zone: local midnight fell at three different instants.
+      assert.equal(seen.size, 3)
+    })
+  })
+}
