@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
+import { type Device, type Platform, startPlatform, waitFor } from '../helpers/index.js'
 
 describe('HTTP ingest', () => {
   let p: Platform
@@ -128,5 +128,71 @@ describe('HTTP ingest', () => {
     await waitFor(
       async () => (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=ok`)).body.ok.length === 1,
     )
+  })
+})
+
+/** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
+const nest = (depth: number, inner = '') => '['.repeat(depth) + inner + ']'.repeat(depth)
+
+describe('HTTP ingest: deep and huge JSON', () => {
+  let p: Platform
+  let dev: Device
+  before(async () => {
+    // Room for a 100,000-deep object (600 KB) and a million-element array (2 MB).
+    p = await startPlatform({ IOTCORE_MAX_PAYLOAD_BYTES: String(4 * 1024 * 1024) })
+    dev = await p.createDevice('deep-dev')
+  })
+  after(() => p.stop())
+
+  /** The body is refused with a 400 and its code, quarantined whole and unacked, and good data still flows. */
+  const refused = async (body: string, reason: string, message: RegExp, tag: string) => {
+    const r = await p.postTelemetry(dev, body)
+    assert.equal(r.status, 400)
+    const b = await r.json()
+    assert.equal(b.code, 'IOT_ERR_INVALID_READING')
+    assert.match(b.message, message)
+    const item = await waitFor(
+      async () => (await p.quarantine(dev.id, reason)).find((i) => i.payload === body),
+      20_000,
+      `the ${reason} payload in quarantine`,
+    )
+    assert.equal(item.acked, false)
+    assert.equal(item.transport, 'http')
+    assert.equal(item.payloadEncoding, 'utf8')
+    const next = await p.postTelemetry(dev, { msgId: tag, ts: 1732360000000, after: 1 })
+    assert.equal(next.status, 202, 'the next request is served')
+    await waitFor(
+      async () =>
+        (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=after&limit=1000`)).body.after.length >=
+        1,
+    )
+  }
+
+  test('100,000 nested arrays are 400 and quarantined whole as too_deep', async () => {
+    await refused(nest(100_000), 'too_deep', /deeper than 16 levels/, 'a1')
+  })
+
+  test('100,000 nested objects are 400 and quarantined whole as too_deep', async () => {
+    await refused(`${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}`, 'too_deep', /deeper than 16/, 'a2')
+  })
+
+  test('100,000 levels inside values refuse the whole array, its good readings included', async () => {
+    const body = `[{"msgId":"beside","ts":1732360001000,"good":1},{"values":{"x":${nest(100_000, '1')}}}]`
+    await refused(body, 'too_deep', /deeper than 16/, 'a3')
+    assert.deepEqual(
+      (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=good`)).body.good,
+      [],
+      'nothing of a refused payload is stored',
+    )
+  })
+
+  test('an array of a million elements is 400 and quarantined whole as too_many_readings', async () => {
+    await refused(`[${'0,'.repeat(999_999)}0]`, 'too_many_readings', /1000000 readings; at most 10000/, 'a4')
+  })
+
+  test('10,001 valid readings are 400 and quarantined whole as too_many_readings', async () => {
+    const body = JSON.stringify(Array.from({ length: 10_001 }, (_, i) => ({ msgId: `big${i}`, big: i })))
+    await refused(body, 'too_many_readings', /10001 readings/, 'a5')
+    assert.deepEqual((await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=big`)).body.big, [])
   })
 })
