@@ -77,6 +77,24 @@ describe('quarantine', () => {
     assert.equal(ok.status, 202)
   })
 
+  test('a too_deep payload replayed as it was, or corrected into 100,000 levels, is 400 and stays replayable', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    assert.equal((await send(deep)).status, 400)
+    const item = await find('too_deep', deep)
+    const asItWas = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
+    assert.equal(asItWas.status, 400)
+    assert.equal(asItWas.body.code, 'IOT_ERR_INVALID_READING')
+    assert.match(asItWas.body.message, /deeper than 16 levels/)
+    const corrected = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, `{"body":${deep}}`)
+    assert.equal(corrected.status, 400)
+    assert.equal(corrected.body.code, 'IOT_ERR_INVALID_READING')
+    assert.match(corrected.body.message, /deeper than 16 levels/)
+    const ok = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {
+      body: { msgId: 'was-deep', ts: 1732330000000, flat: 1 },
+    })
+    assert.equal(ok.status, 202)
+  })
+
   test('replaying an unknown id is 404', async () => {
     assert.equal((await p.req('POST', '/api/v1/quarantine/999999/replay', {})).status, 404)
     assert.equal((await p.req('POST', '/api/v1/quarantine/abc/replay', {})).status, 404)
