@@ -120,27 +120,6 @@ describe('telemetry queries', () => {
     })
   })
 
-  test('a reading sent twice with the same msgId is stored once; without msgId, identical content dedups too', async () => {
-    const d = await p.createDevice('dup')
-    const send = (body: unknown) =>
-      fetch(`${p.api}/devices/${d.id}/telemetry`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${d.token}` },
-        body: JSON.stringify(body),
-      })
-    const dupBefore = await p.metric('iotcore_messages_duplicate_total')
-    await send({ msgId: 'same', ts: T0, v: 1 })
-    await send({ msgId: 'same', ts: T0, v: 1 })
-    await send({ ts: T0 + 5, v: 7 })
-    await send({ ts: T0 + 5, v: 7 })
-    await waitFor(async () => (await p.metric('iotcore_messages_duplicate_total')) - dupBefore === 2)
-    const r = await p.req('GET', `/api/v1/devices/${d.id}/telemetry?keys=v&order=asc`)
-    assert.deepEqual(r.body.v, [
-      { ts: T0, value: 1 },
-      { ts: T0 + 5, value: 7 },
-    ])
-  })
-
   test('last seen and online follow the data', async () => {
     const r = await p.req('GET', `/api/v1/devices/${dev.id}`)
     assert.equal(r.body.online, true)
