@@ -5,17 +5,13 @@ import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
 describe('quarantine', () => {
   let p: Platform
   let dev: { id: string; token: string }
-  const send = (body: string) =>
-    fetch(`${p.api}/devices/${dev.id}/telemetry`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${dev.token}` },
-      body,
-    })
+  const send = (body: string) => p.postTelemetry(dev, body)
   const find = (reason: string, payload: string) =>
-    waitFor(async () => {
-      const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=${reason}`)
-      return r.body.items.find((i: { payload: string }) => i.payload === payload)
-    })
+    waitFor(
+      async () => (await p.quarantine(dev.id, reason)).find((i) => i.payload === payload),
+      20_000,
+      `the ${reason} payload in quarantine`,
+    )
 
   before(async () => {
     p = await startPlatform()
@@ -28,11 +24,8 @@ describe('quarantine', () => {
     const item = await find('invalid_value', '{"speed": "fast", "lat": 999}')
     assert.match(item.detail, /lat/)
     const other = await p.createDevice('other')
-    assert.equal((await p.req('GET', `/api/v1/quarantine?deviceId=${other.id}`)).body.items.length, 0)
-    assert.equal(
-      (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body.items.length,
-      0,
-    )
+    assert.equal((await p.quarantine(other.id)).length, 0)
+    assert.equal((await p.quarantine(dev.id, 'malformed_json')).length, 0)
     const future = Date.now() + 3_600_000
     assert.equal(
       (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&from=${future}`)).body.items.length,
@@ -60,8 +53,7 @@ describe('quarantine', () => {
     const again = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
     assert.equal(again.status, 409)
     assert.equal(again.body.code, 'IOT_ERR_QUARANTINE_REPLAYED')
-    const listed = (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body
-      .items[0]
+    const listed = (await p.quarantine(dev.id, 'malformed_json'))[0]
     assert.ok(listed.replayedAt)
   })
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { after, describe, test } from 'node:test'
-import { waitFor } from '../helpers/index.js'
+import { GiveUp, waitFor } from '../helpers/index.js'
 
 const run = promisify(execFile)
 const root = new URL('../../../', import.meta.url).pathname
@@ -15,7 +15,7 @@ const main = join(root, 'dist/src/cli/main.js')
 function start(dataDir: string): {
   child: ChildProcess
   out: () => string
-  ready: Promise<{ http: number; mqtt: number } | undefined>
+  ready: Promise<{ http: number; mqtt: number }>
 } {
   const child = spawn(process.execPath, [main, 'start'], {
     env: {
@@ -34,6 +34,7 @@ function start(dataDir: string): {
   child.stderr!.on('data', (d) => (out += d))
   const ready = waitFor(
     () => {
+      if (child.exitCode !== null) throw new GiveUp(`iotcore start exited with ${child.exitCode}: ${out}`)
       const http = /REST API\s+http:\/\/[^:]+:(\d+)/.exec(out)
       const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
       return http && mqtt ? { http: Number(http[1]), mqtt: Number(mqtt[1]) } : undefined
@@ -57,7 +58,7 @@ describe('iotcore start on embedded defaults', () => {
 
   test('prints URLs and the admin token once; devices and data survive a restart', async () => {
     const first = start(dataDir)
-    const { http, mqtt } = (await first.ready)!
+    const { http, mqtt } = await first.ready
     const token = /admin token \(shown once[^\n]*\n\s+(\S+)/.exec(first.out())?.[1]
     assert.ok(token, `admin token printed:\n${first.out()}`)
 
@@ -107,7 +108,7 @@ describe('iotcore start on embedded defaults', () => {
     assert.equal(await stop(first.child), 0, 'SIGTERM shuts down cleanly')
 
     const second = start(dataDir)
-    const again = (await second.ready)!
+    const again = await second.ready
     assert.doesNotMatch(second.out(), /shown once/, 'the token is printed only on the first start')
     const res = await fetch(
       `http://127.0.0.1:${again.http}/api/v1/devices/${created.id}/telemetry?keys=speed&order=asc`,
