@@ -7,6 +7,7 @@ import { IotError } from '../errors.js'
 import { acceptPayload, correctedPayload } from '../gateway/accept.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Queue } from '../queue/types.js'
+import { deeperThan } from '../readings/index.js'
 import type { Aggregate, Store } from '../store/index.js'
 import {
   Accepted,
@@ -23,6 +24,8 @@ import {
   TelemetryResult,
 } from './schemas.js'
 
+/** Attributes are free-form JSON, but stored through JSON.stringify, which recurses: far deeper overflows it. */
+const MAX_ATTRIBUTE_DEPTH = 32
 /** Aggregation over more buckets than this is a mistake in the interval, and a slow query. */
 const MAX_BUCKETS = 100_000
 const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
@@ -85,7 +88,12 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         response: { 201: CreatedDevice },
       },
     },
-    async (req, reply) => reply.code(201).send(await devices.create(req.body)),
+    async (req, reply) => {
+      if (deeperThan(req.body.attributes, MAX_ATTRIBUTE_DEPTH)) {
+        throw new IotError('IOT_ERR_BAD_REQUEST', `attributes nest deeper than ${MAX_ATTRIBUTE_DEPTH} levels`)
+      }
+      return reply.code(201).send(await devices.create(req.body))
+    },
   )
 
   app.get(

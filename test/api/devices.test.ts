@@ -60,6 +60,17 @@ describe('device registry', () => {
     assert.equal(bad.status, 400)
   })
 
+  test('attributes 100,000 levels deep are 400 with a message, and nested ones within the limit are kept', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    const r = await p.req('POST', '/api/v1/devices', `{"name":"deep","attributes":{"a":${deep}}}`)
+    assert.equal(r.status, 400)
+    assert.equal(r.body.code, 'IOT_ERR_BAD_REQUEST')
+    assert.match(r.body.message, /attributes nest deeper than 32 levels/)
+    const ok = await p.req('POST', '/api/v1/devices', { name: 'nested', attributes: { car: { make: 'x' } } })
+    assert.equal(ok.status, 201)
+    assert.deepEqual(ok.body.attributes, { car: { make: 'x' } })
+  })
+
   test('unknown device: 404 with IOT_ERR_DEVICE_NOT_FOUND', async () => {
     const r = await p.req('GET', '/api/v1/devices/nope')
     assert.equal(r.status, 404)
