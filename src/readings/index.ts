@@ -282,6 +282,9 @@ function checkValue(key: string, v: unknown): string | undefined {
   if (key.length === 0 || key.length > LIMITS.maxKeyLength || key.includes('\u0000')) {
     return `key ${quote(key)} must be 1 to ${LIMITS.maxKeyLength} characters`
   }
+  // Assigned to a plain object this name sets its prototype: the value would vanish and the reading be stored
+  // without it (or with no values at all).
+  if (key === '__proto__') return 'the key "__proto__" cannot name a value'
   switch (typeof v) {
     case 'number':
       // JSON cannot carry NaN or Infinity, but a number past float64's range parses to Infinity.

@@ -57,6 +57,8 @@ describe('reading format', () => {
     ['{"lat":91,"lon":0}', 'invalid_value'],
     ['{"lon":"east"}', 'invalid_value'],
     ['{"ts":1}', 'no_values'],
+    ['{"__proto__":5,"v":1}', 'invalid_value'],
+    ['{"values":{"__proto__":5}}', 'invalid_value'],
   ] as const) {
     test(`${JSON.stringify(payload)} is rejected as ${reason}`, () => {
       const r = parsePayload(payload, 'd', NOW)
