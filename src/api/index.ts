@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import type { Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
-import { acceptPayload } from '../gateway/accept.js'
+import { acceptPayload, correctedPayload } from '../gateway/accept.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Queue } from '../queue/types.js'
 import { parseTimeQuery } from '../readings/time.js'
@@ -438,7 +438,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (!item) throw new IotError('IOT_ERR_QUARANTINE_NOT_FOUND', req.params.id)
       if (!item.deviceId) throw new IotError('IOT_ERR_BAD_REQUEST', 'this message came from no known device')
       const corrected = req.body?.body
-      const payload = corrected === undefined ? item.payload : Buffer.from(JSON.stringify(corrected))
+      const payload = corrected === undefined ? item.payload : correctedPayload(corrected)
       if (!(await store.quarantine.markReplayed(item.id)))
         throw new IotError('IOT_ERR_QUARANTINE_REPLAYED', item.id)
       try {

@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto'
 import { IotError } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Envelope, Queue, Transport } from '../queue/types.js'
-import { type QuarantineReason, type Rejection, judgePayload } from '../readings/index.js'
+import {
+  LIMITS,
+  type QuarantineReason,
+  type Rejection,
+  TOO_DEEP,
+  deeperThan,
+  judgePayload,
+} from '../readings/index.js'
 
 const bootId = randomBytes(4).toString('base64url')
 let seq = 0
@@ -53,6 +60,15 @@ export async function acceptPayload(
   await queue.enqueueAll([env])
   metrics.acked.inc({ transport }, accepted + quarantined)
   return { accepted, quarantined, errors: parsed.rejections }
+}
+
+/**
+ * A correction sent as parsed JSON (a replay's body) as the bytes a device would have sent. One too deep is
+ * refused before JSON.stringify, which recurses, can overflow on it.
+ */
+export function correctedPayload(value: unknown): Buffer {
+  if (deeperThan(value, LIMITS.maxDepth)) throw new IotError('IOT_ERR_INVALID_READING', TOO_DEEP)
+  return Buffer.from(JSON.stringify(value))
 }
 
 /** Keeps a refused message (no ack was given) in the quarantine, best effort. */

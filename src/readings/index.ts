@@ -32,6 +32,7 @@ export const QUARANTINE_REASONS = [
   'unknown_topic',
   'database_rejected',
   'ingest_failed',
+  'too_deep',
 ] as const
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
 
@@ -54,6 +55,13 @@ export interface Parsed {
 export const LIMITS = {
   /** An array payload bigger than this is more likely a bug than a buffered backlog. */
   maxReadingsPerPayload: 10_000,
+  /**
+   * Nesting levels ([] and {} count one each). A payload needs 3 at most (array, reading, values); a nested
+   * value up to this depth is a mistake in one reading, quarantined alone (invalid_value) while the others are
+   * stored. Past it the payload is refused whole (too_deep) without being walked or re-serialized: JSON.parse
+   * is iterative, but JSON.stringify, loggers and validators recurse, and 100,000 levels overflow their stack.
+   */
+  maxDepth: 16,
   /** Keys past this make a row a document, not a reading; store documents elsewhere. */
   maxValuesPerReading: 256,
   maxKeyLength: 128,
@@ -64,6 +72,9 @@ export const LIMITS = {
   maxTs: 253402300799999,
   minTs: 0,
 } as const
+
+/** The detail of every too_deep refusal. */
+export const TOO_DEEP = `the payload nests deeper than ${LIMITS.maxDepth} levels; a reading is an object whose values are numbers, booleans or strings`
 
 const RESERVED = new Set(['ts', 'msgId', 'values'])
 
@@ -84,12 +95,14 @@ function run(payload: Buffer | string, deviceId: string, receivedAt: number, bui
   const out: Parsed = { readings: [], rejections: [], valid: 0 }
   let doc: unknown
   try {
+    // V8's JSON.parse is iterative: any depth the byte limit lets in parses without touching the stack.
     doc = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
   } catch (err) {
     out.rejections.push({ reason: 'malformed_json', detail: (err as Error).message })
     return out
   }
   if (Array.isArray(doc)) {
+    // The length first: a huge array is refused before a single element is looked at.
     if (doc.length === 0) {
       out.rejections.push({ reason: 'empty_payload', detail: 'the array holds no readings' })
     } else if (doc.length > LIMITS.maxReadingsPerPayload) {
@@ -98,7 +111,9 @@ function run(payload: Buffer | string, deviceId: string, receivedAt: number, bui
         detail: `the array holds ${doc.length} readings; at most ${LIMITS.maxReadingsPerPayload} per message`,
       })
     } else {
-      for (let i = 0; i < doc.length; i++) normalize(doc[i], deviceId, receivedAt, out, i, build)
+      for (let i = 0; i < doc.length; i++) {
+        if (!normalize(doc[i], deviceId, receivedAt, out, i, build)) break
+      }
     }
   } else {
     normalize(doc, deviceId, receivedAt, out, undefined, build)
@@ -106,18 +121,54 @@ function run(payload: Buffer | string, deviceId: string, receivedAt: number, bui
   return out
 }
 
+/**
+ * Records a rejection; false when the payload turned out too deep and is refused whole (read no further).
+ * Depth is measured here, on the way out, not up front: a valid reading is never deeper than 3, so every
+ * payload past LIMITS.maxDepth holds a rejected reading (or is one), and valid readings pay nothing for it.
+ */
 function reject(
   out: Parsed,
   reason: QuarantineReason,
   detail: string,
   el: unknown,
   index: number | undefined,
-) {
+): boolean {
+  if (deeperThan(el, index === undefined ? LIMITS.maxDepth : LIMITS.maxDepth - 1)) {
+    out.readings.length = 0
+    out.rejections.length = 0
+    out.valid = 0
+    out.rejections.push({ reason: 'too_deep', detail: TOO_DEEP })
+    return false
+  }
   out.rejections.push(
     index === undefined ? { reason, detail } : { reason, detail, element: JSON.stringify(el), index },
   )
+  return true
 }
 
+/**
+ * Whether `v` nests more than `limit` levels ([] and {} count one each): without recursion, so any depth is
+ * safe, and without looking past the limit.
+ */
+export function deeperThan(v: unknown, limit: number): boolean {
+  if (v === null || typeof v !== 'object') return false
+  if (limit < 1) return true
+  const stack: object[] = [v]
+  const depths: number[] = [1]
+  while (stack.length > 0) {
+    const o = stack.pop() as object
+    const d = depths.pop() as number
+    for (const x of Array.isArray(o) ? o : Object.values(o)) {
+      if (x === null || typeof x !== 'object') continue
+      if (d === limit) return true
+      stack.push(x)
+      depths.push(d + 1)
+    }
+  }
+  return false
+}
+
+/** Judges one reading into `out`; false when the whole payload is refused and nothing more is to be read. */
 function normalize(
   el: unknown,
   deviceId: string,
@@ -125,7 +176,7 @@ function normalize(
   out: Parsed,
   index: number | undefined,
   build: boolean,
-) {
+): boolean {
   const where = index === undefined ? '' : `reading ${index}: `
   if (el === null || typeof el !== 'object' || Array.isArray(el)) {
     return reject(out, 'not_an_object', `${where}expected a JSON object, got ${typeName(el)}`, el, index)
@@ -142,13 +193,7 @@ function normalize(
   } else if (typeof rawTs === 'string') {
     ts = Date.parse(rawTs)
     if (!Number.isFinite(ts) || ts < LIMITS.minTs || ts > LIMITS.maxTs) {
-      return reject(
-        out,
-        'invalid_timestamp',
-        `${where}ts ${JSON.stringify(rawTs)} is not ISO 8601`,
-        el,
-        index,
-      )
+      return reject(out, 'invalid_timestamp', `${where}ts ${quote(rawTs)} is not ISO 8601`, el, index)
     }
   } else {
     return reject(
@@ -175,29 +220,22 @@ function normalize(
       )
     }
     for (const key in nested as Record<string, unknown>) {
+      // Counted as they come, so a reading with a million keys is refused at the first one too many.
+      if (++count > LIMITS.maxValuesPerReading) return tooManyValues(out, where, el, index)
       const problem = checkValue(key, (nested as Record<string, unknown>)[key])
       if (problem) return reject(out, 'invalid_value', where + problem, el, index)
       if (values) values[key] = (nested as Record<string, Value>)[key]
-      count++
     }
   }
   for (const key in obj) {
     if (RESERVED.has(key)) continue
+    if (++count > LIMITS.maxValuesPerReading) return tooManyValues(out, where, el, index)
     const problem = checkValue(key, obj[key])
     if (problem) return reject(out, 'invalid_value', where + problem, el, index)
     if (values) values[key] = obj[key] as Value
-    count++
   }
-  if (count === 0)
+  if (count === 0) {
     return reject(out, 'no_values', `${where}the reading has no values besides ts and msgId`, el, index)
-  if (count > LIMITS.maxValuesPerReading) {
-    return reject(
-      out,
-      'invalid_value',
-      `${where}${count} values; at most ${LIMITS.maxValuesPerReading} per reading`,
-      el,
-      index,
-    )
   }
   const position = checkPosition(values ?? positionOf(obj))
   if (position) return reject(out, 'invalid_value', where + position, el, index)
@@ -227,6 +265,12 @@ function normalize(
   }
   if (values) out.readings.push({ ts, msgId, values })
   else out.valid++
+  return true
+}
+
+function tooManyValues(out: Parsed, where: string, el: unknown, index: number | undefined): boolean {
+  const detail = `${where}more than ${LIMITS.maxValuesPerReading} values; at most ${LIMITS.maxValuesPerReading} per reading`
+  return reject(out, 'invalid_value', detail, el, index)
 }
 
 /** lat and lon wherever the reading put them, for checking without copying the values. */
@@ -237,8 +281,11 @@ function positionOf(obj: Record<string, unknown>): Record<string, Value> {
 
 function checkValue(key: string, v: unknown): string | undefined {
   if (key.length === 0 || key.length > LIMITS.maxKeyLength || key.includes('\u0000')) {
-    return `key ${JSON.stringify(key.slice(0, 40))} must be 1 to ${LIMITS.maxKeyLength} characters`
+    return `key ${quote(key)} must be 1 to ${LIMITS.maxKeyLength} characters`
   }
+  // Assigned to a plain object this name sets its prototype: the value would vanish and the reading be stored
+  // without it (or with no values at all).
+  if (key === '__proto__') return 'the key "__proto__" cannot name a value'
   switch (typeof v) {
     case 'number':
       // JSON cannot carry NaN or Infinity, but a number past float64's range parses to Infinity.
@@ -256,13 +303,18 @@ function checkValue(key: string, v: unknown): string | undefined {
   }
 }
 
+/** A string from the payload, cut short: a detail goes to logs and to the device, not the whole payload. */
+function quote(s: string): string {
+  return JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}...` : s)
+}
+
 function checkPosition(values: Record<string, Value>): string | undefined {
   const { lat, lon } = values
   if (lat !== undefined && (typeof lat !== 'number' || lat < -90 || lat > 90)) {
-    return `lat ${JSON.stringify(lat)} must be a number of degrees from -90 to 90`
+    return `lat ${typeof lat === 'string' ? quote(lat) : lat} must be a number of degrees from -90 to 90`
   }
   if (lon !== undefined && (typeof lon !== 'number' || lon < -180 || lon > 180)) {
-    return `lon ${JSON.stringify(lon)} must be a number of degrees from -180 to 180`
+    return `lon ${typeof lon === 'string' ? quote(lon) : lon} must be a number of degrees from -180 to 180`
   }
   return undefined
 }

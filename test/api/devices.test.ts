@@ -60,6 +60,17 @@ describe('device registry', () => {
     assert.equal(bad.status, 400)
   })
 
+  test('attributes 100,000 levels deep are 400 with a message, and nested ones within the limit are kept', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    const r = await p.req('POST', '/api/v1/devices', `{"name":"deep","attributes":{"a":${deep}}}`)
+    assert.equal(r.status, 400)
+    assert.equal(r.body.code, 'IOT_ERR_BAD_REQUEST')
+    assert.match(r.body.message, /attributes nest deeper than 32 levels/)
+    const ok = await p.req('POST', '/api/v1/devices', { name: 'nested', attributes: { car: { make: 'x' } } })
+    assert.equal(ok.status, 201)
+    assert.deepEqual(ok.body.attributes, { car: { make: 'x' } })
+  })
+
   test('unknown device: 404 with IOT_ERR_DEVICE_NOT_FOUND', async () => {
     const r = await p.req('GET', '/api/v1/devices/nope')
     assert.equal(r.status, 404)
@@ -68,12 +79,7 @@ describe('device registry', () => {
 
   test('rotating the token makes the old one fail and the new one work', async () => {
     const d = await p.createDevice('rot')
-    const send = (token: string) =>
-      fetch(`${p.api}/devices/${d.id}/telemetry`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
-        body: '{"x":1}',
-      })
+    const send = (token: string) => p.postTelemetry({ id: d.id, token }, '{"x":1}')
     assert.equal((await send(d.token)).status, 202)
     const r = await p.req('POST', `/api/v1/devices/${d.id}/token`)
     assert.equal(r.status, 200)
@@ -87,12 +93,7 @@ describe('device registry', () => {
     assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}`)).status, 204)
     assert.equal((await p.req('GET', `/api/v1/devices/${d.id}`)).status, 404)
     assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}`)).status, 404)
-    const r = await fetch(`${p.api}/devices/${d.id}/telemetry`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${d.token}` },
-      body: '{"x":1}',
-    })
-    assert.equal(r.status, 401)
+    assert.equal((await p.postTelemetry(d, '{"x":1}')).status, 401)
   })
 
   test('the OpenAPI document lists the routes', async () => {

@@ -5,17 +5,13 @@ import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
 describe('quarantine', () => {
   let p: Platform
   let dev: { id: string; token: string }
-  const send = (body: string) =>
-    fetch(`${p.api}/devices/${dev.id}/telemetry`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${dev.token}` },
-      body,
-    })
+  const send = (body: string) => p.postTelemetry(dev, body)
   const find = (reason: string, payload: string) =>
-    waitFor(async () => {
-      const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=${reason}`)
-      return r.body.items.find((i: { payload: string }) => i.payload === payload)
-    })
+    waitFor(
+      async () => (await p.quarantine(dev.id, reason)).find((i) => i.payload === payload),
+      20_000,
+      `the ${reason} payload in quarantine`,
+    )
 
   before(async () => {
     p = await startPlatform()
@@ -28,11 +24,8 @@ describe('quarantine', () => {
     const item = await find('invalid_value', '{"speed": "fast", "lat": 999}')
     assert.match(item.detail, /lat/)
     const other = await p.createDevice('other')
-    assert.equal((await p.req('GET', `/api/v1/quarantine?deviceId=${other.id}`)).body.items.length, 0)
-    assert.equal(
-      (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body.items.length,
-      0,
-    )
+    assert.equal((await p.quarantine(other.id)).length, 0)
+    assert.equal((await p.quarantine(dev.id, 'malformed_json')).length, 0)
     const future = Date.now() + 3_600_000
     assert.equal(
       (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&from=${future}`)).body.items.length,
@@ -60,8 +53,7 @@ describe('quarantine', () => {
     const again = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
     assert.equal(again.status, 409)
     assert.equal(again.body.code, 'IOT_ERR_QUARANTINE_REPLAYED')
-    const listed = (await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=malformed_json`)).body
-      .items[0]
+    const listed = (await p.quarantine(dev.id, 'malformed_json'))[0]
     assert.ok(listed.replayedAt)
   })
 
@@ -77,76 +69,26 @@ describe('quarantine', () => {
     assert.equal(ok.status, 202)
   })
 
+  test('a too_deep payload replayed as it was, or corrected into 100,000 levels, is 400 and stays replayable', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    assert.equal((await send(deep)).status, 400)
+    const item = await find('too_deep', deep)
+    const asItWas = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
+    assert.equal(asItWas.status, 400)
+    assert.equal(asItWas.body.code, 'IOT_ERR_INVALID_READING')
+    assert.match(asItWas.body.message, /deeper than 16 levels/)
+    const corrected = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, `{"body":${deep}}`)
+    assert.equal(corrected.status, 400)
+    assert.equal(corrected.body.code, 'IOT_ERR_INVALID_READING')
+    assert.match(corrected.body.message, /deeper than 16 levels/)
+    const ok = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {
+      body: { msgId: 'was-deep', ts: 1732330000000, flat: 1 },
+    })
+    assert.equal(ok.status, 202)
+  })
+
   test('replaying an unknown id is 404', async () => {
     assert.equal((await p.req('POST', '/api/v1/quarantine/999999/replay', {})).status, 404)
     assert.equal((await p.req('POST', '/api/v1/quarantine/abc/replay', {})).status, 404)
-  })
-
-  test('a row PostgreSQL refuses is quarantined alone; the rest of its batch is stored', async () => {
-    // Validation refuses what PostgreSQL would, so a check constraint stands in for a row the database refuses.
-    await p.app.store.pool.query(
-      `ALTER TABLE telemetry ADD CONSTRAINT no_poison CHECK (NOT (values ? 'poison'))`,
-    )
-    try {
-      const good1 = '{"msgId":"g1","ts":1732330000000,"z":1}'
-      const bad = '{"msgId":"b1","ts":1732330000000,"poison":1}'
-      const good2 = '{"msgId":"g2","ts":1732330001000,"z":2}'
-      await p.app.queue.enqueueAll(
-        [good1, bad, good2].map((body, i) => ({
-          id: `test-${i}-${Date.now()}`,
-          deviceId: dev.id,
-          transport: 'http' as const,
-          receivedAt: Date.now(),
-          payload: Buffer.from(body),
-        })),
-      )
-      const item = await find('database_rejected', bad)
-      assert.match(item.detail, /no_poison/)
-      await waitFor(
-        async () => (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=z`)).body.z.length === 2,
-      )
-    } finally {
-      await p.app.store.pool.query('ALTER TABLE telemetry DROP CONSTRAINT no_poison')
-    }
-  })
-})
-
-describe('poison messages', () => {
-  let p: Platform
-  before(async () => {
-    p = await startPlatform()
-  })
-  after(() => p.stop())
-
-  test('a message that keeps failing in ingest goes to quarantine after 5 tries and stops blocking the queue', async () => {
-    const dev = await p.createDevice('poison')
-    // Neither a data error nor an outage: an error raised by a trigger stands in for any repeating failure.
-    await p.app.store.pool.query(`
-      CREATE FUNCTION poison_check() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF NEW.values ? 'poison' THEN RAISE EXCEPTION 'poisoned reading'; END IF; RETURN NEW; END $$;
-      CREATE TRIGGER poison BEFORE INSERT ON telemetry FOR EACH ROW EXECUTE FUNCTION poison_check();`)
-    const send = (body: unknown) =>
-      fetch(`${p.api}/devices/${dev.id}/telemetry`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${dev.token}` },
-        body: JSON.stringify(body),
-      })
-    assert.equal((await send({ msgId: 'p1', ts: 1732330000000, poison: 1 })).status, 202)
-    assert.equal((await send({ msgId: 'ok1', ts: 1732330001000, fine: 1 })).status, 202)
-    const item = await waitFor(
-      async () => {
-        const r = await p.req('GET', `/api/v1/quarantine?deviceId=${dev.id}&reason=ingest_failed`)
-        return r.body.items[0]
-      },
-      60_000,
-      'the poison message in quarantine',
-    )
-    assert.match(item.detail, /poisoned reading/)
-    assert.equal(item.acked, true)
-    await waitFor(
-      async () =>
-        (await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=fine`)).body.fine.length === 1,
-    )
-    await waitFor(() => p.app.queue.stats().depth === 0)
   })
 })

@@ -12,10 +12,10 @@ import {
   sleep,
   startLoad,
   assertAllStoredOnce,
-  waitUntil,
   workdir,
   within,
 } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
 const RATE = Number(process.env.CHAOS_RATE ?? 2_000)
@@ -72,7 +72,7 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     load = startLoad(mqttPort, devices, MESSAGES, RATE)
     const l = load
     const at = (share: number) =>
-      waitUntil(`${share * 100}% acked`, () => l.acked.size >= MESSAGES * share, 300_000)
+      waitFor(() => l.acked.size >= MESSAGES * share, 300_000, `${share * 100}% acked`)
 
     await at(0.15)
     say(`SIGKILL gateway at ${l.acked.size} acked`)
@@ -87,7 +87,7 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     await db.stop()
     const before = l.acked.size
     await sleep(OUTAGE_SECONDS * 1000)
-    await waitUntil('acks to go on during the outage', () => l.acked.size > before, 300_000)
+    await waitFor(() => l.acked.size > before, 300_000, 'acks to go on during the outage')
     say(`${l.acked.size - before} acked during the outage; PostgreSQL started again`)
     await db.start()
     await at(0.55)
@@ -106,10 +106,10 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the ingest to store them')
     await count.connect()
-    await waitUntil(
-      'every acked reading stored',
+    await waitFor(
       async () => (await count.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n >= MESSAGES,
       300_000,
+      'every acked reading stored',
     )
     await load.stop()
     await assertAllStoredOnce(

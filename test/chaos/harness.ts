@@ -8,6 +8,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import pg from 'pg'
 import pino from 'pino'
 import { EmbeddedDatabase, freePort } from '../../src/store/embedded.js'
+import { GiveUp, waitFor } from '../helpers/index.js'
 
 export { freePort }
 
@@ -81,17 +82,14 @@ export class Proc {
     child.stderr!.pipe(log)
     this.child = child
     if (httpPort) {
-      const deadline = Date.now() + 120_000
-      for (;;) {
-        if (child.exitCode !== null)
-          throw new Error(`${this.name} exited with ${child.exitCode}; see ${this.logFile}`)
-        try {
-          const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`)
-          if (r.ok) return
-        } catch {}
-        if (Date.now() > deadline) throw new Error(`${this.name} did not start; see ${this.logFile}`)
-        await sleep(100)
-      }
+      await waitFor(
+        async () => {
+          if (child.exitCode !== null) throw new GiveUp(`it exited with ${child.exitCode}`)
+          return (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).ok
+        },
+        120_000,
+        `${this.name} to start (see ${this.logFile})`,
+      )
     }
   }
 
@@ -227,21 +225,6 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
   }
 }
 
-export async function waitUntil(
-  what: string,
-  fn: () => Promise<boolean> | boolean,
-  ms: number,
-): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      if (await fn()) return
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`)
-    await sleep(100)
-  }
-}
-
 export interface Tally {
   published: number
   acked: number
@@ -304,8 +287,7 @@ export async function measureDrain(
     const c0 = await count()
     let t1 = 0
     let c1 = 0
-    await waitUntil(
-      'the backlog to drain',
+    await waitFor(
       async () => {
         if (t1 === 0) {
           const n = await count()
@@ -318,6 +300,7 @@ export async function measureDrain(
         return r.components.database.ok && r.components.queue.oldestAgeSeconds < 1
       },
       600_000,
+      'the backlog to drain',
     )
     return { noticed: (t1 - t0) / 1000, seconds: (Date.now() - t1) / 1000, stored: (await count()) - c1 }
   } finally {

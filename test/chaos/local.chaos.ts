@@ -12,10 +12,10 @@ import {
   sleep,
   startLoad,
   assertAllStoredOnce,
-  waitUntil,
   workdir,
   within,
 } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 const MESSAGES = Number(process.env.CHAOS_MESSAGES ?? 50_000)
 const RATE = Number(process.env.CHAOS_RATE ?? 2_000)
@@ -48,7 +48,7 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
     load = startLoad(mqttPort, devices, MESSAGES, RATE)
     const l = load
     const at = (share: number) =>
-      waitUntil(`${share * 100}% acked`, () => l.acked.size >= MESSAGES * share, 300_000)
+      waitFor(() => l.acked.size >= MESSAGES * share, 300_000, `${share * 100}% acked`)
 
     for (const share of [0.15, 0.3, 0.45]) {
       await at(share)
@@ -63,11 +63,7 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
     say('PostgreSQL is down')
     const before = l.acked.size
     await sleep(OUTAGE_SECONDS * 1000)
-    await waitUntil(
-      'acks to go on during the outage',
-      () => l.acked.size >= before + MESSAGES * 0.05,
-      300_000,
-    )
+    await waitFor(() => l.acked.size >= before + MESSAGES * 0.05, 300_000, 'acks to go on during the outage')
     const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`)
     const body = await ready.json()
     assert.equal(ready.status, 503, 'readyz reports the outage')
@@ -87,13 +83,13 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
     say(`waiting for the last acks (${l.acked.size} so far)`)
     await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the queue to drain')
-    await waitUntil(
-      'the queue to drain',
+    await waitFor(
       async () => {
         const r = await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()
         return r.status === 'ready' && r.components.queue.depth === 0
       },
       300_000,
+      'the queue to drain',
     )
     await load.stop()
     await assertAllStoredOnce(

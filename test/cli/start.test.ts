@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { after, describe, test } from 'node:test'
-import { waitFor } from '../helpers/index.js'
+import { GiveUp, waitFor } from '../helpers/index.js'
 
 const run = promisify(execFile)
 const root = new URL('../../../', import.meta.url).pathname
@@ -19,7 +19,7 @@ function start(
 ): {
   child: ChildProcess
   out: () => string
-  ready: Promise<{ http: number; mqtt: number } | undefined>
+  ready: Promise<{ http: number; mqtt: number }>
 } {
   const child = spawn(process.execPath, [main, 'start'], {
     env: {
@@ -37,17 +37,18 @@ function start(
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   child.stderr!.on('data', (d) => (out += d))
-  // Undefined if the process exits first.
+  // Rejects if the process exits first.
   const ready = waitFor(
     () => {
+      if (child.exitCode !== null) throw new GiveUp(`iotcore start exited with ${child.exitCode}: ${out}`)
       const http = /REST API\s+http:\/\/[^:]+:(\d+)/.exec(out)
       const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
       if (http && mqtt) return { http: Number(http[1]), mqtt: Number(mqtt[1]) }
-      return child.exitCode !== null || child.signalCode !== null ? ('exited' as const) : undefined
+      return undefined
     },
     60_000,
     'the start banner',
-  ).then((r) => (r === 'exited' ? undefined : r))
+  )
   return { child, out: () => out, ready }
 }
 
@@ -64,7 +65,7 @@ describe('iotcore start on embedded defaults', () => {
 
   test('prints URLs and the admin token once; devices and data survive a restart', async () => {
     const first = start(dataDir)
-    const { http, mqtt } = (await first.ready)!
+    const { http, mqtt } = await first.ready
     const token = /admin token \(shown once[^\n]*\n\s+(\S+)/.exec(first.out())?.[1]
     assert.ok(token, `admin token printed:\n${first.out()}`)
 
@@ -114,7 +115,7 @@ describe('iotcore start on embedded defaults', () => {
     assert.equal(await stop(first.child), 0, 'SIGTERM shuts down cleanly')
 
     const second = start(dataDir)
-    const again = (await second.ready)!
+    const again = await second.ready
     assert.doesNotMatch(second.out(), /shown once/, 'the token is printed only on the first start')
     const res = await fetch(
       `http://127.0.0.1:${again.http}/api/v1/devices/${created.id}/telemetry?keys=speed&order=asc`,
@@ -139,6 +140,8 @@ describe('iotcore start that cannot finish starting', () => {
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
     try {
       const run = start(dataDir, { IOTCORE_MQTT_PORT: String((taken.address() as { port: number }).port) })
+      // It never gets ready: the exit is what this test waits for.
+      run.ready.catch(() => {})
       const code = await new Promise<number | null>((resolve) => run.child.once('exit', resolve))
       assert.equal(code, 1, run.out())
       assert.match(run.out(), /EADDRINUSE/)

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Static } from '@sinclair/typebox'
 import pg from 'pg'
+import type { QuarantineItem as QuarantineItemSchema } from '../../src/api/schemas.js'
 import { App } from '../../src/app.js'
 import { createLogger } from '../../src/logger.js'
 import { type Config, loadConfig } from '../../src/config/index.js'
@@ -31,6 +33,14 @@ export async function freshStore(url?: string): Promise<Store> {
   return store
 }
 
+export interface Device {
+  id: string
+  token: string
+}
+
+/** An item of GET /api/v1/quarantine. */
+export type QuarantineItem = Static<typeof QuarantineItemSchema>
+
 export interface Platform {
   app: App
   base: string
@@ -46,7 +56,11 @@ export interface Platform {
     body?: unknown,
     token?: string,
   ): Promise<{ status: number; body: any; headers: Headers }>
-  createDevice(name?: string, extra?: Record<string, unknown>): Promise<{ id: string; token: string }>
+  createDevice(name?: string, extra?: Record<string, unknown>): Promise<Device>
+  /** A device's HTTP ingest request, with its token: `body` as is if a string, else as JSON. */
+  postTelemetry(dev: Device, body: unknown): Promise<Response>
+  /** The quarantine items of a device, newest first, of one reason or all. */
+  quarantine(deviceId: string, reason?: string): Promise<QuarantineItem[]>
   metric(name: string, labels?: string): Promise<number>
   stop(): Promise<void>
 }
@@ -107,6 +121,21 @@ export async function startPlatform(
       if (r.status !== 201) throw new Error(`create device: ${r.status} ${JSON.stringify(r.body)}`)
       return { id: r.body.id, token: r.body.token }
     },
+    postTelemetry(dev, body) {
+      return fetch(`${base}/api/v1/devices/${dev.id}/telemetry`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${dev.token}`, 'content-type': 'application/json' },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      })
+    },
+    async quarantine(deviceId, reason) {
+      const r = await req(
+        'GET',
+        `/api/v1/quarantine?deviceId=${deviceId}${reason ? `&reason=${reason}` : ''}`,
+      )
+      if (r.status !== 200) throw new Error(`quarantine query: ${r.status} ${JSON.stringify(r.body)}`)
+      return r.body.items
+    },
     async metric(name, labels) {
       const text = await app.metrics.registry.metrics()
       let sum = 0
@@ -126,18 +155,36 @@ export async function startPlatform(
   }
 }
 
-/** Polls until `fn` returns a truthy value; fails after `ms` (a liveness bound, not a timing assertion). */
-export async function waitFor<T>(fn: () => Promise<T> | T, ms = 20_000, what = 'condition'): Promise<T> {
+/** What waitFor returns: the value `fn` found, without the falsy cases it kept polling through. */
+export type Found<T> = Exclude<Awaited<T>, false | 0 | '' | null | undefined>
+
+/** Thrown by a waitFor condition that can no longer come true (a process that exited): the wait ends at once. */
+export class GiveUp extends Error {}
+
+/**
+ * The one polling helper: calls `fn` until it returns a truthy value, and returns that value. An error thrown
+ * by `fn` counts as "not yet" (a server still starting) and is reported if time runs out, unless it is a
+ * GiveUp. Fails after `ms`, a liveness bound, not a timing assertion. Polls after 10 ms, doubling to 100 ms:
+ * quick for what happens at once, light on what `fn` queries while something takes minutes.
+ */
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  ms = 20_000,
+  what = 'condition',
+): Promise<Found<T>> {
   const deadline = Date.now() + ms
   let last: unknown
+  let pause = 10
   for (;;) {
     try {
       const v = await fn()
-      if (v) return v
+      if (v) return v as Found<T>
     } catch (err) {
+      if (err instanceof GiveUp) throw new Error(`gave up waiting for ${what}: ${err.message}`)
       last = err
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`)
-    await new Promise((r) => setTimeout(r, 25))
+    await new Promise((r) => setTimeout(r, pause))
+    pause = Math.min(pause * 2, 100)
   }
 }
