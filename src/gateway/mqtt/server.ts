@@ -8,7 +8,8 @@ import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Envelope, Queue, Transport } from '../../queue/types.js'
 import { type QuarantineReason, judgePayload } from '../../readings/index.js'
 import { envelopeId, quarantineRefused } from '../accept.js'
-import { FRAME_MALFORMED, FRAME_TOO_LARGE, type FrameScan, scanFrames } from './framing.js'
+import { ConnState, PacketType, ReasonCode as RC } from './codes.js'
+import { type FrameScan, FrameStatus, decodeVbi, scanFrames, vbi } from './framing.js'
 import { NEVER_EXPIRES, type Sessions } from './sessions.js'
 import { classifyPublish, devicePrefix, subscriptionAllowed } from './topics.js'
 import { checkPacket } from './validate.js'
@@ -17,34 +18,6 @@ import { checkPacket } from './validate.js'
 const SWEEP_INTERVAL_MS = 1000
 /** A v3.1.1 client cannot be told a Receive Maximum; past this many unacked publishes we stop reading. */
 const V3_INFLIGHT_PAUSE = 1000
-
-/** MQTT 5 reason codes we send ([MQTT-2.4] table 2-6). */
-export const RC = {
-  success: 0x00,
-  unspecifiedError: 0x80,
-  malformedPacket: 0x81,
-  protocolError: 0x82,
-  implementationSpecific: 0x83,
-  unsupportedProtocolVersion: 0x84,
-  badUsernameOrPassword: 0x86,
-  notAuthorized: 0x87,
-  serverUnavailable: 0x88,
-  serverBusy: 0x89,
-  serverShuttingDown: 0x8b,
-  badAuthenticationMethod: 0x8c,
-  keepAliveTimeout: 0x8d,
-  sessionTakenOver: 0x8e,
-  topicFilterInvalid: 0x8f,
-  topicNameInvalid: 0x90,
-  packetIdentifierNotFound: 0x92,
-  receiveMaximumExceeded: 0x93,
-  topicAliasInvalid: 0x94,
-  packetTooLarge: 0x95,
-  quotaExceeded: 0x97,
-  payloadFormatInvalid: 0x99,
-  retainNotSupported: 0x9a,
-  noSubscriptionExisted: 0x11,
-} as const
 
 /** MQTT 3.1.1 CONNACK return codes ([MQTT-3.2.2.3] table 3.1). */
 const V3_CONNACK = {
@@ -55,11 +28,6 @@ const V3_CONNACK = {
   badUsernameOrPassword: 4,
   notAuthorized: 5,
 } as const
-
-const STATE_NEW = 0
-const STATE_AUTH = 1
-const STATE_CONNECTED = 2
-const STATE_CLOSED = 3
 
 /** Token bits: packet id in the low 16, then QoS 2, then the v5 reason code to answer with. */
 const TOKEN_QOS2 = 1 << 16
@@ -237,10 +205,10 @@ export class MqttGateway {
     const now = (this.now = Date.now())
     const connectDeadline = now - this.opts.connectTimeoutSeconds * 1000
     for (const c of this.connections) {
-      if (c.state === STATE_NEW || c.state === STATE_AUTH) {
+      if (c.state === ConnState.new || c.state === ConnState.auth) {
         if (c.lastActivity < connectDeadline) c.timeout('no CONNECT in time')
       } else if (
-        c.state === STATE_CONNECTED &&
+        c.state === ConnState.connected &&
         now - c.lastActivity > c.keepalive * 1500 + SWEEP_INTERVAL_MS
       ) {
         // [MQTT-3.1.2-24] one and a half times the Keep Alive without a packet: close. lastActivity is
@@ -254,7 +222,7 @@ export class MqttGateway {
 
 /** One MQTT client. Small on purpose: most fields are numbers; collections are created only when used. */
 class Connection implements AckSink {
-  state = STATE_NEW
+  state: ConnState = ConnState.new
   version = 0
   keepalive = 0
   lastActivity: number
@@ -291,10 +259,10 @@ class Connection implements AckSink {
   // ---- input
 
   private onData(chunk: Buffer): void {
-    if (this.state === STATE_CLOSED) return
+    if (this.state === ConnState.closed) return
     // Before CONNACK, lastActivity stays the accept time: the connect timeout counts from there, so a
     // CONNECT trickled a byte at a time cannot hold the socket forever.
-    if (this.state === STATE_CONNECTED) this.lastActivity = this.gw.now
+    if (this.state === ConnState.connected) this.lastActivity = this.gw.now
     if (this.pending !== null) {
       this.pending.push(chunk)
       this.pendingBytes += chunk.length
@@ -309,7 +277,7 @@ class Connection implements AckSink {
 
   private consume(data: Buffer): void {
     // Before the CONNECT is accepted, only it is parsed; whatever follows waits for the authentication.
-    const connected = this.state === STATE_CONNECTED
+    const connected = this.state === ConnState.connected
     const scan = this.gw.frames(data, connected ? Number.MAX_SAFE_INTEGER : 1)
     const { end, need, status, size, type } = scan
     // mqtt-packet is lenient: whole packets are checked on their bytes first, and the first malformed one is
@@ -317,18 +285,18 @@ class Connection implements AckSink {
     if (connected) {
       if (end > 0 && !this.packets(data, end)) return
     } else if (end > 0) this.gw.parse(this, end === data.length ? data : data.subarray(0, end))
-    if (status === FRAME_MALFORMED)
+    if (status === FrameStatus.malformed)
       return this.protocolError(RC.malformedPacket, 'malformed remaining length')
-    if (status === FRAME_TOO_LARGE) return this.tooLarge(size, type)
-    if (this.state === STATE_CLOSED || end === data.length) return
+    if (status === FrameStatus.tooLarge) return this.tooLarge(size, type)
+    if (this.state === ConnState.closed || end === data.length) return
     // Keep the rest as a copy: a slice would pin the socket's whole read buffer for an idle connection.
     const rest = Buffer.from(data.subarray(end))
     this.pending = [rest]
     this.pendingBytes = rest.length
     this.pendingNeed = need
     // While the CONNECT is being authenticated, what follows it waits. A CONNECT that is itself still
-    // incomplete (STATE_NEW) must keep reading, or its rest never arrives.
-    if (this.state === STATE_AUTH) this.pause()
+    // incomplete (ConnState.new) must keep reading, or its rest never arrives.
+    if (this.state === ConnState.auth) this.pause()
   }
 
   /**
@@ -341,23 +309,15 @@ class Connection implements AckSink {
     let pos = 0
     let run = 0
     while (pos < end) {
-      let i = pos + 1
-      let len = 0
-      let mult = 1
-      for (;;) {
-        const b = data[i++]
-        len += (b & 0x7f) * mult
-        mult *= 128
-        if ((b & 0x80) === 0) break
-      }
-      const next = i + len
-      const bad = checkPacket(data, pos, next, this.version)
+      const i = decodeVbi(data, pos + 1, end)
+      const next = i + vbi.value
+      const bad = checkPacket(data, pos, i, next, this.version)
       if (bad) {
         if (pos > run) this.gw.parse(this, data.subarray(run, pos))
-        if (this.state !== STATE_CLOSED) this.protocolError(bad.rc, bad.why)
+        if (this.state !== ConnState.closed) this.protocolError(bad.rc, bad.why)
         return false
       }
-      if (data[pos] >> 4 === 3) {
+      if (data[pos] >> 4 === PacketType.publish) {
         // [MQTT-3.3.2] topic (2-byte length + UTF-8, validated above), packet id if QoS > 0, v5 properties.
         const flags = data[pos] & 0x0f
         const qos = (flags >> 1) & 3
@@ -372,7 +332,7 @@ class Connection implements AckSink {
           if (v5) at++
           if (pos > run) {
             this.gw.parse(this, data.subarray(run, pos))
-            if (this.state === STATE_CLOSED) return false
+            if (this.state === ConnState.closed) return false
           }
           const p = this.gw.scratch
           p.qos = qos
@@ -382,14 +342,14 @@ class Connection implements AckSink {
           p.topic = this.topicAt(data, i + 2, topicLen)
           p.payload = data.subarray(at, next)
           this.onPublish(p)
-          if (this.state === STATE_CLOSED) return false
+          if (this.state === ConnState.closed) return false
           run = next
         }
       }
       pos = next
     }
     if (end > run) this.gw.parse(this, data.subarray(run, end))
-    return this.state !== STATE_CLOSED
+    return this.state !== ConnState.closed
   }
 
   /** The topic as a string; the device's own telemetry topic, by far the most common, without decoding. */
@@ -401,7 +361,7 @@ class Connection implements AckSink {
   }
 
   onParseError(err: Error): void {
-    if (this.state === STATE_NEW && /protocol version/i.test(err.message)) {
+    if (this.state === ConnState.new && /protocol version/i.test(err.message)) {
       // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 (or 0x84 in v5's terms), then close.
       this.write(
         mqtt.generate({ cmd: 'connack', returnCode: V3_CONNACK.unacceptableProtocol, sessionPresent: false }),
@@ -412,8 +372,8 @@ class Connection implements AckSink {
   }
 
   onPacket(p: AnyPacket): void {
-    if (this.state === STATE_CLOSED) return
-    if (this.state === STATE_NEW) {
+    if (this.state === ConnState.closed) return
+    if (this.state === ConnState.new) {
       // [MQTT-3.1.0-1] the first packet from the client must be CONNECT.
       if (p.cmd !== 'connect') return this.close(`first packet was ${p.cmd}, not connect`)
       return this.onConnect(p)
@@ -451,7 +411,7 @@ class Connection implements AckSink {
 
   private onConnect(p: AnyPacket): void {
     this.version = p.protocolVersion ?? 4
-    this.state = STATE_AUTH
+    this.state = ConnState.auth
     const v5 = this.version === 5
     const props = p.properties ?? {}
     if (v5 && props.authenticationMethod !== undefined) {
@@ -486,7 +446,7 @@ class Connection implements AckSink {
   }
 
   private afterAuth(p: AnyPacket, deviceId: string, ok: boolean): void {
-    if (this.state !== STATE_AUTH) return
+    if (this.state !== ConnState.auth) return
     const v5 = this.version === 5
     if (!ok) {
       this.gw.log.info(
@@ -555,12 +515,12 @@ class Connection implements AckSink {
   }
 
   private accept(properties: Record<string, unknown>, restored: Map<string, number> | undefined): void {
-    if (this.state !== STATE_AUTH) return
+    if (this.state !== ConnState.auth) return
     const v5 = this.version === 5
     if (restored) this.subs = restored
     this.saveSession()
     this.gw.register(this)
-    this.state = STATE_CONNECTED
+    this.state = ConnState.connected
     this.lastActivity = this.gw.now
     // [MQTT-3.2.2-2/-3] Session Present says whether the session was resumed.
     const sessionPresent = restored !== undefined
@@ -717,7 +677,7 @@ class Connection implements AckSink {
 
   private tooLarge(size: number, type: number): void {
     const detail = `packet of ${size} bytes; the limit is ${this.gw.maxPacketSize}`
-    if (this.state === STATE_CONNECTED && type === 3) {
+    if (this.state === ConnState.connected && type === PacketType.publish) {
       quarantineRefused(
         this.gw.queue,
         this.gw.metrics,
@@ -754,7 +714,7 @@ class Connection implements AckSink {
   }
 
   ack(token: number, count: number, err: Error | undefined): void {
-    if (this.state === STATE_CLOSED) return
+    if (this.state === ConnState.closed) return
     if (err) {
       this.disconnect(RC.serverBusy, err.message)
       return
@@ -772,7 +732,7 @@ class Connection implements AckSink {
       this.gw.metrics.acked.inc({ transport: this.transport }, this.ackedReadings)
       this.ackedReadings = 0
     }
-    if (acks === null || acks.length === 0 || this.state === STATE_CLOSED) return
+    if (acks === null || acks.length === 0 || this.state === ConnState.closed) return
     // Plain success acks are 4 bytes each: one buffer, one write for the whole commit.
     let plain = 0
     for (const t of acks) if (t >>> TOKEN_REASON_SHIFT === 0 && (t & TOKEN_QOS2) === 0) plain++
@@ -875,7 +835,7 @@ class Connection implements AckSink {
   }
 
   private write(buf: Buffer): void {
-    if (this.state !== STATE_CLOSED && this.wire.writable) this.wire.write(buf)
+    if (this.state !== ConnState.closed && this.wire.writable) this.wire.write(buf)
   }
 
   timeout(why: string): void {
@@ -894,8 +854,8 @@ class Connection implements AckSink {
 
   /** Server-initiated close; v5 clients past CONNECT are told why. */
   disconnect(rc: number, why: string): void {
-    if (this.state === STATE_CLOSED) return
-    if (this.version === 5 && this.state === STATE_CONNECTED) {
+    if (this.state === ConnState.closed) return
+    if (this.version === 5 && this.state === ConnState.connected) {
       this.write(
         mqtt.generate(
           { cmd: 'disconnect', reasonCode: rc, properties: { reasonString: why.slice(0, 200) } },
@@ -907,7 +867,7 @@ class Connection implements AckSink {
   }
 
   private close(why: string, graceful = false): void {
-    if (this.state === STATE_CLOSED) return
+    if (this.state === ConnState.closed) return
     if (!graceful && this.deviceId)
       this.gw.log.debug({ deviceId: this.deviceId, why }, 'MQTT connection closed')
     this.teardown(graceful)
@@ -917,9 +877,9 @@ class Connection implements AckSink {
   }
 
   private teardown(_graceful: boolean): void {
-    if (this.state === STATE_CLOSED) return
-    const wasConnected = this.state === STATE_CONNECTED
-    this.state = STATE_CLOSED
+    if (this.state === ConnState.closed) return
+    const wasConnected = this.state === ConnState.connected
+    this.state = ConnState.closed
     this.pending = null
     this.gw.closed(this)
     if (wasConnected && this.sessionExpiry > 0) this.gw.sessions?.touch(this.clientId!, this.sessionExpiry)
