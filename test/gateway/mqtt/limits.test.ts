@@ -1,19 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
-import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
-import {
-  type AnyPacket,
-  type Device,
-  RawMqtt,
-  closed,
-  mosquittoPub,
-  openClient,
-  publish,
-  quarantined,
-  series,
-  until,
-} from './mqtt-helpers.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { type AnyPacket, type Device, RawMqtt } from '../../helpers/mqtt-raw.js'
+import { closed, mosquittoPub, openClient, publish, quarantined, series, until } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -96,9 +86,9 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
       raws.push(c)
       await c.waitClosed()
       if (version === 5) {
-        const pk = c.packets.shift()
-        assert.equal(pk?.cmd, 'disconnect')
-        assert.equal(pk?.reasonCode, 0x8d)
+        const pk = await c.next()
+        assert.equal(pk.cmd, 'disconnect')
+        assert.equal(pk.reasonCode, 0x8d)
       }
     })
   }
@@ -112,7 +102,7 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
       assert.equal((await c.next()).cmd, 'pingresp')
       await sleep(500)
     }
-    assert.equal(c.isClosed, false)
+    assert.equal(c.closed, false)
   })
 
   /** Resolves just after the gateway's once-a-second timeout check has run. */
@@ -136,7 +126,7 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
       c.send({ cmd: 'pingreq' } as AnyPacket)
       assert.equal((await c.next()).cmd, 'pingresp')
     }
-    assert.equal(c.isClosed, false)
+    assert.equal(c.closed, false)
   })
 
   test('the connect timeout counts from the accept, so a socket opened just before a check gets its full second', async () => {
@@ -156,7 +146,7 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
     const c = await RawMqtt.open(p.mqttPort)
     raws.push(c)
     await c.waitClosed()
-    assert.deepEqual(c.packets, [])
+    assert.deepEqual(c.received(), [])
   })
 
   test('a CONNECT trickled a byte at a time is still cut off at the connect timeout', async () => {
@@ -169,15 +159,15 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
     const opts = p.app.mqtt!.opts
     opts.connectTimeoutSeconds = 2
     try {
-      for (let i = 0; i < bytes.length && !c.isClosed; i++) {
+      for (let i = 0; i < bytes.length && !c.closed; i++) {
         c.write(bytes.subarray(i, i + 1))
         await sleep(250)
       }
     } finally {
       opts.connectTimeoutSeconds = 1
     }
-    assert.equal(c.isClosed, true, 'closed before the CONNECT was complete')
-    assert.deepEqual(c.packets, [], 'no CONNACK')
+    assert.equal(c.closed, true, 'closed before the CONNECT was complete')
+    assert.deepEqual(c.received(), [], 'no CONNACK')
   })
 
   test('a client that connects in time is not cut off by the connect timeout', async () => {
