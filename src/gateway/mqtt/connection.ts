@@ -8,6 +8,7 @@ import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
 import { refuseConnect } from './handlers/connect.js'
 import { deliverWill, handlePublish, refuseTooLarge } from './handlers/publish.js'
+import { checkConnect } from './validate-connect.js'
 import { checkPacket } from './validate.js'
 
 /** A v3.1.1 client cannot be told a Receive Maximum; past this many unacked publishes we stop reading. */
@@ -92,7 +93,7 @@ export class Connection implements AckSink {
     // answered with a disconnect (v5: its reason code) after the packets before it [MQTT-4.13.1-1].
     if (connected) {
       if (end > 0 && !this.packets(data, end)) return
-    } else if (end > 0) this.gw.parse(this, end === data.length ? data : data.subarray(0, end))
+    } else if (end > 0) this.connect(data, end)
     if (status === FrameStatus.malformed)
       return this.protocolError(ReasonCode.malformedPacket, 'malformed remaining length')
     if (status === FrameStatus.tooLarge) return refuseTooLarge(this, size, type)
@@ -117,6 +118,18 @@ export class Connection implements AckSink {
     this.pendingBytes = 0
     this.pendingNeed = 0
     return data
+  }
+
+  /** The first packet, whole in `data[0, end)`: it must be a CONNECT [MQTT-3.1.0-1], checked on its bytes. */
+  private connect(data: Buffer, end: number): void {
+    if (data[0] >> 4 !== PacketType.connect) return this.close('the first packet was not CONNECT')
+    const fault = checkConnect(data, 0, end)
+    if (fault) {
+      this.version = fault.version
+      this.gw.log.info({ transport: this.transport, why: fault.why }, 'CONNECT refused on its bytes')
+      return refuseConnect(this, fault.rc, fault.why)
+    }
+    this.gw.parse(this, end === data.length ? data : data.subarray(0, end))
   }
 
   /**
@@ -160,10 +173,6 @@ export class Connection implements AckSink {
   }
 
   onParseError(err: Error): void {
-    if (this.state === ConnState.new && /protocol version/i.test(err.message)) {
-      // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, in v3.1.1's format, then close.
-      return refuseConnect(this, ReasonCode.unsupportedProtocolVersion, 'unsupported protocol version')
-    }
     this.protocolError(ReasonCode.malformedPacket, err.message)
   }
 

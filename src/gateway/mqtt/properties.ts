@@ -14,6 +14,12 @@ export interface Violation {
 
 export const bad = (rc: number, why: string): Violation => ({ rc, why })
 
+/**
+ * The will's property block in a CONNECT (§3.1.3.2), which has no packet type of its own: it takes bit 0 of
+ * the masks below, as packet type 0 is reserved.
+ */
+export const WILL_PROPERTIES = 0
+
 const BYTE = 1
 const INT2 = 2
 const INT4 = 4
@@ -23,34 +29,45 @@ const BINARY = 7
 const PAIR = 8
 
 const bit = (...types: number[]) => types.reduce((m, t) => m | (1 << t), 0)
-const { publish, puback, pubrec, pubrel, pubcomp, subscribe, disconnect } = PacketType
+const { connect, publish, puback, pubrec, pubrel, pubcomp, subscribe, disconnect } = PacketType
 
 /**
- * Properties a client may send after CONNECT: identifier -> [data type, packet types allowed in (bit mask)] (§2.2.2.2,
+ * Properties a client may send: identifier -> [data type, packet types allowed in (bit mask)] (§2.2.2.2,
  * table 2-4). Subscription Identifier is tolerated in PUBLISH as brokers do; it is ignored.
  */
 const PROPS = new Map<number, [number, number]>([
-  [0x01, [BYTE, bit(publish)]], // Payload Format Indicator
-  [0x02, [INT4, bit(publish)]], // Message Expiry Interval
-  [0x03, [UTF8, bit(publish)]], // Content Type
-  [0x08, [UTF8, bit(publish)]], // Response Topic
-  [0x09, [BINARY, bit(publish)]], // Correlation Data
+  [0x01, [BYTE, bit(publish, WILL_PROPERTIES)]], // Payload Format Indicator
+  [0x02, [INT4, bit(publish, WILL_PROPERTIES)]], // Message Expiry Interval
+  [0x03, [UTF8, bit(publish, WILL_PROPERTIES)]], // Content Type
+  [0x08, [UTF8, bit(publish, WILL_PROPERTIES)]], // Response Topic
+  [0x09, [BINARY, bit(publish, WILL_PROPERTIES)]], // Correlation Data
   [0x0b, [VBI, bit(publish, subscribe)]], // Subscription Identifier
-  [0x11, [INT4, bit(disconnect)]], // Session Expiry Interval
+  [0x11, [INT4, bit(connect, disconnect)]], // Session Expiry Interval
+  [0x15, [UTF8, bit(connect)]], // Authentication Method
+  [0x16, [BINARY, bit(connect)]], // Authentication Data
+  [0x17, [BYTE, bit(connect)]], // Request Problem Information
+  [0x18, [INT4, bit(WILL_PROPERTIES)]], // Will Delay Interval
+  [0x19, [BYTE, bit(connect)]], // Request Response Information
   [0x1c, [UTF8, bit(disconnect)]], // Server Reference
   [0x1f, [UTF8, bit(puback, pubrec, pubrel, pubcomp, disconnect)]], // Reason String
+  [0x21, [INT2, bit(connect)]], // Receive Maximum
+  [0x22, [INT2, bit(connect)]], // Topic Alias Maximum
   [0x23, [INT2, bit(publish)]], // Topic Alias
   [0x26, [PAIR, 0xffff]], // User Property
+  [0x27, [INT4, bit(connect)]], // Maximum Packet Size
 ])
 
-/** [MQTT-3.3.2-8] a Topic Alias of 0 is a Protocol Error. */
-const NOT_ZERO = new Set([0x23])
+/**
+ * Properties whose value 0 is a Protocol Error: Topic Alias [MQTT-3.3.2-8], Receive Maximum and Maximum Packet
+ * Size (§3.1.2.11.3-4).
+ */
+const NOT_ZERO = new Set([0x21, 0x23, 0x27])
 
 /** Where `checkProperties` leaves the end of the block it accepted. */
 export const propertiesEnd = { at: 0 }
 
 /**
- * Checks the property block at `pos` for a packet of `type`. With `last`, the block must
+ * Checks the property block at `pos` for a packet of `type` (or WILL_PROPERTIES). With `last`, the block must
  * end the packet. Returns the violation, or undefined with the block's end in `propertiesEnd.at`.
  */
 export function checkProperties(
@@ -96,7 +113,8 @@ function propertyEnd(buf: Buffer, pos: number, stop: number, kind: number, id: n
   switch (kind) {
     case BYTE:
       if (pos + 1 > stop) return short(id)
-      // §3.3.2.3.2: a Payload Format Indicator is 0 or 1.
+      // §3.3.2.3.2: a Payload Format Indicator is 0 or 1; so are Request Problem and Request Response
+      // Information (§3.1.2.11.7-8).
       if (buf[pos] > 1) return bad(ReasonCode.protocolError, `${propName(id)} above 1`)
       return pos + 1
     case INT2:

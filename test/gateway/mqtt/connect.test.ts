@@ -7,6 +7,41 @@ import { closed, mosquittoPub, openClient, publish, series, until } from './help
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 
+interface ConnectFields {
+  clientId: Buffer
+  username?: Buffer
+  password?: Buffer
+  will?: { topic: Buffer; payload: Buffer }
+  /** bytes after the last field */
+  trailing?: Buffer
+}
+
+/** A CONNECT built on its bytes (clean session, keepalive 60), so a field can hold anything. */
+function connectBytes(version: 4 | 5, f: ConnectFields): Buffer {
+  const field = (b: Buffer) => Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
+  const noProperties = version === 5 ? [Buffer.from([0])] : []
+  const flags = 0x02 | (f.will ? 0x04 : 0) | (f.password ? 0x40 : 0) | (f.username ? 0x80 : 0)
+  const body = Buffer.concat([
+    field(Buffer.from('MQTT')),
+    Buffer.from([version, flags, 0, 60]),
+    ...noProperties,
+    field(f.clientId),
+    ...(f.will ? [...noProperties, field(f.will.topic), field(f.will.payload)] : []),
+    ...(f.username ? [field(f.username)] : []),
+    ...(f.password ? [field(f.password)] : []),
+    f.trailing ?? Buffer.alloc(0),
+  ])
+  assert.ok(body.length < 128, 'a one-byte Remaining Length')
+  return Buffer.concat([Buffer.from([0x10, body.length]), body])
+}
+
+/** Invalid UTF-8 [MQTT-1.5.4-1/-2]: a stray continuation byte, a surrogate (U+D800), and U+0000. */
+const ILL_FORMED = [
+  Buffer.from([0x41, 0xff, 0x42]),
+  Buffer.from([0xed, 0xa0, 0x80]),
+  Buffer.from([0x41, 0x00]),
+]
+
 describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
   let p: Platform
   let url: string
@@ -175,4 +210,63 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
     }
     await waitFor(async () => (await series(p, dev.id, 'sp')).length === 2)
   })
+
+  /**
+   * Sends the CONNECT bytes and waits for the close. MQTT 5 must get a CONNACK with `rc5` first; 3.1.1 the return
+   * code `rc3`, or no packet at all where `rc3` is undefined.
+   */
+  const refusedOnBytes = async (version: 4 | 5, bytes: Buffer, rc5: number, rc3: number | undefined) => {
+    const c = await RawMqtt.open(p.mqttPort, version)
+    raws.push(c)
+    c.write(bytes)
+    await c.waitClosed()
+    const got = c.received().map((pk) => pk.toString('hex'))
+    if (version === 5) assert.equal(got[0]?.slice(0, 2), '20', `a CONNACK, got ${got}`)
+    const answer = version === 5 ? [rc5] : rc3 === undefined ? [] : [rc3]
+    assert.deepEqual(
+      got.map((hex) => Number.parseInt(hex.slice(6, 8), 16)),
+      answer,
+      `CONNECT ${bytes.toString('hex')} answered ${got}`,
+    )
+  }
+
+  for (const version of [4, 5] as const) {
+    const name = version === 4 ? '3.1.1' : '5'
+    test(`MQTT ${name}: invalid UTF-8 in the client id or username is refused on its bytes (${version === 5 ? 'CONNACK 0x81' : 'closed without CONNACK'}), never taken`, async () => {
+      const dev = await p.createDevice(`utf8-v${version}`)
+      const creds = { username: Buffer.from(dev.id), password: Buffer.from(dev.token) }
+      for (const bad of ILL_FORMED) {
+        // With the device's own credentials: only the client id is at fault (decoded, it would read U+FFFD).
+        await refusedOnBytes(version, connectBytes(version, { clientId: bad, ...creds }), 0x81, undefined)
+        // The username: ill-formed is malformed, not a bad username (0x86 / 4).
+        const username = Buffer.concat([Buffer.from(dev.id), bad])
+        const bytes = connectBytes(version, { ...creds, clientId: Buffer.from('c'), username })
+        await refusedOnBytes(version, bytes, 0x81, undefined)
+      }
+      // The listener still serves that device.
+      raws.push(await RawMqtt.connected(p.mqttPort, version, dev))
+    })
+
+    test(`MQTT ${name}: control characters in the client id are refused (${version === 5 ? 'CONNACK 0x85' : 'CONNACK 2, identifier rejected'})`, async () => {
+      const dev = await p.createDevice(`ctl-v${version}`)
+      const creds = { username: Buffer.from(dev.id), password: Buffer.from(dev.token) }
+      for (const id of ['car\u0001', 'car\u007f', 'car\u0085', 'car\ufffe']) {
+        await refusedOnBytes(version, connectBytes(version, { clientId: Buffer.from(id), ...creds }), 0x85, 2)
+      }
+    })
+
+    test(`MQTT ${name}: a CONNECT with bytes after its last field, or a will topic of invalid UTF-8, is malformed`, async () => {
+      const dev = await p.createDevice(`trail-v${version}`)
+      const creds = {
+        clientId: Buffer.from('c'),
+        username: Buffer.from(dev.id),
+        password: Buffer.from(dev.token),
+      }
+      const trailing = connectBytes(version, { ...creds, trailing: Buffer.from([0x00, 0x01, 0x41]) })
+      await refusedOnBytes(version, trailing, 0x81, undefined)
+      const topic = Buffer.concat([Buffer.from(telemetry(dev)), ILL_FORMED[1]])
+      const will = connectBytes(version, { ...creds, will: { topic, payload: Buffer.from('{"gone":1}') } })
+      await refusedOnBytes(version, will, 0x81, undefined)
+    })
+  }
 })

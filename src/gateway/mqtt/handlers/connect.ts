@@ -6,7 +6,7 @@ import { NEVER_EXPIRES } from '../sessions.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
- * CONNECT: username = device id, password = device token.
+ * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token.
  * Authentication is asynchronous; until it ends, nothing the client sent after the CONNECT is read.
  */
 export function handleConnect(c: Connection, p: IConnectPacket): void {
@@ -18,13 +18,14 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
     const why = 'enhanced authentication is not supported'
     return refuseConnect(c, ReasonCode.badAuthenticationMethod, why)
   }
+  if (c.version === 5 && props?.authenticationData !== undefined) {
+    // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
+    return refuseConnect(c, ReasonCode.protocolError, 'authentication data without a method')
+  }
   if (p.username === undefined || p.password === undefined) {
     const why = 'username (device id) and password (device token) are required'
     return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
   }
-  // v3.1.1: MQTT-3.1.3-8, an empty client id needs a clean session.
-  if (c.version !== 5 && p.clientId === '' && !p.clean)
-    return refuseConnect(c, ReasonCode.clientIdentifierNotValid, 'empty client id needs clean session')
   const deviceId = p.username
   c.pause()
   c.gw.credentials
