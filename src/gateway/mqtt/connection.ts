@@ -90,7 +90,8 @@ export class Connection implements AckSink {
     const scan = this.gw.frames(data, connected ? Number.MAX_SAFE_INTEGER : 1)
     const { end, need, status, size, type } = scan
     // mqtt-packet is lenient: whole packets are checked on their bytes first, and the first malformed one is
-    // answered with a disconnect (v5: its reason code) after the packets before it [MQTT-4.13.1-1].
+    // answered with a disconnect (v5: its reason code) after the packets before it [MQTT-4.13.1-1] (v3.1.1:
+    // MQTT-4.8.0-1).
     if (connected) {
       if (end > 0 && !this.packets(data, end)) return
     } else if (end > 0) this.connect(data, end)

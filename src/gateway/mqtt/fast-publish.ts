@@ -62,10 +62,16 @@ export function decodePublish(
   return scratch
 }
 
-/** The topic as a string; the device's own telemetry topic, by far the most common, without decoding. */
+/**
+ * The topic as a string; the device's own telemetry topic, by far the most common, without decoding. Compared
+ * byte by byte: for a topic's few dozen bytes that costs less than Buffer.compare's argument checks.
+ */
 function topicAt(c: PublishContext, data: Buffer, at: number, len: number): string {
   const own = c.telemetryTopicBytes
-  if (own !== null && len === own.length && data.compare(own, 0, len, at, at + len) === 0)
-    return c.telemetryTopic
+  if (own !== null && len === own.length) {
+    let i = 0
+    while (i < len && data[at + i] === own[i]) i++
+    if (i === len) return c.telemetryTopic
+  }
   return data.toString('utf8', at, at + len)
 }

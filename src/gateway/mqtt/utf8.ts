@@ -22,8 +22,10 @@ export function utf8Fault(buf: Buffer, from: number, to: number): Utf8 {
   while (i < to) {
     const b = buf[i]
     if (b < 0x80) {
-      if (b === 0) return Utf8.illFormed
-      if (b < 0x20 || b === 0x7f) found = Utf8.discouraged
+      if (b < 0x20 || b === 0x7f) {
+        if (b === 0) return Utf8.illFormed
+        found = Utf8.discouraged
+      }
       i++
       continue
     }
@@ -64,6 +66,6 @@ export function validUtf8(buf: Buffer, from: number, to: number): boolean {
 /** End of the length-prefixed string (or binary data) at `pos`, or -1 if it runs past `end` (§1.5.4, §1.5.6). */
 export function stringEnd(buf: Buffer, pos: number, end: number): number {
   if (pos + 2 > end) return -1
-  const e = pos + 2 + buf.readUInt16BE(pos)
+  const e = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
   return e > end ? -1 : e
 }

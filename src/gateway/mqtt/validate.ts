@@ -83,7 +83,7 @@ function checkPublish(
   if (qos > 0) {
     if (pos + 2 > end) return bad(MALFORMED, 'PUBLISH without its packet identifier')
     // [MQTT-2.2.1-3] (v3.1.1: MQTT-2.3.1-1) a QoS 1/2 PUBLISH carries a non-zero packet identifier.
-    if (buf.readUInt16BE(pos) === 0) return bad(PROTOCOL_ERROR, 'packet identifier 0')
+    if ((buf[pos] | buf[pos + 1]) === 0) return bad(PROTOCOL_ERROR, 'packet identifier 0')
     pos += 2
   }
   return v5 ? checkProperties(buf, pos, end, publish, false) : undefined

@@ -10,8 +10,8 @@ import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
  * A PUBLISH from a device: its own telemetry topic only, judged, appended to the durable queue, and acked once
- * the append is durable (connection.ts, the queue's AckSink). Called for every PUBLISH, so it allocates
- * nothing per message but the envelope.
+ * the append is durable (connection.ts, the queue's AckSink). Called for every PUBLISH: no closure or promise
+ * per message; the payload stays a view of the bytes read.
  */
 export function handlePublish(c: Connection, p: IPublishPacket): void {
   const v5 = c.version === 5
@@ -42,17 +42,9 @@ export function handlePublish(c: Connection, p: IPublishPacket): void {
     const detail = forbidden
       ? `device ${c.deviceId} may only publish under ${devicePrefix(c.deviceId)}`
       : `unknown topic ${topic}; telemetry goes to ${c.telemetryTopic}`
+    const reason: QuarantineReason = forbidden ? 'forbidden_topic' : 'unknown_topic'
     const rc = forbidden ? ReasonCode.notAuthorized : ReasonCode.topicNameInvalid
-    return refusePublish(
-      c,
-      qos,
-      pid,
-      topic,
-      payload,
-      forbidden ? 'forbidden_topic' : 'unknown_topic',
-      detail,
-      rc,
-    )
+    return refusePublish(c, qos, pid, topic, payload, reason, detail, rc)
   }
   let token = pid
   if (qos === 2) token |= TOKEN_QOS2

@@ -5,7 +5,7 @@ import { subscriptionAllowed } from '../topics.js'
 
 /**
  * SUBSCRIBE: a device may subscribe only under its own topics (topics.ts). Each filter gets its own answer in
- * one SUBACK [MQTT-3.8.4-1, MQTT-3.8.4-5] (v3.1.1: MQTT-3.8.4-1, MQTT-3.8.4-4); a refused one 0x87 Not
+ * one SUBACK [MQTT-3.8.4-1, MQTT-3.8.4-5/-6] (v3.1.1: MQTT-3.8.4-1, MQTT-3.8.4-4/-5); a refused one 0x87 Not
  * authorized in v5, 0x80 Failure in v3.1.1 (v3.1.1 §3.9.3). Commands are delivered at most at QoS 1.
  */
 export function handleSubscribe(c: Connection, p: ISubscribePacket): void {
