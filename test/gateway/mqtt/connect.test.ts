@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
-import type { MqttClient } from 'mqtt'
-import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { describe, test } from 'node:test'
+import { waitFor } from '../../helpers/index.js'
 import { type AnyPacket, type Device, RawMqtt } from '../../helpers/mqtt-raw.js'
-import { closed, mosquittoPub, openClient, publish, series, until } from './helpers.js'
+import { MqttSuite, closed, mosquittoPub, openClient, publish, series, until } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 
@@ -43,66 +42,47 @@ const ILL_FORMED = [
 ]
 
 describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
-  let p: Platform
-  let url: string
-  const clients: MqttClient[] = []
-  const raws: RawMqtt[] = []
-
-  before(async () => {
-    p = await startPlatform()
-    url = `mqtt://127.0.0.1:${p.mqttPort}`
-  })
-  after(async () => {
-    for (const c of clients) c.end(true)
-    for (const r of raws) r.destroy()
-    await p.stop()
-  })
-
-  const client = async (version: 4 | 5, dev: Device, opts = {}) => {
-    const c = await openClient(url, version, dev, opts)
-    clients.push(c.client)
-    return c.client
-  }
+  const mq = new MqttSuite()
 
   test('a wrong token or unknown device is refused: CONNACK 0x86 in MQTT 5, return code 4 in 3.1.1', async () => {
-    const dev = await p.createDevice('creds')
-    const conns0 = await p.metric('iotcore_mqtt_connections')
+    const dev = await mq.p.createDevice('creds')
+    const conns0 = await mq.p.metric('iotcore_mqtt_connections')
     for (const bad of [
       { id: dev.id, token: 'iot_not-the-token' },
       { id: 'no-such-device', token: dev.token },
     ]) {
-      await assert.rejects(openClient(url, 5, bad), (err: { code?: number }) => err.code === 0x86)
-      await assert.rejects(openClient(url, 4, bad), (err: { code?: number }) => err.code === 4)
+      await assert.rejects(openClient(mq.url, 5, bad), (err: { code?: number }) => err.code === 0x86)
+      await assert.rejects(openClient(mq.url, 4, bad), (err: { code?: number }) => err.code === 4)
     }
     // The gateway does not hold on to refused connections.
-    await waitFor(async () => (await p.metric('iotcore_mqtt_connections')) === conns0)
+    await waitFor(async () => (await mq.p.metric('iotcore_mqtt_connections')) === conns0)
   })
 
   test('a CONNECT without a username is refused (0x86 / 4), as is one without a password', async () => {
-    const dev = await p.createDevice('no-user')
-    await assert.rejects(openClient(url, 5, {}), (err: { code?: number }) => err.code === 0x86)
-    await assert.rejects(openClient(url, 4, {}), (err: { code?: number }) => err.code === 4)
-    await assert.rejects(openClient(url, 5, { id: dev.id }), (err: { code?: number }) => err.code === 0x86)
-    await assert.rejects(openClient(url, 4, { id: dev.id }), (err: { code?: number }) => err.code === 4)
+    const dev = await mq.p.createDevice('no-user')
+    await assert.rejects(openClient(mq.url, 5, {}), (err: { code?: number }) => err.code === 0x86)
+    await assert.rejects(openClient(mq.url, 4, {}), (err: { code?: number }) => err.code === 4)
+    await assert.rejects(openClient(mq.url, 5, { id: dev.id }), (err: { code?: number }) => err.code === 0x86)
+    await assert.rejects(openClient(mq.url, 4, { id: dev.id }), (err: { code?: number }) => err.code === 4)
   })
 
   test('mosquitto_pub with bad credentials is refused over 3.1.1 and 5', async () => {
-    const dev = await p.createDevice('mosq-bad')
+    const dev = await mq.p.createDevice('mosq-bad')
     for (const v of ['mqttv311', 'mqttv5']) {
       const r = await mosquittoPub([
-        ...['-h', '127.0.0.1', '-p', String(p.mqttPort), '-V', v, '-q', '1'],
+        ...['-h', '127.0.0.1', '-p', String(mq.p.mqttPort), '-V', v, '-q', '1'],
         ...['-u', dev.id, '-P', 'iot_wrong', '-t', telemetry(dev), '-m', '{"x":1}'],
       ])
       assert.notEqual(r.code, 0)
       assert.match(r.stderr, /bad user ?name or password/i)
     }
-    assert.deepEqual(await series(p, dev.id, 'x'), [])
+    assert.deepEqual(await series(mq.p, dev.id, 'x'), [])
   })
 
   test('a will on the telemetry topic is stored when the connection drops without DISCONNECT', async () => {
-    const dev = await p.createDevice('will')
+    const dev = await mq.p.createDevice('will')
     for (const version of [4, 5] as const) {
-      const c = await client(version, dev, {
+      const c = await mq.client(version, dev, {
         clientId: `will-${version}`,
         will: {
           topic: telemetry(dev),
@@ -114,77 +94,77 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
       c.stream.destroy()
     }
     const gone = await until(async () => {
-      const s = await series(p, dev.id, 'gone')
+      const s = await series(mq.p, dev.id, 'gone')
       return s.length === 2 ? s : undefined
     })
     assert.deepEqual(gone.map((x) => x.value).sort(), [4, 5])
   })
 
   test('a normal DISCONNECT discards the will', async () => {
-    const dev = await p.createDevice('will-discarded')
-    const conns0 = await p.metric('iotcore_mqtt_connections')
-    const c = await client(5, dev, {
+    const dev = await mq.p.createDevice('will-discarded')
+    const conns0 = await mq.p.metric('iotcore_mqtt_connections')
+    const c = await mq.client(5, dev, {
       will: { topic: telemetry(dev), payload: Buffer.from('{"msgId":"w","gone":1}'), qos: 1, retain: false },
     })
     await c.endAsync()
-    await waitFor(async () => (await p.metric('iotcore_mqtt_connections')) === conns0)
+    await waitFor(async () => (await mq.p.metric('iotcore_mqtt_connections')) === conns0)
     // A reading sent after the disconnect was handled: once it is stored, a will would have been too.
-    const later = await client(4, dev)
+    const later = await mq.client(4, dev)
     assert.equal(await publish(later, telemetry(dev), '{"msgId":"after","alive":1}', 1), undefined)
-    await waitFor(async () => (await series(p, dev.id, 'alive')).length === 1)
-    assert.deepEqual(await series(p, dev.id, 'gone'), [])
+    await waitFor(async () => (await series(mq.p, dev.id, 'alive')).length === 1)
+    assert.deepEqual(await series(mq.p, dev.id, 'gone'), [])
   })
 
   test('a will on another topic is refused at CONNECT (0x87 / 5)', async () => {
-    const dev = await p.createDevice('will-bad')
+    const dev = await mq.p.createDevice('will-bad')
     const will = {
       topic: 'devices/someone-else/telemetry',
       payload: Buffer.from('{"x":1}'),
       qos: 0 as const,
       retain: false,
     }
-    await assert.rejects(openClient(url, 5, dev, { will }), (err: { code?: number }) => err.code === 0x87)
-    await assert.rejects(openClient(url, 4, dev, { will }), (err: { code?: number }) => err.code === 5)
+    await assert.rejects(openClient(mq.url, 5, dev, { will }), (err: { code?: number }) => err.code === 0x87)
+    await assert.rejects(openClient(mq.url, 4, dev, { will }), (err: { code?: number }) => err.code === 5)
   })
 
   test('the MQTT 5 CONNACK announces receiveMaximum, maximumPacketSize, retainAvailable false, and serverKeepAlive for keepalive 0', async () => {
-    const dev = await p.createDevice('connack')
-    const cfg = p.app.config
-    const zero = await openClient(url, 5, dev, { keepalive: 0, clientId: 'connack-0' })
-    clients.push(zero.client)
+    const dev = await mq.p.createDevice('connack')
+    const cfg = mq.p.app.config
+    const zero = await openClient(mq.url, 5, dev, { keepalive: 0, clientId: 'connack-0' })
+    mq.track(zero.client)
     const props = zero.connack.properties ?? {}
     assert.equal(props.receiveMaximum, cfg.mqttReceiveMaximum)
-    assert.equal(props.maximumPacketSize, p.app.mqtt!.maxPacketSize)
+    assert.equal(props.maximumPacketSize, mq.p.app.mqtt!.maxPacketSize)
     assert.ok(props.maximumPacketSize! > cfg.maxPayloadBytes)
     assert.equal(props.retainAvailable, false)
     assert.equal(props.serverKeepAlive, cfg.mqttMaxKeepaliveSeconds)
     assert.equal(zero.connack.sessionPresent, false)
-    const asked = await openClient(url, 5, dev, { keepalive: 30, clientId: 'connack-30' })
-    clients.push(asked.client)
+    const asked = await openClient(mq.url, 5, dev, { keepalive: 30, clientId: 'connack-30' })
+    mq.track(asked.client)
     assert.equal(asked.connack.properties?.serverKeepAlive, undefined, 'an acceptable keepalive is kept')
     // An empty client id gets one assigned.
-    const anon = await openClient(url, 5, dev, { clientId: '' })
-    clients.push(anon.client)
+    const anon = await openClient(mq.url, 5, dev, { clientId: '' })
+    mq.track(anon.client)
     assert.match(String(anon.connack.properties?.assignedClientIdentifier), new RegExp(`^${dev.id}-`))
   })
 
   test('a second connection with the same client id takes the session over (MQTT 5 DISCONNECT 0x8E)', async () => {
-    const dev = await p.createDevice('takeover')
-    const first = await client(5, dev, { clientId: 'same-id' })
+    const dev = await mq.p.createDevice('takeover')
+    const first = await mq.client(5, dev, { clientId: 'same-id' })
     const disconnect = new Promise<AnyPacket>((resolve) =>
       first.once('disconnect', (pk) => resolve(pk as AnyPacket)),
     )
-    const second = await client(5, dev, { clientId: 'same-id' })
+    const second = await mq.client(5, dev, { clientId: 'same-id' })
     assert.equal((await disconnect).reasonCode, 0x8e)
     await closed(first)
     assert.equal(await publish(second, telemetry(dev), '{"msgId":"t","n":1}', 1), undefined)
   })
 
   test('a CONNECT split across several TCP segments is still answered', async () => {
-    const dev = await p.createDevice('split')
+    const dev = await mq.p.createDevice('split')
     for (const version of [4, 5] as const) {
-      const c = await RawMqtt.open(p.mqttPort, version)
-      raws.push(c)
+      const c = await RawMqtt.open(mq.p.mqttPort, version)
+      mq.track(c)
       const bytes = c.encode(c.connectPacket(dev))
       c.write(bytes.subarray(0, 1))
       await new Promise((r) => setTimeout(r, 50))
@@ -208,7 +188,7 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
       const got = [await c.next(), await c.next()].map((x) => x.cmd).sort()
       assert.deepEqual(got, ['puback', 'pingresp'].sort())
     }
-    await waitFor(async () => (await series(p, dev.id, 'sp')).length === 2)
+    await waitFor(async () => (await series(mq.p, dev.id, 'sp')).length === 2)
   })
 
   /**
@@ -216,8 +196,8 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
    * code `rc3`, or no packet at all where `rc3` is undefined.
    */
   const refusedOnBytes = async (version: 4 | 5, bytes: Buffer, rc5: number, rc3: number | undefined) => {
-    const c = await RawMqtt.open(p.mqttPort, version)
-    raws.push(c)
+    const c = await RawMqtt.open(mq.p.mqttPort, version)
+    mq.track(c)
     c.write(bytes)
     await c.waitClosed()
     const got = c.received().map((pk) => pk.toString('hex'))
@@ -233,7 +213,7 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
   for (const version of [4, 5] as const) {
     const name = version === 4 ? '3.1.1' : '5'
     test(`MQTT ${name}: invalid UTF-8 in the client id or username is refused on its bytes (${version === 5 ? 'CONNACK 0x81' : 'closed without CONNACK'}), never taken`, async () => {
-      const dev = await p.createDevice(`utf8-v${version}`)
+      const dev = await mq.p.createDevice(`utf8-v${version}`)
       const creds = { username: Buffer.from(dev.id), password: Buffer.from(dev.token) }
       for (const bad of ILL_FORMED) {
         // With the device's own credentials: only the client id is at fault (decoded, it would read U+FFFD).
@@ -244,11 +224,11 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
         await refusedOnBytes(version, bytes, 0x81, undefined)
       }
       // The listener still serves that device.
-      raws.push(await RawMqtt.connected(p.mqttPort, version, dev))
+      mq.track(await RawMqtt.connected(mq.p.mqttPort, version, dev))
     })
 
     test(`MQTT ${name}: control characters in the client id are refused (${version === 5 ? 'CONNACK 0x85' : 'CONNACK 2, identifier rejected'})`, async () => {
-      const dev = await p.createDevice(`ctl-v${version}`)
+      const dev = await mq.p.createDevice(`ctl-v${version}`)
       const creds = { username: Buffer.from(dev.id), password: Buffer.from(dev.token) }
       for (const id of ['car\u0001', 'car\u007f', 'car\u0085', 'car\ufffe']) {
         await refusedOnBytes(version, connectBytes(version, { clientId: Buffer.from(id), ...creds }), 0x85, 2)
@@ -256,7 +236,7 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
     })
 
     test(`MQTT ${name}: a CONNECT with bytes after its last field, or a will topic of invalid UTF-8, is malformed`, async () => {
-      const dev = await p.createDevice(`trail-v${version}`)
+      const dev = await mq.p.createDevice(`trail-v${version}`)
       const creds = {
         clientId: Buffer.from('c'),
         username: Buffer.from(dev.id),

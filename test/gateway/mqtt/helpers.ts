@@ -3,9 +3,10 @@
  * their readings. The raw client is test/helpers/mqtt-raw.ts.
  */
 import { execFile } from 'node:child_process'
+import { after, before } from 'node:test'
 import { type IClientOptions, type IConnackPacket, type MqttClient, connect } from 'mqtt'
-import { type Platform, waitFor } from '../../helpers/index.js'
-import { type Device, LIVENESS_MS } from '../../helpers/mqtt-raw.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { type Device, LIVENESS_MS, RawMqtt } from '../../helpers/mqtt-raw.js'
 
 /**
  * Connects MQTT.js (no reconnects) and resolves with the client and its CONNACK, or rejects with the
@@ -84,4 +85,49 @@ export async function until<T>(
   ms = LIVENESS_MS,
 ): Promise<T> {
   return (await waitFor(fn, ms, what)) as T
+}
+
+/**
+ * One platform for the tests of a file (created inside its describe), and the clients they open, closed when
+ * the file's tests are done.
+ */
+export class MqttSuite {
+  p!: Platform
+  private readonly clients: MqttClient[] = []
+  private readonly raws: RawMqtt[] = []
+
+  constructor(env: Record<string, string> = {}) {
+    before(async () => {
+      this.p = await startPlatform(env)
+    })
+    after(async () => {
+      for (const c of this.clients) c.end(true)
+      for (const r of this.raws) r.destroy()
+      await this.p.stop()
+    })
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.p.mqttPort}`
+  }
+
+  /** MQTT.js, connected with the device's credentials. */
+  async client(version: 4 | 5, dev: Device, opts: IClientOptions = {}): Promise<MqttClient> {
+    return this.track((await openClient(this.url, version, dev, opts)).client)
+  }
+
+  /** A raw client: connected with the device's credentials if one is given, else only opened. */
+  async raw(version: 4 | 5, dev?: Device, extra?: Record<string, unknown>): Promise<RawMqtt> {
+    const port = this.p.mqttPort
+    return this.track(
+      dev ? await RawMqtt.connected(port, version, dev, extra) : await RawMqtt.open(port, version),
+    )
+  }
+
+  /** Closes a client opened another way when the file's tests are done. */
+  track<T extends MqttClient | RawMqtt>(c: T): T {
+    if (c instanceof RawMqtt) this.raws.push(c)
+    else this.clients.push(c as MqttClient)
+    return c
+  }
 }

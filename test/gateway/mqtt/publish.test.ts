@@ -1,44 +1,28 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
-import type { MqttClient } from 'mqtt'
-import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
-import { type AnyPacket, type Device, LIVENESS_MS, RawMqtt } from '../../helpers/mqtt-raw.js'
-import { closed, mosquittoPub, openClient, publish, quarantined, series, until } from './helpers.js'
+import { describe, test } from 'node:test'
+import { waitFor } from '../../helpers/index.js'
+import { type AnyPacket, type Device, LIVENESS_MS } from '../../helpers/mqtt-raw.js'
+import {
+  MqttSuite,
+  closed,
+  mosquittoPub,
+  openClient,
+  publish,
+  quarantined,
+  series,
+  until,
+} from './helpers.js'
 
 const T0 = Date.parse('2026-11-23T08:00:00Z')
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 
 describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', () => {
-  let p: Platform
-  let url: string
-  const clients: MqttClient[] = []
-  const raws: RawMqtt[] = []
-
-  before(async () => {
-    p = await startPlatform()
-    url = `mqtt://127.0.0.1:${p.mqttPort}`
-  })
-  after(async () => {
-    for (const c of clients) c.end(true)
-    for (const r of raws) r.destroy()
-    await p.stop()
-  })
-
-  const client = async (version: 4 | 5, dev: Device, opts = {}) => {
-    const c = await openClient(url, version, dev, opts)
-    clients.push(c.client)
-    return c.client
-  }
-  const raw = async (version: 4 | 5, dev?: Device, extra?: Record<string, unknown>) => {
-    const r = dev ? await RawMqtt.connected(p.mqttPort, version, dev, extra) : await RawMqtt.open(p.mqttPort)
-    raws.push(r)
-    return r
-  }
+  const mq = new MqttSuite()
 
   for (const version of [4, 5] as const) {
     test(`MQTT ${version === 4 ? '3.1.1' : '5'}: QoS 0, 1 and 2 telemetry is stored with its values and timestamps`, async () => {
-      const dev = await p.createDevice(`qos-v${version}`)
-      const c = await client(version, dev)
+      const dev = await mq.p.createDevice(`qos-v${version}`)
+      const c = await mq.client(version, dev)
       for (const qos of [0, 1, 2] as const) {
         const err = await publish(
           c,
@@ -49,7 +33,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         assert.equal(err, undefined)
       }
       const temp = await until(async () => {
-        const s = await series(p, dev.id, 'temp')
+        const s = await series(mq.p, dev.id, 'temp')
         return s.length === 3 ? s : undefined
       })
       assert.deepEqual(temp, [
@@ -57,7 +41,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         { ts: T0 + 1000, value: 21.5 },
         { ts: T0 + 2000, value: 22.5 },
       ])
-      assert.deepEqual(await series(p, dev.id, 'door'), [
+      assert.deepEqual(await series(mq.p, dev.id, 'door'), [
         { ts: T0, value: false },
         { ts: T0 + 1000, value: true },
         { ts: T0 + 2000, value: false },
@@ -66,8 +50,8 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
   }
 
   test('an array with nested values and ISO timestamps stores every reading; no ts means the receive time', async () => {
-    const dev = await p.createDevice('shapes')
-    const c = await client(5, dev)
+    const dev = await mq.p.createDevice('shapes')
+    const c = await mq.client(5, dev)
     const body = [
       { ts: '2026-11-23T08:00:00Z', msgId: 'a1', values: { lat: 37.98, lon: 23.72, speed: 52.3 } },
       { ts: '2026-11-23T08:00:01.500Z', msgId: 'a2', values: { lat: 37.99, lon: 23.73, speed: 53 } },
@@ -77,7 +61,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     assert.equal(await publish(c, telemetry(dev), '{"rpm": 2100}', 1), undefined)
     const after = Date.now()
     const speed = await until(async () => {
-      const s = await series(p, dev.id, 'speed')
+      const s = await series(mq.p, dev.id, 'speed')
       return s.length === 2 ? s : undefined
     })
     assert.deepEqual(speed, [
@@ -85,26 +69,26 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       { ts: T0 + 1500, value: 53 },
     ])
     assert.deepEqual(
-      (await series(p, dev.id, 'lat')).map((x) => x.value),
+      (await series(mq.p, dev.id, 'lat')).map((x) => x.value),
       [37.98, 37.99],
     )
-    const rpm = await waitFor(async () => (await series(p, dev.id, 'rpm'))[0])
+    const rpm = await waitFor(async () => (await series(mq.p, dev.id, 'rpm'))[0])
     assert.equal(rpm.value, 2100)
     assert.ok(rpm.ts >= before && rpm.ts <= after, `ts ${rpm.ts} is the gateway's receive time`)
   })
 
   test('PUBACK and PUBREC are sent only after the message is in the durable queue', async () => {
-    const dev = await p.createDevice('durable')
+    const dev = await mq.p.createDevice('durable')
     // With the ingest stopped the queue only grows, so its depth at each ack says whether the message was in.
-    await p.app.ingest!.stop()
+    await mq.p.app.ingest!.stop()
     try {
-      const base = p.app.queue.stats().depth
+      const base = mq.p.app.queue.stats().depth
       let n = 0
       for (const version of [4, 5] as const) {
-        const c = await client(version, dev, { clientId: `durable-${version}` })
+        const c = await mq.client(version, dev, { clientId: `durable-${version}` })
         const depthAtAck: number[] = []
         c.on('packetreceive', (pk) => {
-          if (pk.cmd === 'puback' || pk.cmd === 'pubrec') depthAtAck.push(p.app.queue.stats().depth)
+          if (pk.cmd === 'puback' || pk.cmd === 'pubrec') depthAtAck.push(mq.p.app.queue.stats().depth)
         })
         for (const qos of [1, 2] as const) {
           n++
@@ -120,43 +104,43 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
           depthAtAck.length = 0
         }
       }
-      const { rows } = await p.app.store.pool.query(
+      const { rows } = await mq.p.app.store.pool.query(
         'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
         [dev.id],
       )
       assert.equal(rows[0].n, 0, 'nothing reached the store while the ingest was stopped')
     } finally {
-      p.app.ingest!.start()
+      mq.p.app.ingest!.start()
     }
     await waitFor(
-      async () => (await series(p, dev.id, 'x')).length === 4,
+      async () => (await series(mq.p, dev.id, 'x')).length === 4,
       LIVENESS_MS,
       'the acked messages stored',
     )
   })
 
   test('a reading sent twice with the same msgId is stored once and counted as a duplicate', async () => {
-    const dev = await p.createDevice('dups')
-    const dup0 = await p.metric('iotcore_messages_duplicate_total')
+    const dev = await mq.p.createDevice('dups')
+    const dup0 = await mq.p.metric('iotcore_messages_duplicate_total')
     const reading = JSON.stringify({ msgId: 'same-1', ts: T0, level: 7 })
-    const v3 = await client(4, dev, { clientId: 'dups-3' })
-    const v5 = await client(5, dev, { clientId: 'dups-5' })
+    const v3 = await mq.client(4, dev, { clientId: 'dups-3' })
+    const v5 = await mq.client(5, dev, { clientId: 'dups-5' })
     assert.equal(await publish(v3, telemetry(dev), reading, 1), undefined)
-    await waitFor(async () => (await series(p, dev.id, 'level')).length === 1)
+    await waitFor(async () => (await series(mq.p, dev.id, 'level')).length === 1)
     assert.equal(await publish(v5, telemetry(dev), reading, 2), undefined)
     assert.equal(await publish(v3, telemetry(dev), reading, 0), undefined)
     await waitFor(
-      async () => (await p.metric('iotcore_messages_duplicate_total')) - dup0 === 2,
+      async () => (await mq.p.metric('iotcore_messages_duplicate_total')) - dup0 === 2,
       LIVENESS_MS,
       'two duplicates counted',
     )
-    assert.deepEqual(await series(p, dev.id, 'level'), [{ ts: T0, value: 7 }])
+    assert.deepEqual(await series(mq.p, dev.id, 'level'), [{ ts: T0, value: 7 }])
   })
 
   test('a QoS 2 PUBLISH resent before PUBREL gets PUBREC again and is taken once', async () => {
-    const dev = await p.createDevice('qos2-resend')
-    const c = await raw(5, dev)
-    const received0 = await p.metric('iotcore_messages_received_total')
+    const dev = await mq.p.createDevice('qos2-resend')
+    const c = await mq.raw(5, dev)
+    const received0 = await mq.p.metric('iotcore_messages_received_total')
     const pub = {
       cmd: 'publish',
       topic: telemetry(dev),
@@ -182,25 +166,25 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     const unknown = await c.next()
     assert.equal(unknown.cmd, 'pubcomp')
     assert.equal(unknown.reasonCode, 0x92)
-    await waitFor(async () => (await series(p, dev.id, 'v')).length === 1)
+    await waitFor(async () => (await series(mq.p, dev.id, 'v')).length === 1)
     assert.equal(
-      await p.metric('iotcore_messages_received_total'),
+      await mq.p.metric('iotcore_messages_received_total'),
       received0 + 1,
       'the resend was not queued',
     )
   })
 
   test('publishing to another device topic: MQTT 5 gets PUBACK 0x87 and stays, 3.1.1 is disconnected; both quarantined', async () => {
-    const me = await p.createDevice('intruder')
-    const other = await p.createDevice('victim')
-    const v5 = await client(5, me, { clientId: 'intruder-5' })
+    const me = await mq.p.createDevice('intruder')
+    const other = await mq.p.createDevice('victim')
+    const v5 = await mq.client(5, me, { clientId: 'intruder-5' })
     const err = await publish(v5, telemetry(other), '{"msgId":"f5","x":5}', 1)
     assert.equal(err?.code, 0x87)
     // The connection is still usable.
     assert.equal(await publish(v5, telemetry(me), '{"msgId":"ok5","x":55}', 1), undefined)
     assert.equal(v5.connected, true)
 
-    const v3 = await client(4, me, { clientId: 'intruder-3' })
+    const v3 = await mq.client(4, me, { clientId: 'intruder-3' })
     let acked = false
     v3.publish(telemetry(other), '{"msgId":"f3","x":3}', { qos: 1 }, (e) => {
       if (!e) acked = true
@@ -209,7 +193,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     assert.equal(acked, false, 'a 3.1.1 forbidden publish is never acked')
 
     const items = await until(async () => {
-      const q = await quarantined(p, me.id, 'forbidden_topic')
+      const q = await quarantined(mq.p, me.id, 'forbidden_topic')
       return q.length === 2 ? q : undefined
     })
     assert.deepEqual(items.map((i) => JSON.parse(i.payload).msgId).sort(), ['f3', 'f5'])
@@ -217,21 +201,21 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       assert.equal(i.topic, telemetry(other))
       assert.equal(i.acked, false)
     }
-    await waitFor(async () => (await series(p, me.id, 'x')).length === 1)
-    assert.deepEqual(await series(p, other.id, 'x'), [], "nothing reached the other device's data")
+    await waitFor(async () => (await series(mq.p, me.id, 'x')).length === 1)
+    assert.deepEqual(await series(mq.p, other.id, 'x'), [], "nothing reached the other device's data")
   })
 
   test('malformed JSON: MQTT 5 gets PUBACK 0x99 and is quarantined as refused; 3.1.1 is acked and quarantined', async () => {
-    const dev = await p.createDevice('badjson')
-    const v5 = await client(5, dev, { clientId: 'badjson-5' })
+    const dev = await mq.p.createDevice('badjson')
+    const v5 = await mq.client(5, dev, { clientId: 'badjson-5' })
     const err = await publish(v5, telemetry(dev), '{"temp": 21,', 1)
     assert.equal(err?.code, 0x99)
     assert.equal(v5.connected, true)
-    const v3 = await client(4, dev, { clientId: 'badjson-3' })
+    const v3 = await mq.client(4, dev, { clientId: 'badjson-3' })
     assert.equal(await publish(v3, telemetry(dev), '{"temp": 22,', 1), undefined)
     assert.equal(v3.connected, true)
     const items = await until(async () => {
-      const q = await quarantined(p, dev.id, 'malformed_json')
+      const q = await quarantined(mq.p, dev.id, 'malformed_json')
       return q.length === 2 ? q : undefined
     })
     const byPayload = Object.fromEntries(items.map((i) => [i.payload, i]))
@@ -241,20 +225,20 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
   })
 
   test('MQTT 5: an array with one bad reading is acked with success; the good ones are stored, the bad one quarantined', async () => {
-    const dev = await p.createDevice('mixed')
-    const c = await client(5, dev)
+    const dev = await mq.p.createDevice('mixed')
+    const c = await mq.client(5, dev)
     const body =
       '[{"msgId":"m1","ts":1732340000000,"rpm":1},{"msgId":"m2","rpm":[2]},{"msgId":"m3","ts":1732340002000,"rpm":3}]'
     assert.equal(await publish(c, telemetry(dev), body, 1), undefined)
-    await waitFor(async () => (await series(p, dev.id, 'rpm')).length === 2)
-    const bad = await waitFor(async () => (await quarantined(p, dev.id, 'invalid_value'))[0])
+    await waitFor(async () => (await series(mq.p, dev.id, 'rpm')).length === 2)
+    const bad = await waitFor(async () => (await quarantined(mq.p, dev.id, 'invalid_value'))[0])
     assert.deepEqual(JSON.parse(bad.payload), { msgId: 'm2', rpm: [2] })
     assert.equal(bad.acked, true)
   })
 
   test('MQTT 5: a retained publish is refused with DISCONNECT 0x9A (Retain Available is 0)', async () => {
-    const dev = await p.createDevice('retain')
-    const c = await client(5, dev)
+    const dev = await mq.p.createDevice('retain')
+    const c = await mq.client(5, dev)
     const disconnect = new Promise<AnyPacket>((resolve) =>
       c.once('disconnect', (pk) => resolve(pk as AnyPacket)),
     )
@@ -265,9 +249,9 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
 
   for (const version of [4, 5] as const) {
     test(`MQTT ${version === 4 ? '3.1.1' : '5'} over WebSocket at /mqtt works end to end`, async () => {
-      const dev = await p.createDevice(`ws-${version}`)
-      const { client: c } = await openClient(`ws://127.0.0.1:${p.httpPort}/mqtt`, version, dev)
-      clients.push(c)
+      const dev = await mq.p.createDevice(`ws-${version}`)
+      const { client: c } = await openClient(`ws://127.0.0.1:${mq.p.httpPort}/mqtt`, version, dev)
+      mq.track(c)
       for (const qos of [0, 1, 2] as const) {
         assert.equal(
           await publish(c, telemetry(dev), `{"msgId":"w${qos}","ts":${T0 + qos},"hum":${qos}}`, qos),
@@ -281,7 +265,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         await closed(c)
       }
       const hum = await until(async () => {
-        const s = await series(p, dev.id, 'hum')
+        const s = await series(mq.p, dev.id, 'hum')
         return s.length === 3 ? s : undefined
       })
       assert.deepEqual(hum, [
@@ -289,18 +273,18 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         { ts: T0 + 1, value: 1 },
         { ts: T0 + 2, value: 2 },
       ])
-      assert.ok((await p.metric('iotcore_messages_acked_total', 'transport="ws"')) >= 3)
+      assert.ok((await mq.p.metric('iotcore_messages_acked_total', 'transport="ws"')) >= 3)
     })
   }
 
   test('mosquitto_pub publishes at QoS 0, 1 and 2 over 3.1.1 and 5', async () => {
-    const dev = await p.createDevice('mosquitto')
+    const dev = await mq.p.createDevice('mosquitto')
     let i = 0
     for (const v of ['mqttv311', 'mqttv5']) {
       for (const qos of ['0', '1', '2']) {
         i++
         const r = await mosquittoPub([
-          ...['-h', '127.0.0.1', '-p', String(p.mqttPort), '-V', v, '-q', qos],
+          ...['-h', '127.0.0.1', '-p', String(mq.p.mqttPort), '-V', v, '-q', qos],
           ...['-u', dev.id, '-P', dev.token, '-t', telemetry(dev)],
           ...['-m', JSON.stringify({ msgId: `mp${i}`, ts: T0 + i, mp: i })],
         ])
@@ -308,7 +292,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       }
     }
     const mp = await until(async () => {
-      const s = await series(p, dev.id, 'mp')
+      const s = await series(mq.p, dev.id, 'mp')
       return s.length === 6 ? s : undefined
     })
     assert.deepEqual(
@@ -318,8 +302,8 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
   })
 
   test('a 3.1.1 client with over 1000 unacknowledged publishes and a packet cut in half is read to the end', async () => {
-    const dev = await p.createDevice('pipeline')
-    const c = await raw(4, dev)
+    const dev = await mq.p.createDevice('pipeline')
+    const c = await mq.raw(4, dev)
     const n = 1200
     const packets: Buffer[] = []
     for (let i = 1; i <= n; i++) {
@@ -350,7 +334,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       acked.add(pk.messageId!)
     }
     await waitFor(async () => {
-      const { rows } = await p.app.store.pool.query(
+      const { rows } = await mq.p.app.store.pool.query(
         'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
         [dev.id],
       )
@@ -366,18 +350,21 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
           'iotcore_messages_stored_total',
           'iotcore_messages_duplicate_total',
           'iotcore_messages_quarantined_total',
-        ].map((m) => p.metric(m)),
+        ].map((m) => mq.p.metric(m)),
       )
       return { acked, accounted: stored + dup + quar }
     }
     const s = await until(async () => {
-      const q = p.app.queue.stats()
-      if (q.depth !== 0 || p.app.queue.appending !== 0) return undefined
+      const q = mq.p.app.queue.stats()
+      if (q.depth !== 0 || mq.p.app.queue.appending !== 0) return undefined
       const x = await sum()
       return x.acked === x.accounted ? x : undefined
     }, 'the counters to add up')
     assert.ok(s.acked > 1200, `the tests above acked ${s.acked} readings`)
-    assert.ok((await p.metric('iotcore_messages_acked_total', 'transport="mqtt"')) > 0)
-    assert.ok((await p.metric('iotcore_messages_rejected_total')) > 0, 'refused messages are counted apart')
+    assert.ok((await mq.p.metric('iotcore_messages_acked_total', 'transport="mqtt"')) > 0)
+    assert.ok(
+      (await mq.p.metric('iotcore_messages_rejected_total')) > 0,
+      'refused messages are counted apart',
+    )
   })
 })
