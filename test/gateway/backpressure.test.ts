@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, test } from 'node:test'
 import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
-import { openClient } from './mqtt-helpers.js'
+import { openClient } from './mqtt/helpers.js'
 
 describe('backpressure, not loss', () => {
   let gateway: Platform | undefined

@@ -39,7 +39,8 @@ export function classifyPublish(deviceId: string, topic: string): TopicCheck {
 
 /**
  * A SUBSCRIBE filter is allowed only if everything it can match lies under the device's own prefix.
- * [MQTT-4.7.1-2] '#' must be the last character and alone in its level; [MQTT-4.7.1-3] '+' alone in its level.
+ * [MQTT-4.7.1-1] (v3.1.1: MQTT-4.7.1-2) '#' must be the last character and alone in its level; [MQTT-4.7.1-2]
+ * (v3.1.1: MQTT-4.7.1-3) '+' alone in its level.
  */
 export function subscriptionAllowed(deviceId: string, filter: string): boolean {
   if (!validFilter(filter)) return false

@@ -1,8 +1,8 @@
 import type { Server as HttpServer } from 'node:http'
 import { WebSocketServer, createWebSocketStream } from 'ws'
-import type { MqttGateway } from './server.js'
+import type { MqttGateway } from './gateway.js'
 
-/** MQTT over WebSocket at `/mqtt` on the HTTP port ([MQTT-6.0.0-3] subprotocol "mqtt"), same gateway. */
+/** MQTT over WebSocket at `/mqtt` on the HTTP port ([MQTT-6.0.0-4] subprotocol "mqtt"), same gateway. */
 export function attachWebSocket(
   http: HttpServer,
   gateway: MqttGateway,

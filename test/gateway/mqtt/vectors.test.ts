@@ -17,16 +17,18 @@
  */
 import assert from 'node:assert/strict'
 import { readFileSync, readdirSync } from 'node:fs'
-import { type Socket, connect as netConnect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import mqttPacket from 'mqtt-packet'
-import { type Platform, startPlatform } from '../helpers/index.js'
+import { type Platform, startPlatform } from '../../helpers/index.js'
+import { type AnyPacket, type Device, RawMqtt, splitPackets } from '../../helpers/mqtt-raw.js'
 
-/** dist/test/gateway/vectors.test.js -> the repository root; the vectors live beside it, never copied in. */
-const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url))
-const VECTORS_DIR = join(REPO_ROOT, '..', 'shared', 'mqtt-vectors')
+/**
+ * dist/test/gateway/mqtt/vectors.test.js -> the repository root; the vectors live beside it, never copied in.
+ * IOTCORE_TEST_MQTT_VECTORS names another place (a git worktree has no ../shared beside it).
+ */
+const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url))
+const VECTORS_DIR = process.env.IOTCORE_TEST_MQTT_VECTORS ?? join(REPO_ROOT, '..', 'shared', 'mqtt-vectors')
 
 /** Sockets replaying vectors at once. */
 const CONCURRENCY = 40
@@ -61,10 +63,6 @@ interface Vector {
   connect: boolean
   expectDisconnect: boolean
   msgs: Step[]
-}
-interface Device {
-  id: string
-  token: string
 }
 
 type Outcome = 'closed' | 'alive' | 'hung'
@@ -101,30 +99,6 @@ function loadVectors(file: string): Vector[] {
   return out
 }
 
-/** Total size of the whole packet at `pos`, or 0 if it is not complete (or its length is malformed). */
-function packetSize(buf: Buffer, pos: number): number {
-  let len = 0
-  let mult = 1
-  for (let i = pos + 1; i < pos + 5; i++) {
-    if (i >= buf.length) return 0
-    len += (buf[i] & 127) * mult
-    mult *= 128
-    if ((buf[i] & 128) === 0) return i + 1 - pos + len <= buf.length - pos ? i + 1 - pos + len : 0
-  }
-  return 0
-}
-
-/** Splits a byte stream into its whole packets (stops at the first incomplete or malformed one). */
-function splitPackets(buf: Buffer): Buffer[] {
-  const out: Buffer[] = []
-  let pos = 0
-  for (let n = packetSize(buf, pos); n > 0; n = packetSize(buf, pos)) {
-    out.push(buf.subarray(pos, pos + n))
-    pos += n
-  }
-  return out
-}
-
 /** The first byte after the fixed header: CONNACK's return code sits one further, DISCONNECT's reason here. */
 function bodyStart(pk: Buffer): number {
   let i = 1
@@ -132,107 +106,11 @@ function bodyStart(pk: Buffer): number {
   return i + 1
 }
 
-/** A bare TCP connection that keeps every byte the gateway sends. */
-class Wire {
-  private data = Buffer.alloc(0)
-  /** Bytes of `data` already taken by `nextPacket`. */
-  private pos = 0
-  closed = false
-  private wake: (() => void) | undefined
-
-  private constructor(private readonly socket: Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.data = Buffer.concat([this.data, d])
-      this.notify()
-    })
-    socket.on('error', () => {})
-    // The gateway's FIN ends the connection for our purposes; 'close' follows.
-    const gone = () => {
-      this.closed = true
-      this.notify()
-    }
-    socket.on('end', gone)
-    socket.on('close', gone)
-  }
-
-  static open(port: number): Promise<Wire> {
-    return new Promise((resolve, reject) => {
-      const s = netConnect({ host: '127.0.0.1', port, noDelay: true }, () => {
-        s.off('error', reject)
-        resolve(new Wire(s))
-      })
-      s.once('error', reject)
-    })
-  }
-
-  send(buf: Buffer): void {
-    if (!this.closed && this.socket.writable) this.socket.write(buf)
-  }
-
-  /** Waits until `cond` holds or the connection closes; false if neither happened within `ms`. */
-  async until(cond: () => boolean, ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms
-    while (!cond() && !this.closed) {
-      const left = deadline - Date.now()
-      if (left <= 0) return false
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left)
-        this.wake = () => {
-          clearTimeout(t)
-          resolve()
-        }
-      })
-    }
-    return true
-  }
-
-  /** The next whole packet the gateway sent, or undefined if none came within `ms` (or it closed first). */
-  async nextPacket(ms: number): Promise<Buffer | undefined> {
-    await this.until(() => packetSize(this.data, this.pos) > 0, ms)
-    const n = packetSize(this.data, this.pos)
-    if (n === 0) return undefined
-    const pk = this.data.subarray(this.pos, this.pos + n)
-    this.pos += n
-    return pk
-  }
-
-  /** Every whole packet received so far, taken or not. */
-  received(): Buffer[] {
-    return splitPackets(this.data)
-  }
-
-  destroy(): void {
-    this.socket.destroy()
-  }
-
-  private notify(): void {
-    const w = this.wake
-    this.wake = undefined
-    w?.()
-  }
-}
-
-function connectPacket(ver: 3 | 4 | 5, clientId: string, dev: Device): Buffer {
-  return mqttPacket.generate(
-    {
-      cmd: 'connect',
-      protocolId: ver === 3 ? 'MQIsdp' : 'MQTT',
-      protocolVersion: ver,
-      clean: true,
-      clientId,
-      keepalive: 60,
-      username: dev.id,
-      password: Buffer.from(dev.token),
-    },
-    { protocolVersion: ver },
-  )
-}
-
 /** Opens a connection with the device's credentials; undefined if it was not accepted. */
 async function openAuthenticated(port: number, ver: 3 | 4 | 5, clientId: string, dev: Device) {
-  const w = await Wire.open(port)
-  w.send(connectPacket(ver, clientId, dev))
-  const ack = await w.nextPacket(ANSWER_MS)
+  const w = await RawMqtt.open(port, ver)
+  w.send(w.connectPacket(dev, { clientId }))
+  const ack = await w.nextRaw(ANSWER_MS)
   if (ack === undefined || ack[0] !== 0x20 || ack[bodyStart(ack) + 1] !== 0) {
     w.destroy()
     return { w: undefined, why: ack ? `CONNACK ${ack.toString('hex')}` : 'no CONNACK' }
@@ -252,28 +130,22 @@ async function probe(port: number, dev: Device, ver: 4 | 5, qos: 0 | 1 | 2): Pro
     const pid = 1 + (probes % 65000)
     const payload = JSON.stringify({ ts: Date.now(), msgId: `probe-${probes}`, probe: probes })
     const topic = `devices/${dev.id}/telemetry`
-    const opts = { protocolVersion: ver }
-    w.send(
-      mqttPacket.generate(
-        { cmd: 'publish', topic, payload, qos, messageId: pid, retain: false, dup: false },
-        opts,
-      ),
-    )
+    w.send({ cmd: 'publish', topic, payload, qos, messageId: pid, retain: false, dup: false } as AnyPacket)
     if (qos === 0) {
-      w.send(Buffer.from([0xc0, 0x00]))
-      return (await w.nextPacket(ANSWER_MS))?.[0] === 0xd0 ? undefined : 'probe: no PINGRESP after QoS 0'
+      w.write(Buffer.from([0xc0, 0x00]))
+      return (await w.nextRaw(ANSWER_MS))?.[0] === 0xd0 ? undefined : 'probe: no PINGRESP after QoS 0'
     }
-    const ack = await w.nextPacket(ANSWER_MS)
+    const ack = await w.nextRaw(ANSWER_MS)
     const want = qos === 1 ? 0x40 : 0x50
     if (ack?.[0] !== want || ack.readUInt16BE(bodyStart(ack)) !== pid)
       return `probe: expected ${qos === 1 ? 'PUBACK' : 'PUBREC'}, got ${ack?.toString('hex') ?? 'nothing'}`
     if (ack.length > 4 && ack[4] >= 0x80) return `probe: refused with reason 0x${ack[4].toString(16)}`
     if (qos === 2) {
-      w.send(Buffer.from([0x62, 0x02, pid >> 8, pid & 0xff]))
-      const comp = await w.nextPacket(ANSWER_MS)
+      w.write(Buffer.from([0x62, 0x02, pid >> 8, pid & 0xff]))
+      const comp = await w.nextRaw(ANSWER_MS)
       if (comp?.[0] !== 0x70) return `probe: expected PUBCOMP, got ${comp?.toString('hex') ?? 'nothing'}`
     }
-    w.send(Buffer.from([0xe0, 0x00]))
+    w.write(Buffer.from([0xe0, 0x00]))
     return undefined
   } finally {
     w.destroy()
@@ -281,10 +153,10 @@ async function probe(port: number, dev: Device, ver: 4 | 5, qos: 0 | 1 | 2): Pro
 }
 
 /** Sends a PINGREQ; true once its PINGRESP came (counted, so one the vector asked for earlier does not do). */
-async function ping(w: Wire): Promise<boolean> {
+async function ping(w: RawMqtt): Promise<boolean> {
   const pongs = () => w.received().filter((pk) => pk[0] === 0xd0 && pk.length === 2).length
   const before = pongs()
-  w.send(Buffer.from([0xc0, 0x00]))
+  w.write(Buffer.from([0xc0, 0x00]))
   await w.until(() => pongs() > before, ANSWER_MS)
   return pongs() > before
 }
@@ -293,7 +165,7 @@ async function ping(w: Wire): Promise<boolean> {
 const clientIdOf = (v: Vector, n: number) => `${v.name.replace(/[^\x21-\x7e]+/g, ' ').trim()} #${n}`
 
 /** Why the gateway may end a vector differently from Mosquitto; undefined if it may not. */
-function excuse(v: Vector, outcome: Outcome, w: Wire, sent: Buffer[]): string | undefined {
+function excuse(v: Vector, outcome: Outcome, w: RawMqtt, sent: Buffer[]): string | undefined {
   const got = w.received()
   if (!v.expectDisconnect && outcome === 'closed') {
     // The vector's own CONNECT has no device credentials: refused with a CONNACK code, then closed.
@@ -331,7 +203,7 @@ const GATEWAY_REFUSALS = new Set([
 async function runVector(port: number, dev: Device, probeDev: Device, v: Vector, n: number): Promise<Result> {
   const recvSteps = v.msgs.filter((m) => m.type === 'recv').length
   const r: Result = { vector: v, outcome: 'hung', recvSteps, recvMatched: 0, recvSameType: 0 }
-  let w: Wire | undefined
+  let w: RawMqtt | undefined
   try {
     if (v.connect) {
       const opened = await openAuthenticated(port, v.ver, clientIdOf(v, n), dev)
@@ -341,16 +213,16 @@ async function runVector(port: number, dev: Device, probeDev: Device, v: Vector,
       }
       w = opened.w
     } else {
-      w = await Wire.open(port)
+      w = await RawMqtt.open(port, v.ver)
     }
     const sent: Buffer[] = []
     for (const m of v.msgs) {
       if (m.type === 'send') {
         const bytes = hex(m.payload)
         sent.push(bytes)
-        w.send(bytes)
+        w.write(bytes)
       } else if (m.type === 'recv') {
-        const pk = await w.nextPacket(RECV_MS)
+        const pk = await w.nextRaw(RECV_MS)
         const want = hex(m.payload)
         if (pk?.equals(want)) r.recvMatched++
         if (pk?.[0] === want[0]) r.recvSameType++

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
-import { openClient } from './mqtt-helpers.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import type { AnyPacket } from '../../helpers/mqtt-raw.js'
+import { openClient } from './helpers.js'
 
-describe('MQTT persistent sessions', () => {
+describe('MQTT SUBSCRIBE and persistent sessions', () => {
   let p: Platform
   let dev: { id: string; token: string }
   const url = () => `mqtt://127.0.0.1:${p.mqttPort}`
@@ -88,5 +89,30 @@ describe('MQTT persistent sessions', () => {
     const again = await openClient(url(), 5, dev, { clientId: 'v5-none', clean: false })
     assert.equal(again.connack.sessionPresent, false)
     await again.client.endAsync()
+  })
+  test("subscribing to another device's topic is refused (0x87 in MQTT 5, 0x80 in 3.1.1); its own commands topic is granted", async () => {
+    const me = await p.createDevice('sub')
+    const other = await p.createDevice('sub-other')
+    for (const [version, refused] of [
+      [5, 0x87],
+      [4, 0x80],
+    ] as const) {
+      const { client: c } = await openClient(url(), version, me, { clientId: `sub-${version}` })
+      const suback = new Promise<AnyPacket>((resolve) =>
+        c.on('packetreceive', (pk) => pk.cmd === 'suback' && resolve(pk as AnyPacket)),
+      )
+      c.subscribe(
+        {
+          [`devices/${me.id}/commands`]: { qos: 1 },
+          [`devices/${other.id}/commands`]: { qos: 1 },
+          'devices/+/commands': { qos: 0 },
+          '#': { qos: 0 },
+        },
+        () => {},
+      )
+      assert.deepEqual((await suback).granted, [1, refused, refused, refused])
+      assert.equal(c.connected, true)
+      await c.endAsync()
+    }
   })
 })

@@ -1,0 +1,168 @@
+import { type Server, createServer } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { CredentialCache } from '../../devices/index.js'
+import type { Metrics } from '../../metrics/index.js'
+import type { AckSink, Queue, Transport } from '../../queue/types.js'
+import { MetricsSink } from './acks.js'
+import { ConnState, ReasonCode } from './codes.js'
+import { Connection } from './connection.js'
+import { type FrameScan, scanFrames } from './framing.js'
+import { SharedParser } from './parser.js'
+import type { Sessions } from './sessions.js'
+
+/** How often idle, keepalive and connect timeouts are checked: one timer for all connections. */
+const SWEEP_INTERVAL_MS = 1000
+
+export interface MqttGatewayOptions {
+  host: string
+  port: number | null
+  maxPayloadBytes: number
+  connectTimeoutSeconds: number
+  maxKeepaliveSeconds: number
+  receiveMaximum: number
+}
+
+/**
+ * The device gateway for MQTT 3.1.1 and 5 over TCP and WebSocket. Not a broker: devices publish into the
+ * durable queue, and a QoS 1/2 publish is acknowledged only after its durable append (the receiver owns the
+ * message once it sends PUBACK/PUBREC: [MQTT-4.3.2-4] / [MQTT-4.3.3-8], v3.1.1: MQTT-4.3.2-2 / MQTT-4.3.3-2).
+ *
+ * Laid out like Aedes: this file listens and keeps the client-id registry and the timeouts; connection.ts
+ * reads one client's bytes; handlers/ has one file per packet type. Kept lean for 10,000s of connections: one
+ * parser shared by all sockets (packets are framed first), one sweep timer for all timeouts, and per
+ * connection only a small object.
+ */
+export class MqttGateway {
+  private server: Server | undefined
+  readonly connections = new Set<Connection>()
+  private readonly byClientId = new Map<string, Connection>()
+  private readonly parser = new SharedParser()
+  private sweepTimer: NodeJS.Timeout | undefined
+  private readonly scan: FrameScan = { end: 0, need: 0, status: 0, size: 0, type: 0 }
+  /** The sweep's clock, stamped on each chunk a connection reads instead of a Date.now() call per chunk. */
+  now = Date.now()
+  /** Largest packet we take: the payload limit plus room for the topic, properties and header. */
+  readonly maxPacketSize: number
+  private stopping = false
+  private receivedTcp = 0
+  private receivedWs = 0
+  private readonly qos0Sinks = new Map<Transport, AckSink>()
+  port = 0
+
+  constructor(
+    readonly opts: MqttGatewayOptions,
+    readonly queue: Queue,
+    readonly credentials: CredentialCache,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+    readonly sessions?: Sessions,
+  ) {
+    this.maxPacketSize = opts.maxPayloadBytes + 1024
+    metrics.beforeCollect.push(() => this.flushReceived())
+  }
+
+  async start(): Promise<void> {
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
+    this.sweepTimer.unref()
+    if (this.opts.port === null) return
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket, 'mqtt'))
+    server.on('error', (err) => this.log.error({ err }, 'MQTT listener error'))
+    this.server = server
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.opts.port!, this.opts.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    this.port = (server.address() as { port: number }).port
+    this.log.info({ port: this.port }, 'MQTT gateway listening')
+  }
+
+  /** Stops accepting, tells v5 clients the server is shutting down, closes every connection. */
+  async stop(): Promise<void> {
+    this.stopping = true
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve()
+    for (const c of [...this.connections]) c.disconnect(ReasonCode.serverShuttingDown, 'server shutting down')
+    await closed
+  }
+
+  /** Serves one connection on any duplex stream: a TCP socket or a WebSocket stream. */
+  accept(wire: Duplex, transport: Transport): void {
+    if (this.stopping) {
+      wire.destroy()
+      return
+    }
+    const c = new Connection(this, wire, transport)
+    this.connections.add(c)
+    this.metrics.mqttConnections.inc()
+  }
+
+  /** @internal Counted as plain numbers on the publish path; handed to prom-client when it collects. */
+  countReceived(transport: Transport, n: number): void {
+    if (transport === 'ws') this.receivedWs += n
+    else this.receivedTcp += n
+  }
+
+  private flushReceived(): void {
+    if (this.receivedTcp > 0) this.metrics.received.inc({ transport: 'mqtt' }, this.receivedTcp)
+    if (this.receivedWs > 0) this.metrics.received.inc({ transport: 'ws' }, this.receivedWs)
+    this.receivedTcp = 0
+    this.receivedWs = 0
+  }
+
+  /** @internal QoS 0 readings (and wills) count as acked once durable, though nothing is sent back. */
+  qos0Sink(transport: Transport): AckSink {
+    let s = this.qos0Sinks.get(transport)
+    if (!s) this.qos0Sinks.set(transport, (s = new MetricsSink(this.metrics, transport)))
+    return s
+  }
+
+  /** @internal */
+  closed(c: Connection): void {
+    if (this.connections.delete(c)) this.metrics.mqttConnections.dec()
+    if (c.clientId !== undefined && this.byClientId.get(c.clientId) === c) this.byClientId.delete(c.clientId)
+  }
+
+  /**
+   * @internal A second connection with the same client id takes the session over: the first is closed, v5
+   * with DISCONNECT 0x8E [MQTT-3.1.4-3] (v3.1.1: MQTT-3.1.4-2).
+   */
+  register(c: Connection): void {
+    const key = c.clientId!
+    const old = this.byClientId.get(key)
+    this.byClientId.set(key, c)
+    if (old && old !== c)
+      old.disconnect(ReasonCode.sessionTakenOver, 'another connection took over this client id')
+  }
+
+  /** @internal Feeds whole packets of one connection to the shared parser. */
+  parse(c: Connection, data: Buffer): void {
+    this.parser.parse(c, data)
+  }
+
+  /** @internal */
+  frames(buf: Buffer, maxPackets: number): FrameScan {
+    return scanFrames(buf, this.maxPacketSize, maxPackets, this.scan)
+  }
+
+  private sweep(): void {
+    const now = (this.now = Date.now())
+    const connectDeadline = now - this.opts.connectTimeoutSeconds * 1000
+    for (const c of this.connections) {
+      if (c.state === ConnState.new || c.state === ConnState.auth) {
+        if (c.lastActivity < connectDeadline) c.timeout('no CONNECT in time')
+      } else if (
+        c.state === ConnState.connected &&
+        now - c.lastActivity > c.keepalive * 1500 + SWEEP_INTERVAL_MS
+      ) {
+        // [MQTT-3.1.2-22] (v3.1.1: MQTT-3.1.2-24) one and a half times the Keep Alive without a packet: close.
+        // lastActivity is read from this sweep's clock, up to one interval before the packet came: that
+        // interval is slack, or a client pinging well within its Keep Alive could be cut off.
+        c.timeout('keep alive expired')
+      }
+    }
+  }
+}

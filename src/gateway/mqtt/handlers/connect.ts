@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto'
+import mqtt, { type IConnectPacket } from 'mqtt-packet'
+import { CONNACK_V3, ConnState, ReasonCode } from '../codes.js'
+import type { Connection } from '../connection.js'
+import { NEVER_EXPIRES } from '../sessions.js'
+import { classifyPublish, devicePrefix } from '../topics.js'
+
+/**
+ * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token.
+ * Authentication is asynchronous; until it ends, nothing the client sent after the CONNECT is read.
+ */
+export function handleConnect(c: Connection, p: IConnectPacket): void {
+  c.version = p.protocolVersion ?? 4
+  c.state = ConnState.auth
+  const props = p.properties
+  if (c.version === 5 && props?.authenticationMethod !== undefined) {
+    // [MQTT-4.12.0-1] an authentication method we do not support: 0x8C, then close.
+    const why = 'enhanced authentication is not supported'
+    return refuseConnect(c, ReasonCode.badAuthenticationMethod, why)
+  }
+  if (c.version === 5 && props?.authenticationData !== undefined) {
+    // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
+    return refuseConnect(c, ReasonCode.protocolError, 'authentication data without a method')
+  }
+  if (p.username === undefined || p.password === undefined) {
+    const why = 'username (device id) and password (device token) are required'
+    return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
+  }
+  const deviceId = p.username
+  c.pause()
+  c.gw.credentials
+    .verify(deviceId, p.password.toString('utf8'))
+    .then(
+      (ok) => authenticated(c, p, deviceId, ok),
+      () => authenticated(c, p, deviceId, false),
+    )
+    .catch((err) => c.fail(err))
+}
+
+function authenticated(c: Connection, p: IConnectPacket, deviceId: string, ok: boolean): void {
+  if (c.state !== ConnState.auth) return
+  const v5 = c.version === 5
+  if (!ok) {
+    c.gw.log.info({ deviceId, transport: c.transport }, 'MQTT connect refused: bad device id or token')
+    const why = 'bad device id or token'
+    return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
+  }
+  c.deviceId = deviceId
+  c.telemetryTopic = `${devicePrefix(deviceId)}telemetry`
+  c.telemetryTopicBytes = Buffer.from(c.telemetryTopic)
+  if (p.will) {
+    if (classifyPublish(deviceId, p.will.topic) !== 'telemetry') {
+      const why = `will topic must be ${c.telemetryTopic}`
+      return refuseConnect(c, ReasonCode.notAuthorized, why)
+    }
+    // [MQTT-3.2.2-13] with Retain Available 0, a will with retain set is refused with 0x9A.
+    if (v5 && p.will.retain) return refuseConnect(c, ReasonCode.retainNotSupported, 'retain is not supported')
+    c.will = p.will
+  }
+  const max = c.gw.opts.maxKeepaliveSeconds
+  const asked = p.keepalive ?? 0
+  c.keepalive = asked === 0 || asked > max ? max : asked
+  const properties: Record<string, unknown> = {}
+  if (v5) {
+    // [MQTT-3.2.2-21] if the server sends Server Keep Alive, the client must use it.
+    if (c.keepalive !== asked) properties.serverKeepAlive = c.keepalive
+    properties.receiveMaximum = c.gw.opts.receiveMaximum
+    properties.maximumPacketSize = c.gw.maxPacketSize
+    properties.retainAvailable = false
+    properties.sharedSubscriptionAvailable = false
+    properties.topicAliasMaximum = 0
+    if (p.clientId === '') {
+      // [MQTT-3.2.2-16] an empty client id gets one assigned.
+      p.clientId = `${deviceId}-${randomBytes(4).toString('hex')}`
+      properties.assignedClientIdentifier = p.clientId
+    }
+  }
+  c.clientId = `${deviceId}/${p.clientId}`
+  const sessions = c.gw.sessions
+  const cleanStart = p.clean !== false
+  c.sessionExpiry = v5 ? (p.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : NEVER_EXPIRES
+  if (!sessions || (cleanStart && c.sessionExpiry === 0)) {
+    // [MQTT-3.1.2-4] (v3.1.1: MQTT-3.1.2-6) a clean start discards any session kept under this client id.
+    if (sessions) sessions.discard(c.clientId).catch(() => {})
+    return accept(c, properties, undefined)
+  }
+  const key = c.clientId
+  const load = cleanStart ? sessions.discard(key).then(() => undefined) : sessions.load(key)
+  load
+    .then(
+      (subs) => accept(c, properties, subs),
+      (err) => {
+        // Without the database a session cannot be resumed: say so with Session Present 0.
+        c.gw.log.warn({ deviceId, err: (err as Error).message }, 'MQTT session not loaded')
+        accept(c, properties, undefined)
+      },
+    )
+    .catch((err) => c.fail(err))
+}
+
+function accept(
+  c: Connection,
+  properties: Record<string, unknown>,
+  restored: Map<string, number> | undefined,
+): void {
+  if (c.state !== ConnState.auth) return
+  if (restored) c.subs = restored
+  c.saveSession()
+  c.gw.register(c)
+  c.state = ConnState.connected
+  c.lastActivity = c.gw.now
+  // [MQTT-3.2.2-2/-3] (v3.1.1: MQTT-3.2.2-1/-2/-3) Session Present says whether the session was resumed.
+  const sessionPresent = restored !== undefined
+  c.write(
+    mqtt.generate(
+      c.version === 5
+        ? { cmd: 'connack', reasonCode: ReasonCode.success, sessionPresent, properties }
+        : { cmd: 'connack', returnCode: CONNACK_V3.get(ReasonCode.success)!, sessionPresent },
+      { protocolVersion: c.version },
+    ),
+  )
+  c.resumeAfterConnect()
+}
+
+/**
+ * Refuses the CONNECT and closes: a v5 client gets a CONNACK with `rc`, a v3.1.1 one the return code that says
+ * the same, or none where no return code does (codes.ts). A refusing CONNACK is followed by the close
+ * [MQTT-3.2.2-7] (v3.1.1: MQTT-3.2.2-5), and Session Present is 0 [MQTT-3.2.2-6] (v3.1.1: MQTT-3.2.2-4).
+ */
+export function refuseConnect(c: Connection, rc: number, why: string): void {
+  const rc3 = CONNACK_V3.get(rc)
+  if (c.version === 5) {
+    const properties = { reasonString: why }
+    c.write(
+      mqtt.generate(
+        { cmd: 'connack', reasonCode: rc, sessionPresent: false, properties },
+        { protocolVersion: 5 },
+      ),
+    )
+  } else if (rc3 !== undefined) {
+    c.write(mqtt.generate({ cmd: 'connack', returnCode: rc3, sessionPresent: false }))
+  }
+  c.close(`connect refused: ${why}`)
+}
