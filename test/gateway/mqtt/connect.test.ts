@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { waitFor } from '../../helpers/index.js'
 import { type AnyPacket, type Device, RawMqtt } from '../../helpers/mqtt-raw.js'
-import { MqttSuite, closed, mosquittoPub, openClient, publish, series, until } from './helpers.js'
+import { MqttSuite, closed, mosquittoPub, openClient, publish, series } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 
@@ -93,7 +93,7 @@ describe('MQTT CONNECT: authentication, will, CONNACK, client ids', () => {
       })
       c.stream.destroy()
     }
-    const gone = await until(async () => {
+    const gone = await waitFor(async () => {
       const s = await series(mq.p, dev.id, 'gone')
       return s.length === 2 ? s : undefined
     })

@@ -71,22 +71,6 @@ export async function series(p: Platform, deviceId: string, key: string): Promis
   return r.body[key] ?? []
 }
 
-/** Quarantine items of one device and reason, newest first. */
-export async function quarantined(p: Platform, deviceId: string, reason: string): Promise<any[]> {
-  const r = await p.req('GET', `/api/v1/quarantine?deviceId=${deviceId}&reason=${reason}`)
-  if (r.status !== 200) throw new Error(`quarantine query: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body.items
-}
-
-/** waitFor that returns the value `fn` found, typed without the falsy cases. */
-export async function until<T>(
-  fn: () => Promise<T | undefined | false | null>,
-  what = 'condition',
-  ms = LIVENESS_MS,
-): Promise<T> {
-  return (await waitFor(fn, ms, what)) as T
-}
-
 /**
  * One platform for the tests of a file (created inside its describe), and the clients they open, closed when
  * the file's tests are done.

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { waitFor } from '../../helpers/index.js'
 import { type AnyPacket, type Device, RawMqtt } from '../../helpers/mqtt-raw.js'
-import { MqttSuite, closed, mosquittoPub, publish, quarantined, series, until } from './helpers.js'
+import { MqttSuite, closed, mosquittoPub, publish, series } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -21,8 +21,8 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
     c.publish(telemetry(dev), big('b5'), { qos: 1 }, () => {})
     assert.equal((await disconnect).reasonCode, 0x95)
     await closed(c)
-    const items = await until(async () => {
-      const q = await quarantined(mq.p, dev.id, 'payload_too_large')
+    const items = await waitFor(async () => {
+      const q = await mq.p.quarantine(dev.id, 'payload_too_large')
       return q.length === 1 ? q : undefined
     })
     assert.equal(items[0].acked, false)
@@ -47,8 +47,8 @@ describe('MQTT gateway limits: payload size, keepalive, connect timeout', () => 
       ...['-u', dev.id, '-P', dev.token, '-t', telemetry(dev), '-m', big('b3m')],
     ])
     assert.notEqual(r.code, 0)
-    await until(async () => {
-      const q = await quarantined(mq.p, dev.id, 'payload_too_large')
+    await waitFor(async () => {
+      const q = await mq.p.quarantine(dev.id, 'payload_too_large')
       return q.length === 2 ? q : undefined
     })
     // A payload at the limit still goes through.

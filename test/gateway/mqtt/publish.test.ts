@@ -2,16 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { waitFor } from '../../helpers/index.js'
 import { type AnyPacket, type Device, LIVENESS_MS } from '../../helpers/mqtt-raw.js'
-import {
-  MqttSuite,
-  closed,
-  mosquittoPub,
-  openClient,
-  publish,
-  quarantined,
-  series,
-  until,
-} from './helpers.js'
+import { MqttSuite, closed, mosquittoPub, openClient, publish, series } from './helpers.js'
 
 const T0 = Date.parse('2026-11-23T08:00:00Z')
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
@@ -32,7 +23,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         )
         assert.equal(err, undefined)
       }
-      const temp = await until(async () => {
+      const temp = await waitFor(async () => {
         const s = await series(mq.p, dev.id, 'temp')
         return s.length === 3 ? s : undefined
       })
@@ -60,7 +51,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     const before = Date.now()
     assert.equal(await publish(c, telemetry(dev), '{"rpm": 2100}', 1), undefined)
     const after = Date.now()
-    const speed = await until(async () => {
+    const speed = await waitFor(async () => {
       const s = await series(mq.p, dev.id, 'speed')
       return s.length === 2 ? s : undefined
     })
@@ -192,8 +183,8 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     await closed(v3)
     assert.equal(acked, false, 'a 3.1.1 forbidden publish is never acked')
 
-    const items = await until(async () => {
-      const q = await quarantined(mq.p, me.id, 'forbidden_topic')
+    const items = await waitFor(async () => {
+      const q = await mq.p.quarantine(me.id, 'forbidden_topic')
       return q.length === 2 ? q : undefined
     })
     assert.deepEqual(items.map((i) => JSON.parse(i.payload).msgId).sort(), ['f3', 'f5'])
@@ -214,8 +205,8 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     const v3 = await mq.client(4, dev, { clientId: 'badjson-3' })
     assert.equal(await publish(v3, telemetry(dev), '{"temp": 22,', 1), undefined)
     assert.equal(v3.connected, true)
-    const items = await until(async () => {
-      const q = await quarantined(mq.p, dev.id, 'malformed_json')
+    const items = await waitFor(async () => {
+      const q = await mq.p.quarantine(dev.id, 'malformed_json')
       return q.length === 2 ? q : undefined
     })
     const byPayload = Object.fromEntries(items.map((i) => [i.payload, i]))
@@ -231,7 +222,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       '[{"msgId":"m1","ts":1732340000000,"rpm":1},{"msgId":"m2","rpm":[2]},{"msgId":"m3","ts":1732340002000,"rpm":3}]'
     assert.equal(await publish(c, telemetry(dev), body, 1), undefined)
     await waitFor(async () => (await series(mq.p, dev.id, 'rpm')).length === 2)
-    const bad = await waitFor(async () => (await quarantined(mq.p, dev.id, 'invalid_value'))[0])
+    const bad = await waitFor(async () => (await mq.p.quarantine(dev.id, 'invalid_value'))[0])
     assert.deepEqual(JSON.parse(bad.payload), { msgId: 'm2', rpm: [2] })
     assert.equal(bad.acked, true)
   })
@@ -264,7 +255,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         c.publish(elsewhere, '{"x":1}', { qos: 1 }, () => {})
         await closed(c)
       }
-      const hum = await until(async () => {
+      const hum = await waitFor(async () => {
         const s = await series(mq.p, dev.id, 'hum')
         return s.length === 3 ? s : undefined
       })
@@ -291,7 +282,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         assert.equal(r.code, 0, `mosquitto_pub -V ${v} -q ${qos}: ${r.stderr}`)
       }
     }
-    const mp = await until(async () => {
+    const mp = await waitFor(async () => {
       const s = await series(mq.p, dev.id, 'mp')
       return s.length === 6 ? s : undefined
     })
@@ -354,12 +345,16 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
       )
       return { acked, accounted: stored + dup + quar }
     }
-    const s = await until(async () => {
-      const q = mq.p.app.queue.stats()
-      if (q.depth !== 0 || mq.p.app.queue.appending !== 0) return undefined
-      const x = await sum()
-      return x.acked === x.accounted ? x : undefined
-    }, 'the counters to add up')
+    const s = await waitFor(
+      async () => {
+        const q = mq.p.app.queue.stats()
+        if (q.depth !== 0 || mq.p.app.queue.appending !== 0) return undefined
+        const x = await sum()
+        return x.acked === x.accounted ? x : undefined
+      },
+      undefined,
+      'the counters to add up',
+    )
     assert.ok(s.acked > 1200, `the tests above acked ${s.acked} readings`)
     assert.ok((await mq.p.metric('iotcore_messages_acked_total', 'transport="mqtt"')) > 0)
     assert.ok(

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
-import { type Device, type Platform, startPlatform, waitFor } from '../helpers/index.js'
-import { openClient, publish, series } from './mqtt-helpers.js'
+import { type Device, type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { openClient, publish, series } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
 /** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
