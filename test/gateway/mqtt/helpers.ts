@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process'
 import { after, before } from 'node:test'
 import { type IClientOptions, type IConnackPacket, type MqttClient, connect } from 'mqtt'
-import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { type Platform, startPlatform } from '../../helpers/index.js'
 import { type Device, LIVENESS_MS, RawMqtt } from '../../helpers/mqtt-raw.js'
 
 /**
