@@ -29,8 +29,13 @@ export function lockAppends(dir: string): number {
     if (!locked) closeSync(fd)
   }
   if (!locked) {
-    const holder = readFileSync(path, 'utf8').trim() || 'unknown'
-    throw new IotError('IOT_ERR_QUEUE_LOCKED', dir, holder)
+    let holder = ''
+    try {
+      holder = readFileSync(path, 'utf8').trim()
+    } catch {
+      // Windows locks are mandatory: the holder's file is unreadable while it is held. The pid is only a hint.
+    }
+    throw new IotError('IOT_ERR_QUEUE_LOCKED', dir, holder || 'unknown')
   }
   ftruncateSync(fd, 0)
   writeSync(fd, `${process.pid}\n`, 0)
