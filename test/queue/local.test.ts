@@ -32,7 +32,7 @@ class Recorder implements AckSink {
 describe('local durable queue (LMDB)', () => {
   test('appends in one turn share a commit; every token is acked once, in order', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
-    const q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    const q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
     const sink = new Recorder()
     for (let i = 0; i < 500; i++) q.enqueue(env(i), sink, i, 1)
@@ -49,11 +49,11 @@ describe('local durable queue (LMDB)', () => {
 
   test('what was acked survives a reopen, and comes out oldest first until consumed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
-    let q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    let q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
     await q.enqueueAll([env(1), env(2), env(3)])
     await q.stop()
-    q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
     assert.equal(q.stats().depth, 3)
     const c = q.consumer()
@@ -90,7 +90,7 @@ describe('local durable queue (LMDB)', () => {
 
   test('past the disk budget appends are refused with IOT_ERR_QUEUE_FULL, never taken and dropped', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
-    const q = new LocalQueue(dir, 1024 * 1024, log)
+    const q = new LocalQueue(dir, 1024 * 1024, log, 'append')
     await q.start()
     const sink = new Recorder()
     let refused = 0
@@ -114,7 +114,7 @@ describe('local durable queue (LMDB)', () => {
 describe('local queue consumer after failures', () => {
   test('nacked batches are read again in full batches, and what is still handed out is not handed out twice', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
-    const q = new LocalQueue(dir, 64 * 1024 * 1024, log)
+    const q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
     await q.enqueueAll(Array.from({ length: 100 }, (_, i) => env(i)))
     const c = q.consumer()
@@ -152,6 +152,56 @@ describe('local queue consumer after failures', () => {
     assert.equal(q.stats().depth, 0)
     await c.close()
     await q.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+})
+
+describe('local queue, one appender per directory', () => {
+  test('a second appending queue is refused at start with IOT_ERR_QUEUE_LOCKED; consuming queues open beside it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    const first = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
+    await first.start()
+    const second = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
+    await assert.rejects(second.start(), (err: unknown) => {
+      assert.ok(err instanceof IotError)
+      assert.equal(err.code, 'IOT_ERR_QUEUE_LOCKED')
+      assert.match(err.message, new RegExp(`pid ${process.pid}\\b`), 'names the holder')
+      assert.match(err.message, /AMQP_URL/, 'says what to do for several gateway processes')
+      return true
+    })
+    await second.stop()
+
+    await first.enqueueAll([env(1), env(2)])
+    const reader = new LocalQueue(dir, 64 * 1024 * 1024, log, 'consume')
+    await reader.start()
+    assert.throws(
+      () => reader.enqueue(env(3), new Recorder(), 0, 1),
+      (err: unknown) => err instanceof IotError && err.code === 'IOT_ERR_QUEUE_UNAVAILABLE',
+      'a consuming queue appends nothing',
+    )
+    const c = reader.consumer()
+    const b = (await c.next(10, 10))!
+    assert.deepEqual(
+      b.items.map((e) => e.receivedAt),
+      [1001, 1002],
+    )
+    await b.ack()
+
+    // The appender stops (or dies): the next one takes the lock, and its keys go on after the removed ones,
+    // so the consumer's cursor, already past them, still sees its entries.
+    await first.stop()
+    const next = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
+    await next.start()
+    await next.enqueueAll([env(3)])
+    const after = (await c.next(10, 10))!
+    assert.deepEqual(
+      after.items.map((e) => e.receivedAt),
+      [1003],
+    )
+    await after.ack()
+    await c.close()
+    await reader.stop()
+    await next.stop()
     rmSync(dir, { recursive: true, force: true })
   })
 })

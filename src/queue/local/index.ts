@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats } from '../types.js'
+import { lockAppends, unlockAppends } from './lock.js'
 import { decodeRecord, encodeRecord, recordReceivedAt } from './record.js'
 
 /** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
@@ -15,11 +16,19 @@ const ENTRY_OVERHEAD_BYTES = 64
 /** A consumer polls this often when idle, which is how it learns of appends made by another process. */
 const IDLE_POLL_MS = 20
 
+/** An appending queue holds the data dir's append lock; a consuming one only reads and removes entries. */
+export type LocalQueueAccess = 'append' | 'consume'
+
 /**
  * The local durable queue: an LMDB environment in `<dataDir>/queue`. Appends made in one event-loop turn
  * share one transaction, committed with fsync (overlappingSync off, so the commit promise means "on disk")
- * before any device is acknowledged. Keys are a sequence this process allocates: one process appends per data
- * dir (a gateway), others may consume (an ingest), and entries come out in commit order.
+ * before any device is acknowledged. Keys are a sequence the appending process allocates in memory, so one
+ * process appends per data dir, and `start` makes it so: an appending queue takes the append lock (lock.ts)
+ * before it opens LMDB, and a second one fails there with IOT_ERR_QUEUE_LOCKED, before its process listens
+ * to any device. Consuming queues (an ingest process, the ingest thread) take no lock: they only read and
+ * remove, in LMDB transactions that LMDB serializes with the appender's across processes, and since keys only
+ * grow (the sequence is saved with every commit) a consumer's cursor stays valid across appender restarts.
+ * Entries come out in commit order.
  */
 export class LocalQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'local' as const
@@ -27,8 +36,11 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   private entries!: Database<Buffer, number>
   private meta!: Database<unknown, string>
   private instance = ''
+  private lockFd: number | undefined
   private timer: NodeJS.Timeout | undefined
   private bytes = 0
+  /** The estimate for appends admitted and not yet committed, which a read of the stats cannot see yet. */
+  private uncommittedBytes = 0
   private seq = 0
   private depth = 0
   private oldestAt = 0
@@ -39,6 +51,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
     private readonly dir: string,
     readonly maxBytes: number,
     private readonly log: Logger,
+    readonly access: LocalQueueAccess,
   ) {
     super()
   }
@@ -46,6 +59,23 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   async start(): Promise<void> {
     const path = join(this.dir, 'queue')
     mkdirSync(path, { recursive: true })
+    if (this.access === 'append') this.lockFd = lockAppends(path)
+    try {
+      this.openEnv(path)
+    } catch (err) {
+      this.unlock()
+      throw err
+    }
+    this.refreshStats()
+    this.timer = setInterval(() => this.refreshStats(), STATS_INTERVAL_MS)
+    this.timer.unref()
+    this.log.info(
+      { path, access: this.access, depth: this.depth, maxBytes: this.maxBytes },
+      'local queue open',
+    )
+  }
+
+  private openEnv(path: string): void {
     this.root = open({
       path,
       // The map is address space, not disk; leave room past the budget so the budget, not LMDB, says full.
@@ -55,21 +85,28 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
     })
     this.entries = this.root.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' })
     this.meta = this.root.openDB<unknown, string>({ name: 'meta' })
-    let instance = this.meta.get('instance') as string | undefined
-    if (!instance) {
-      instance = randomBytes(6).toString('base64url')
-      await this.meta.put('instance', instance)
+    // Read and set in one write transaction: two processes opening a new queue at once agree on its id.
+    this.instance = this.root.transactionSync(() => {
+      let id = this.meta.get('instance') as string | undefined
+      if (!id) {
+        id = randomBytes(6).toString('base64url')
+        this.meta.putSync('instance', id)
+      }
+      return id
+    })
+    if (this.access === 'append') {
+      // Under the lock nobody else allocates keys: the sequence goes on from the last one allocated (saved
+      // with every commit, as an ingest may have removed the entries meanwhile).
+      let last = 0
+      for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = key
+      this.seq = Math.max(last, (this.meta.get('seq') as number | undefined) ?? 0)
     }
-    this.instance = instance
-    // One writer per data dir: the sequence lives here and is saved with every commit, so keys only grow,
-    // even across restarts of a writer while a separate ingest process keeps its cursor.
-    let last = 0
-    for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) last = key
-    this.seq = Math.max(last, (this.meta.get('seq') as number | undefined) ?? 0)
-    this.refreshStats()
-    this.timer = setInterval(() => this.refreshStats(), STATS_INTERVAL_MS)
-    this.timer.unref()
-    this.log.info({ path, depth: this.depth, maxBytes: this.maxBytes }, 'local queue open')
+  }
+
+  private unlock(): void {
+    if (this.lockFd === undefined) return
+    unlockAppends(this.lockFd)
+    this.lockFd = undefined
   }
 
   async stop(): Promise<void> {
@@ -79,28 +116,37 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
     for (const c of this.consumers) c.stopWaiting()
     await this.root?.committed
     await this.root?.close()
+    this.unlock()
   }
 
   protected admit(env: Envelope): void {
+    if (this.lockFd === undefined) {
+      throw new IotError('IOT_ERR_QUEUE_UNAVAILABLE', 'this process does not hold the append lock')
+    }
     // Refused messages are still kept for the quarantine: they are small and were never acked.
     if (this.bytes >= this.maxBytes && env.rejected === undefined) {
       throw new IotError('IOT_ERR_QUEUE_FULL', `${this.bytes} of ${this.maxBytes} bytes used`)
     }
-    this.bytes += env.payload.length + ENTRY_OVERHEAD_BYTES
+    const size = env.payload.length + ENTRY_OVERHEAD_BYTES
+    this.bytes += size
+    this.uncommittedBytes += size
   }
 
   protected commit(envs: Envelope[], done: (err?: Error) => void): void {
     const { entries, meta } = this
+    let size = 0
     // batch(): the records are encoded here, the pages written and fsynced on lmdb-js's write thread.
     entries
       .batch(() => {
         for (const e of envs) {
           entries.put(++this.seq, encodeRecord(e))
+          size += e.payload.length + ENTRY_OVERHEAD_BYTES
         }
         meta.put('seq', this.seq)
       })
       .then(
         () => {
+          this.uncommittedBytes -= size
           this.lastError = undefined
           this.depth += envs.length
           if (this.oldestAt === 0) this.oldestAt = envs[0].receivedAt
@@ -108,6 +154,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
           for (const c of this.consumers) c.wake()
         },
         (err: Error) => {
+          this.uncommittedBytes -= size
           this.lastError = err.message
           this.log.error(
             { err, count: envs.length },
@@ -127,7 +174,11 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
         overflowPages: number
         entryCount: number
       }
-      this.bytes = (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * s.pageSize
+      // Plus what is admitted and still being written (a slow fsync outlasts the interval): without it the
+      // budget would read low until the next refresh and admit past it. A commit that lands between the read
+      // and its callback is counted twice until then, which errs on the safe side.
+      this.bytes =
+        (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * s.pageSize + this.uncommittedBytes
       this.depth = s.entryCount
       if (this.depth === 0) this.oldestAt = 0
       else {
