@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { Sessions } from '../../src/gateway/mqtt/sessions.js'
 import { createLogger } from '../../src/logger.js'
-import type { Store } from '../../src/store/index.js'
+import { Store } from '../../src/store/index.js'
 import { type Platform, freshStore, startPlatform, waitFor } from '../helpers/index.js'
 import { openClient } from './mqtt-helpers.js'
 
@@ -231,6 +231,19 @@ describe('MQTT sessions: which keys a gateway process knows may have a stored se
       await sessions.stop()
       await here.stop()
       await other.stop()
+    }
+  })
+
+  test('a process that cannot read the stored keys still starts, and every clean start asks the database', async () => {
+    const unreachable = new Store('postgres://postgres@127.0.0.1:1/none', silent, 1)
+    const sessions = new Sessions(unreachable, silent)
+    try {
+      await sessions.start()
+      assert.equal(sessions.mayExist('d/never'), true)
+      await assert.rejects(sessions.discard('d/never'))
+    } finally {
+      await sessions.stop()
+      await unreachable.stop()
     }
   })
 

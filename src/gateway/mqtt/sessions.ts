@@ -44,10 +44,13 @@ export class Sessions {
     private readonly log: Logger,
   ) {}
 
-  /** Listens for saves first, then reads the stored keys: a save made in between is heard, not missed. */
+  /**
+   * Listens for saves first, then reads the stored keys: a save made in between is heard, not missed. Never
+   * fails: until both are done, every clean start asks the database.
+   */
   async start(): Promise<void> {
     this.listening = true
-    this.listener = await this.store.notifications.listen(this.store.sessions.channel, {
+    const listener = await this.store.notifications.listen(this.store.sessions.channel, {
       notify: (digest) => this.stored.add(digest),
       lost: () => {
         this.listening = false
@@ -59,7 +62,9 @@ export class Sessions {
         this.reload()
       },
     })
-    await this.readKeys()
+    if (this.stopped) return listener.stop()
+    this.listener = listener
+    await this.reload()
   }
 
   async stop(): Promise<void> {
@@ -77,9 +82,9 @@ export class Sessions {
     if (this.listening && losses === this.losses) this.complete = true
   }
 
-  private reload(): void {
+  private async reload(): Promise<void> {
     if (this.stopped) return
-    this.readKeys().catch((err) => {
+    await this.readKeys().catch((err) => {
       this.log.warn({ err: err.message }, 'MQTT session keys not read; every clean start asks the database')
       if (this.stopped || this.retry) return
       this.retry = setTimeout(() => {
