@@ -11,7 +11,7 @@ const RELOAD_RETRY_MS = 2000
  * [MQTT-3.1.2-23] Session Expiry Interval > 0 in 5): the client's subscriptions, kept in PostgreSQL. Written
  * on SUBSCRIBE/UNSUBSCRIBE and at disconnect, never on the publish path.
  *
- * A clean start must discard any session kept under its key ([MQTT-3.1.2-6], v5 [MQTT-3.1.2-4]), one saved
+ * A clean start must discard any session kept under its key (v3.1.1 [MQTT-3.1.2-6], v5 [MQTT-3.1.2-4]), one saved
  * before a restart or by another gateway process included. Most clients never keep one, and a DELETE per
  * CONNECT would cost a round trip each, and in a reconnect storm a pool grown to its maximum of backends. So
  * this process knows which keys may have a stored session: the digests of all stored keys, read at start,
@@ -22,8 +22,9 @@ const RELOAD_RETRY_MS = 2000
  *
  * What it leaves open: a save made by another process is known here once its notification arrives, a few
  * milliseconds after it commits. A client that reconnects with a clean start to this process within that
- * time, after a session-keeping connection to the other, keeps the old session. The DELETE before this
- * change had the same window (it raced the other process's fire-and-forget save), and needed a round trip.
+ * time, after a session-keeping connection to the other, keeps the old session. A DELETE on every clean start
+ * would not close that window either: it would race the other process's save, which that process does not
+ * await before its CONNACK.
  */
 export class Sessions {
   /** Writes per client key run in order: a pool would let a later SUBSCRIBE's write land before an earlier one. */
