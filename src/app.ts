@@ -38,6 +38,7 @@ export class App {
   queue!: Queue
   credentials: CredentialCache | undefined
   mqtt: MqttGateway | undefined
+  sessions: Sessions | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
@@ -74,6 +75,7 @@ export class App {
       [every, () => this.heartbeatComponent()],
       [this.has('organizer'), () => this.organizerComponent()],
       [gateway, () => this.credentialsComponent()],
+      [gateway, () => this.sessionsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
       [http, () => this.httpComponent()],
@@ -177,6 +179,13 @@ export class App {
     )
   }
 
+  private sessionsComponent(): Component {
+    return builtAtStart(
+      'mqtt-sessions',
+      () => (this.sessions = new Sessions(this.store, this.child('mqtt-sessions'))),
+    )
+  }
+
   private ingestComponent(): Component {
     const { config, metrics } = this
     const log = this.child('ingest')
@@ -218,7 +227,7 @@ export class App {
           this.credentials!,
           this.metrics,
           this.child('mqtt'),
-          new Sessions(this.store, this.child('mqtt-sessions')),
+          this.sessions,
         )),
       (mqtt) => ({
         ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,

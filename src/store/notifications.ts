@@ -11,6 +11,8 @@ export interface ListenHandlers {
   notify(payload: string): void
   /** Listening again after the connection was lost: notifications sent meanwhile were missed. */
   resumed(): void
+  /** Not listening (the connection was lost, or an attempt failed), until resumed(): notifications are missed. */
+  lost?(): void
 }
 
 /** PostgreSQL LISTEN/NOTIFY: how one process tells the others that something changed. */
@@ -74,6 +76,7 @@ export class Listener {
 
   private again(): void {
     if (this.stopped || this.retry) return
+    this.handlers.lost?.()
     this.session?.close()
     this.session = undefined
     this.retry = setTimeout(async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import type { Store } from '../../src/store/index.js'
+import { createLogger } from '../../src/logger.js'
+import { Store } from '../../src/store/index.js'
 import { freshStore, waitFor } from '../helpers/index.js'
 
 const CHANNEL = 'iotcore_test'
@@ -49,20 +50,41 @@ describe('store: notifications', () => {
     }
   })
 
-  test('a listener whose connection is lost listens again and says so, then hears what follows', async () => {
+  test('a listener whose connection is lost says so, listens again and says so, then hears what follows', async () => {
     const got: string[] = []
     let resumed = 0
-    const l = await b.notifications.listen(CHANNEL, { notify: (p) => got.push(p), resumed: () => resumed++ })
+    let lost = 0
+    const l = await b.notifications.listen(CHANNEL, {
+      notify: (p) => got.push(p),
+      resumed: () => resumed++,
+      lost: () => lost++,
+    })
     try {
       const pid = await onlyListener()
+      assert.equal(lost, 0)
       await a.pool.query('SELECT pg_terminate_backend($1)', [pid])
+      await waitFor(() => lost === 1, 20_000, 'the listener saying it is lost')
       await waitFor(() => resumed === 1, 20_000, 'the listener resuming')
+      assert.equal(lost, 1)
       assert.notDeepEqual(await listeners(), [pid])
       await a.notifications.notify(CHANNEL, 'after')
       await waitFor(() => got.includes('after'), 20_000, 'the notification after the loss')
     } finally {
       await l.stop()
     }
+  })
+
+  test('a listener whose first attempt fails has said so by the time listen resolves', async () => {
+    const unreachable = new Store('postgres://postgres@127.0.0.1:1/none', createLogger('silent'), 1)
+    let lost = 0
+    const l = await unreachable.notifications.listen(CHANNEL, {
+      notify: () => {},
+      resumed: () => {},
+      lost: () => lost++,
+    })
+    assert.equal(lost, 1)
+    await l.stop()
+    await unreachable.stop()
   })
 
   test('stop ends the listening connection', async () => {

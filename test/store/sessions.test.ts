@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { NEVER_EXPIRES, type Store } from '../../src/store/index.js'
-import { freshStore } from '../helpers/index.js'
+import { freshStore, waitFor } from '../helpers/index.js'
 
 describe('store: MQTT sessions', () => {
   let store: Store
@@ -48,6 +48,59 @@ describe('store: MQTT sessions', () => {
     await store.sessions.touch('d1/touched', 3600)
     await age('d1/touched', 100)
     assert.equal((await store.sessions.get('d1/touched'))?.expired, false)
+  })
+
+  test("a save is announced on the sessions channel with its key's digest, once committed", async () => {
+    const heard: string[] = []
+    const l = await store.notifications.listen(store.sessions.channel, {
+      notify: (d) => heard.push(d),
+      resumed: () => {},
+    })
+    try {
+      await store.sessions.save('d1/announced', 'd1', {}, 60)
+      await store.sessions.touch('d1/announced', 60)
+      await store.sessions.delete('d1/announced')
+      await store.sessions.save('d1/again', 'd1', {}, 60)
+      await waitFor(() => heard.length === 2, 20_000, 'two notifications')
+      // Only saves are announced: a touch or a delete never makes a session appear.
+      assert.deepEqual(heard, [store.sessions.digest('d1/announced'), store.sessions.digest('d1/again')])
+    } finally {
+      await l.stop()
+    }
+  })
+
+  test('a key longer than a notification may carry is saved and announced by its digest', async () => {
+    const key = `d1/${'x'.repeat(20_000)}`
+    const heard: string[] = []
+    const l = await store.notifications.listen(store.sessions.channel, {
+      notify: (d) => heard.push(d),
+      resumed: () => {},
+    })
+    try {
+      await store.sessions.save(key, 'd1', { t: 1 }, 60)
+      assert.deepEqual((await store.sessions.get(key))?.subscriptions, { t: 1 })
+      await waitFor(() => heard.includes(store.sessions.digest(key)), 20_000, 'the notification')
+    } finally {
+      await l.stop()
+    }
+  })
+
+  test('digests lists the digest of every stored key; equal keys have equal digests, others differ', async () => {
+    const fresh = await freshStore()
+    try {
+      await fresh.sessions.save('d2/a', 'd2', {}, 60)
+      await fresh.sessions.save('d2/b', 'd2', {}, 1)
+      // Expired sessions are listed too: they are still stored, and a clean start must still delete them.
+      await fresh.pool.query(`UPDATE mqtt_sessions SET updated_at = now() - interval '1 hour'`)
+      assert.deepEqual(
+        (await fresh.sessions.digests()).sort(),
+        [fresh.sessions.digest('d2/a'), fresh.sessions.digest('d2/b')].sort(),
+      )
+      assert.equal(fresh.sessions.digest('d2/a'), store.sessions.digest('d2/a'))
+      assert.notEqual(fresh.sessions.digest('d2/a'), fresh.sessions.digest('d2/b'))
+    } finally {
+      await fresh.stop()
+    }
   })
 
   test('delete forgets the session', async () => {
