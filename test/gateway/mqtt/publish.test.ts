@@ -73,6 +73,9 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     // With the ingest stopped the queue only grows, so its depth at each ack says whether the message was in.
     await mq.p.app.ingest!.stop()
     try {
+      // The depth is refreshed from LMDB every 250 ms: removals the ingest thread made just before it stopped
+      // show only then, so the base is read after a refresh has certainly run.
+      await new Promise((r) => setTimeout(r, 600))
       const base = mq.p.app.queue.stats().depth
       let n = 0
       for (const version of [4, 5] as const) {
