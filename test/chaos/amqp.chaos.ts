@@ -27,7 +27,16 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
   const db = new Database(join(w.dir, 'pgdata'), await freePort())
   const rabbit = new Rabbit(join(w.dir, 'rabbit'), await freePort())
   const databaseUrl = await db.start()
-  const amqpUrl = await rabbit.start()
+  let amqpUrl: string
+  try {
+    amqpUrl = await rabbit.start()
+  } catch (err) {
+    // Nothing else has started yet: stop what did, or the PostgreSQL child keeps the suite alive for good.
+    await rabbit.stop()
+    await db.stop().catch(() => {})
+    w.cleanup()
+    throw err
+  }
   const httpPort = await freePort()
   const mqttPort = await freePort()
   const common = {
