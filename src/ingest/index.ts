@@ -218,7 +218,7 @@ export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quar
       quarantine.push(qrow(env, env.id, env.rejected.reason, env.rejected.detail, env.payload, false))
       continue
     }
-    const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt)
+    const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt, env.idempotencyKey)
     for (const r of parsed.readings) batch.add(env.deviceId, r.msgId, r.ts, env.receivedAt, r.values)
     for (const rej of parsed.rejections) {
       const whole = rej.element === undefined
