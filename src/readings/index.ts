@@ -465,8 +465,8 @@ function notJson(payload: Buffer | string, err: Error): string {
   return m.length > 200 ? `${m.slice(0, 200)}...` : m
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
 const UNPRINTABLE =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
   /[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** A hint when binary is a known compressed format sent undeclared. */
