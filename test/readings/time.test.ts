@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, test } from 'node:test'
+import { parsePayload } from '../../src/readings/index.js'
 import { parseTimeQuery, parseTs, TS_MAX, type TsUnit } from '../../src/readings/time.js'
 
 /** 2026-11-23T08:00:00Z */
@@ -91,13 +92,25 @@ type Result = number | { message: string }
 const evaluate = (): Result[] =>
   CASES.map((c) => (c.query ? parseTimeQuery('from', c.ts as string) : parseTs(c.ts, c.unit)))
 
+/** The cases a reading can carry as its ts (JSON, in ms; a null ts is an absent one there). */
+const READING_CASES = CASES.filter(
+  (c) => !c.query && !c.unit && c.ts !== null && (typeof c.ts !== 'number' || Number.isFinite(c.ts)),
+)
+/** The same cases through the reading rule: the ts stored, or the refusal as `reason: detail`. */
+const evaluateReadings = (): Result[] =>
+  READING_CASES.map((c) => {
+    const r = parsePayload(JSON.stringify({ ts: c.ts, v: 1 }), 'd', 7)
+    const no = r.rejections[0]
+    return no ? { message: `${no.reason}: ${no.detail}` } : r.readings[0].ts
+  })
+
 /**
  * Run as a child (TIME_CASES_CHILD set): print every case's result and this process's idea of local time, for
  * the parent to compare across time zones.
  */
 if (process.env.TIME_CASES_CHILD) {
   const localMidnight = new Date(2026, 10, 23).getTime()
-  process.stdout.write(JSON.stringify({ localMidnight, results: evaluate() }))
+  process.stdout.write(JSON.stringify({ localMidnight, results: evaluate(), readings: evaluateReadings() }))
 } else {
   describe('timestamps: one contract, whatever the time zone', () => {
     const label = (c: Case) =>
@@ -122,17 +135,33 @@ if (process.env.TIME_CASES_CHILD) {
       }
     })
 
+    test("a reading's ts is parsed by the same rule: the same instant, or invalid_ts with the same message", () => {
+      const readings = evaluateReadings()
+      for (const [i, c] of READING_CASES.entries()) {
+        const direct = parseTs(c.ts)
+        const expected = typeof direct === 'number' ? direct : { message: `invalid_ts: ${direct.message}` }
+        assert.deepEqual(readings[i], expected, label(c))
+      }
+    })
+
     test('the same results under TZ=UTC, America/New_York and Asia/Kathmandu', () => {
       const here = evaluate()
+      const hereReadings = evaluateReadings()
       const seen = new Set<number>()
       for (const tz of ['UTC', 'America/New_York', 'Asia/Kathmandu']) {
         const env: NodeJS.ProcessEnv = { ...process.env, TZ: tz, TIME_CASES_CHILD: '1' }
         delete env.NODE_TEST_CONTEXT
         const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' })
         assert.equal(child.status, 0, child.stderr)
-        const out = JSON.parse(child.stdout) as { localMidnight: number; results: Result[] }
+        const out = JSON.parse(child.stdout) as {
+          localMidnight: number
+          results: Result[]
+          readings: Result[]
+        }
         seen.add(out.localMidnight)
         for (const [i, c] of CASES.entries()) assert.deepEqual(out.results[i], here[i], `${tz}: ${label(c)}`)
+        for (const [i, c] of READING_CASES.entries())
+          assert.deepEqual(out.readings[i], hereReadings[i], `${tz}: reading ${label(c)}`)
       }
       // Each child really ran in its own zone: local midnight fell at three different instants.
       assert.equal(seen.size, 3)
