@@ -100,8 +100,27 @@ export const TOO_DEEP = `the payload nests deeper than ${LIMITS.maxDepth} levels
  * and `__proto__` cannot even be assigned as a plain key. No sensor needs these names; refusing them says so,
  * where keeping them would hand the hazard on.
  */
-const SPECIAL = new Set(['ts', 'msgId', 'values', '__proto__', 'constructor', 'prototype'])
-const OWN_FIELDS = new Set(['ts', 'msgId', 'values'])
+/** A value's name; `own`: ts, msgId, values; `js`: __proto__, constructor, prototype. */
+type Name = 'value' | 'own' | 'js'
+
+/**
+ * What a key names. A switch, not a Set: it runs for every key of every reading, and comparing a key JSON.parse
+ * interned with six constants costs less than hashing it.
+ */
+function nameOf(key: string): Name {
+  switch (key) {
+    case 'ts':
+    case 'msgId':
+    case 'values':
+      return 'own'
+    case '__proto__':
+    case 'constructor':
+    case 'prototype':
+      return 'js'
+    default:
+      return 'value'
+  }
+}
 
 /**
  * Parses and validates a payload into readings (the ingest) and rejections. `receivedAt` stamps the readings
@@ -265,15 +284,16 @@ function normalize(ctx: Context, el: unknown, index: number | undefined): boolea
       if (++count > LIMITS.maxValuesPerReading) return tooManyValues(out, where, el, index)
       const problem =
         keyProblem(ctx, key) ??
-        (SPECIAL.has(key) ? specialKey(key, true) : undefined) ??
+        (nameOf(key) !== 'value' ? specialKey(key, true) : undefined) ??
         valueProblem(ctx, key, inner[key])
       if (problem) return reject(out, problem.reason, where + problem.detail, el, index)
       if (values) values[key] = inner[key] as Value
     }
   }
   for (const key in obj) {
-    if (SPECIAL.has(key)) {
-      if (OWN_FIELDS.has(key)) continue
+    const name = nameOf(key)
+    if (name !== 'value') {
+      if (name === 'own') continue
       const p = specialKey(key, false)
       return reject(out, p.reason, where + p.detail, el, index)
     }
@@ -356,7 +376,7 @@ function keyProblem(ctx: Context, key: string): Problem | undefined {
 }
 
 function specialKey(key: string, inValues: boolean): Problem {
-  if (OWN_FIELDS.has(key)) {
+  if (nameOf(key) === 'own') {
     return {
       reason: 'reserved_key',
       detail: `"${key}" inside values: ts, msgId and values are the reading's own fields; send ts and msgId beside values, not in it`,

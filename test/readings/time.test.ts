@@ -166,5 +166,58 @@ if (process.env.TIME_CASES_CHILD) {
       // Each child really ran in its own zone: local midnight fell at three different instants.
       assert.equal(seen.size, 3)
     })
+
+    test('50,000 near-miss date-times are accepted exactly when an independent reading of RFC 3339 accepts them', () => {
+      // Mutations of valid date-times (a character replaced, dropped or doubled), from a seeded generator.
+      let seed = 0x5eed
+      const rand = () => {
+        seed = (seed * 1_103_515_245 + 12_345) >>> 0
+        return seed / 2 ** 32
+      }
+      const alphabet = '0123456789-:.TtZz+ x'
+      const bases = [
+        '2026-11-23T08:00:00Z',
+        '2024-02-29t23:59:59.999999999-23:59',
+        '1970-01-01 00:00:00.5+00:00',
+        '9999-12-31T23:59:59.999Z',
+        '2026-04-30T12:30:45.12+05:45',
+      ]
+      let accepted = 0
+      for (let i = 0; i < 50_000; i++) {
+        const chars = [...bases[i % bases.length]]
+        for (let k = Math.floor(rand() * 3); k >= 0; k--) {
+          const at = Math.floor(rand() * chars.length)
+          const op = rand()
+          if (op < 0.6) chars[at] = alphabet[Math.floor(rand() * alphabet.length)]
+          else if (op < 0.8) chars.splice(at, 1)
+          else chars.splice(at, 0, chars[at])
+        }
+        const text = chars.join('')
+        const got = parseTs(text)
+        const want = referenceMs(text)
+        assert.equal(typeof got === 'number' ? got : undefined, want, text)
+        if (want !== undefined) accepted++
+      }
+      assert.ok(accepted > 2_000, `accepted ${accepted}`)
+    })
   })
+}
+
+/** RFC 3339 §5.6 with an offset, read with a regex and Date's UTC arithmetic: the oracle for parseTs. */
+function referenceMs(s: string): number | undefined {
+  const m =
+    /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/.exec(s)
+  if (!m) return undefined
+  const [y, mo, d, h, mi, se] = m.slice(1, 7).map(Number)
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || se > 59) return undefined
+  const date = new Date(0)
+  date.setUTCFullYear(y, mo - 1, d)
+  if (date.getUTCMonth() !== mo - 1) return undefined
+  const oh = Number(m[9] ?? 0)
+  const om = Number(m[10] ?? 0)
+  if (oh > 23 || om > 59) return undefined
+  const offset = (m[8] === '-' ? -1 : 1) * (oh * 60 + om)
+  const fraction = m[7] ? Number(m[7].slice(1, 4).padEnd(3, '0')) : 0
+  const ms = date.getTime() + ((h * 60 + mi - offset) * 60 + se) * 1000 + fraction
+  return ms >= 0 && ms <= TS_MAX ? ms : undefined
 }
