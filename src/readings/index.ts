@@ -99,13 +99,14 @@ export const TOO_DEEP = `the payload nests deeper than ${LIMITS.maxDepth} levels
  * prototype-pollution hazard to whatever consumes the data (a deep merge in a webhook's receiver, a script),
  * and `__proto__` cannot even be assigned as a plain key. No sensor needs these names; refusing them says so,
  * where keeping them would hand the hazard on.
+ *
+ * `own`: ts, msgId, values; `js`: __proto__, constructor, prototype; `value`: any other name.
  */
-/** A value's name; `own`: ts, msgId, values; `js`: __proto__, constructor, prototype. */
 type Name = 'value' | 'own' | 'js'
 
 /**
- * What a key names. A switch, not a Set: it runs for every key of every reading, and comparing a key JSON.parse
- * interned with six constants costs less than hashing it.
+ * What a key names (see Name). A switch, not a Set: it runs for every key of every reading, and comparing a key
+ * JSON.parse interned with six constants costs less than hashing it.
  */
 function nameOf(key: string): Name {
   switch (key) {

@@ -139,7 +139,7 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
       try {
         result = await accept(deviceId, body, key)
       } catch (err) {
-        // Nothing was queued: a retry is judged afresh (a 503 retried later may well be taken).
+        // No reading was queued: a retry is judged afresh (a 503 retried later may well be taken).
         if (c) idempotency.release(deviceId, key).catch(() => {})
         throw err
       }
