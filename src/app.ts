@@ -265,6 +265,7 @@ export class App {
             credentials: this.credentials!,
             metrics,
             maxPayloadBytes: config.maxPayloadBytes,
+            idempotency: this.store.idempotency,
           })
         }
         if (this.has('api')) {

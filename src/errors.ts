@@ -32,6 +32,25 @@ export const ErrorCodes = {
     status: 415,
     message: "Content-Type '%s' is not accepted here; send application/json",
   },
+  IOT_ERR_UNSUPPORTED_ENCODING: {
+    status: 415,
+    message:
+      "Content-Encoding '%s' is not supported; send the body as is, or encoded with gzip, deflate or br",
+  },
+  IOT_ERR_MALFORMED_ENCODING: {
+    status: 400,
+    message:
+      'The body cannot be decoded as %s: %s. Send it encoded as its Content-Encoding says, or unencoded',
+  },
+  IOT_ERR_IDEMPOTENCY_KEY_REUSED: {
+    status: 422,
+    message:
+      "Idempotency-Key '%s' was used with another body; a retry must send the same body, a new request a new key",
+  },
+  IOT_ERR_IDEMPOTENCY_KEY_IN_USE: {
+    status: 409,
+    message: "A request with Idempotency-Key '%s' is being answered; retry in a moment to get its answer",
+  },
   IOT_ERR_QUEUE_FULL: { status: 503, message: 'The durable queue is full (%s); retry later' },
   IOT_ERR_QUEUE_UNAVAILABLE: { status: 503, message: 'The durable queue is unavailable: %s; retry later' },
   IOT_ERR_INTERNAL: { status: 500, message: 'Internal error; see the server log' },

@@ -35,12 +35,15 @@ export async function acceptPayload(
   receivedAt: number,
   /** false for a replay: an operator's still-invalid correction is answered, not quarantined again */
   quarantineIfRefused = true,
+  /** The HTTP request's Idempotency-Key: the ingest derives the ids of readings without ts nor msgId from it. */
+  idempotencyKey?: string,
 ): Promise<AcceptResult> {
   const parsed = judgePayload(payload)
   const accepted = parsed.valid
   const quarantined = parsed.rejections.length
   metrics.received.inc({ transport }, accepted + quarantined)
   const env: Envelope = { id: envelopeId('h'), deviceId, transport, receivedAt, payload }
+  if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
   if (accepted === 0) {
     const first = parsed.rejections[0]
     env.rejected = { reason: first.reason, detail: first.detail }

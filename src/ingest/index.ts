@@ -3,7 +3,7 @@ import type { Config } from '../config/index.js'
 import { Backoff } from '../lib/backoff.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
-import { parsePayload } from '../readings/index.js'
+import { RENAMED_REASONS, parsePayload } from '../readings/index.js'
 import { type BatchWriter, type QuarantineInsert, TelemetryBatch, type WriteResult } from '../store/index.js'
 import { pgFault } from '../store/outage.js'
 
@@ -218,7 +218,7 @@ export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quar
       quarantine.push(qrow(env, env.id, env.rejected.reason, env.rejected.detail, env.payload, false))
       continue
     }
-    const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt)
+    const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt, env.idempotencyKey)
     for (const r of parsed.readings) batch.add(env.deviceId, r.msgId, r.ts, env.receivedAt, r.values)
     for (const rej of parsed.rejections) {
       const whole = rej.element === undefined
@@ -250,7 +250,8 @@ function qrow(
     deviceId: env.deviceId,
     transport: env.transport,
     topic: env.topic ?? null,
-    reason,
+    // A reason renamed since the message was queued (a RabbitMQ header) is stored under its current name.
+    reason: RENAMED_REASONS.get(reason) ?? reason,
     detail,
     payload,
     acked,

@@ -20,6 +20,11 @@ export interface Envelope {
   /** ms since the epoch, at the gateway */
   receivedAt: number
   payload: Buffer
+  /**
+   * The HTTP request's Idempotency-Key, when it had one: readings without ts nor msgId derive their ids from
+   * it, so a retry of the request is stored once (readings/index.ts).
+   */
+  idempotencyKey?: string
   /** Set when the gateway refused the message (no ack) and only keeps it for the quarantine. */
   rejected?: { reason: QuarantineReason; detail: string }
 }

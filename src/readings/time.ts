@@ -95,6 +95,8 @@ const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/
 const BAD_OFFSET = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}(\d{2})?$/
 
 function stringMs(s: string, query: boolean): number | string {
+  const quick = plainDateTime(s)
+  if (quick >= 0) return quick
   const m = DATE_TIME.exec(s)
   if (!m) return ' ' + whyNot(s, query)
   const year = Number(m[1])
@@ -127,6 +129,71 @@ function stringMs(s: string, query: boolean): number | string {
   if (ms < TS_MIN || ms > TS_MAX)
     return ': the instant is outside 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'
   return ms
+}
+
+/**
+ * The accepted date-time read by character codes, for a reading's ts on the gateway's hot path: DATE_TIME's
+ * regex allocates a dozen substrings per call, and a reading with an RFC 3339 ts paid ~15% more to be judged
+ * for them. Returns the ms, or -1 for anything that is not plainly a valid instant in DATE_TIME's form: the
+ * regex path then accepts nothing more (it is the definition) and says what is wrong.
+ */
+function plainDateTime(s: string): number {
+  const n = s.length
+  if (n < 20) return -1
+  const year = digits(s, 0, 4)
+  const month = digits(s, 5, 2)
+  const day = digits(s, 8, 2)
+  const hour = digits(s, 11, 2)
+  const minute = digits(s, 14, 2)
+  const second = digits(s, 17, 2)
+  const t = s.charCodeAt(10)
+  if (
+    (year | month | day | hour | minute | second) < 0 ||
+    s.charCodeAt(4) !== 0x2d ||
+    s.charCodeAt(7) !== 0x2d ||
+    (t !== 0x54 && t !== 0x74 && t !== 0x20) ||
+    s.charCodeAt(13) !== 0x3a ||
+    s.charCodeAt(16) !== 0x3a
+  )
+    return -1
+  let i = 19
+  let fractionMs = 0
+  if (s.charCodeAt(i) === 0x2e) {
+    const start = ++i
+    for (let c = s.charCodeAt(i) - 0x30; c >= 0 && c <= 9; c = s.charCodeAt(++i) - 0x30)
+      if (i - start < 3) fractionMs = fractionMs * 10 + c
+    const count = i - start
+    if (count === 0 || count > 9) return -1
+    for (let k = count; k < 3; k++) fractionMs *= 10
+  }
+  let offsetMin = 0
+  const z = s.charCodeAt(i)
+  if (z === 0x5a || z === 0x7a) {
+    if (i + 1 !== n) return -1
+  } else if (z === 0x2b || z === 0x2d) {
+    const oh = digits(s, i + 1, 2)
+    const om = digits(s, i + 4, 2)
+    if (i + 6 !== n || s.charCodeAt(i + 3) !== 0x3a || oh < 0 || om < 0 || oh > 23 || om > 59) return -1
+    offsetMin = (z === 0x2d ? -1 : 1) * (oh * 60 + om)
+  } else return -1
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return -1
+  if (hour > 23 || minute > 59 || second > 59) return -1
+  const ms =
+    daysFromCivil(year, month, day) * 86_400_000 +
+    ((hour * 60 + minute - offsetMin) * 60 + second) * 1000 +
+    fractionMs
+  return ms >= TS_MIN && ms <= TS_MAX ? ms : -1
+}
+
+/** The `count` ASCII digits at `at` as a number, or -1. */
+function digits(s: string, at: number, count: number): number {
+  let v = 0
+  for (let i = at; i < at + count; i++) {
+    const c = s.charCodeAt(i) - 0x30
+    if (!(c >= 0 && c <= 9)) return -1
+    v = v * 10 + c
+  }
+  return v
 }
 
 /** The closest reason a string is not an accepted date-time, so the sender knows what to fix. */

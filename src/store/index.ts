@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { DeviceStore } from './devices.js'
+import { IdempotencyStore } from './idempotency.js'
 import { migrate } from './migrate.js'
 import { Notifications } from './notifications.js'
 import { Db } from './pool.js'
@@ -15,6 +16,7 @@ import {
 } from './telemetry-write.js'
 
 export type { Credential, DeviceRow, NewDevice } from './devices.js'
+export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
 export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'
 export type { Aggregate, AggregateQuery, Latest, Point, PointsQuery, RangeQuery } from './queries.js'
@@ -48,6 +50,8 @@ export class Store implements BatchWriter {
   readonly services: ServiceStore
   /** LISTEN/NOTIFY between processes. */
   readonly notifications: Notifications
+  /** HTTP ingest's Idempotency-Key records. */
+  readonly idempotency: IdempotencyStore
   private readonly db: Db
 
   constructor(
@@ -63,6 +67,7 @@ export class Store implements BatchWriter {
     this.sessions = new SessionStore(this.db)
     this.services = new ServiceStore(this.db)
     this.notifications = new Notifications(this.db, log)
+    this.idempotency = new IdempotencyStore(this.db)
   }
 
   /** The pool itself, for tests that check what was stored; code outside the store goes through the modules. */

@@ -59,7 +59,7 @@ describe('quarantine', () => {
 
   test('replay without a body resends the stored payload; a still-invalid one is 400 and stays replayable', async () => {
     await send('{"ts":"not a time","v":1}')
-    const item = await find('invalid_timestamp', '{"ts":"not a time","v":1}')
+    const item = await find('invalid_ts', '{"ts":"not a time","v":1}')
     const r = await p.req('POST', `/api/v1/quarantine/${item.id}/replay`, {})
     assert.equal(r.status, 400)
     assert.equal(r.body.code, 'IOT_ERR_INVALID_READING')

@@ -64,7 +64,7 @@ describe('HTTP ingest', () => {
     ['a non-object reading', '42', 'not_an_object'],
     ['a value of an unsupported type', '{"speed": {"a": 1}}', 'invalid_value'],
     ['a null value', '{"speed": null}', 'invalid_value'],
-    ['a bad timestamp', '{"ts": "yesterday", "speed": 1}', 'invalid_timestamp'],
+    ['a bad timestamp', '{"ts": "yesterday", "speed": 1}', 'invalid_ts'],
     ['a latitude out of range', '{"lat": 123, "lon": 1}', 'invalid_value'],
     ['no values at all', '{"ts": 1732330000000}', 'no_values'],
     ['an empty array', '[]', 'empty_payload'],

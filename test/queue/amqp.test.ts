@@ -100,4 +100,28 @@ describe('RabbitMQ queue', () => {
       'the backlog stored',
     )
   })
+
+  test("an HTTP request's Idempotency-Key travels through RabbitMQ: a retry without its record stores once", async () => {
+    const dev = await gateway.createDevice('amqp-key')
+    const post = () =>
+      fetch(`${gateway.api}/devices/${dev.id}/telemetry`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${dev.token}`, 'idempotency-key': 'amqp-1' },
+        body: '[{"k":1},{"k":1}]',
+      })
+    const ids = async () =>
+      (
+        await gateway.app.store.pool.query('SELECT msg_id FROM telemetry WHERE device_id = $1 ORDER BY 1', [
+          dev.id,
+        ])
+      ).rows.map((r) => r.msg_id as string)
+    assert.equal((await post()).status, 202)
+    const first = await waitFor(async () => ((await ids()).length === 2 ? ids() : undefined))
+    assert.ok(first.every((id) => id.startsWith('k:')))
+    await gateway.app.store.pool.query('DELETE FROM idempotency_keys WHERE device_id = $1', [dev.id])
+    const duplicates = await ingest.metric('iotcore_messages_duplicate_total')
+    assert.equal((await post()).status, 202)
+    await waitFor(async () => (await ingest.metric('iotcore_messages_duplicate_total')) === duplicates + 2)
+    assert.deepEqual(await ids(), first)
+  })
 })

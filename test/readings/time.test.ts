@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, test } from 'node:test'
+import { parsePayload } from '../../src/readings/index.js'
 import { parseTimeQuery, parseTs, TS_MAX, type TsUnit } from '../../src/readings/time.js'
 
 /** 2026-11-23T08:00:00Z */
@@ -91,13 +92,25 @@ type Result = number | { message: string }
 const evaluate = (): Result[] =>
   CASES.map((c) => (c.query ? parseTimeQuery('from', c.ts as string) : parseTs(c.ts, c.unit)))
 
+/** The cases a reading can carry as its ts (JSON, in ms; a null ts is an absent one there). */
+const READING_CASES = CASES.filter(
+  (c) => !c.query && !c.unit && c.ts !== null && (typeof c.ts !== 'number' || Number.isFinite(c.ts)),
+)
+/** The same cases through the reading rule: the ts stored, or the refusal as `reason: detail`. */
+const evaluateReadings = (): Result[] =>
+  READING_CASES.map((c) => {
+    const r = parsePayload(JSON.stringify({ ts: c.ts, v: 1 }), 'd', 7)
+    const no = r.rejections[0]
+    return no ? { message: `${no.reason}: ${no.detail}` } : r.readings[0].ts
+  })
+
 /**
  * Run as a child (TIME_CASES_CHILD set): print every case's result and this process's idea of local time, for
  * the parent to compare across time zones.
  */
 if (process.env.TIME_CASES_CHILD) {
   const localMidnight = new Date(2026, 10, 23).getTime()
-  process.stdout.write(JSON.stringify({ localMidnight, results: evaluate() }))
+  process.stdout.write(JSON.stringify({ localMidnight, results: evaluate(), readings: evaluateReadings() }))
 } else {
   describe('timestamps: one contract, whatever the time zone', () => {
     const label = (c: Case) =>
@@ -122,20 +135,89 @@ if (process.env.TIME_CASES_CHILD) {
       }
     })
 
+    test("a reading's ts is parsed by the same rule: the same instant, or invalid_ts with the same message", () => {
+      const readings = evaluateReadings()
+      for (const [i, c] of READING_CASES.entries()) {
+        const direct = parseTs(c.ts)
+        const expected = typeof direct === 'number' ? direct : { message: `invalid_ts: ${direct.message}` }
+        assert.deepEqual(readings[i], expected, label(c))
+      }
+    })
+
     test('the same results under TZ=UTC, America/New_York and Asia/Kathmandu', () => {
       const here = evaluate()
+      const hereReadings = evaluateReadings()
       const seen = new Set<number>()
       for (const tz of ['UTC', 'America/New_York', 'Asia/Kathmandu']) {
         const env: NodeJS.ProcessEnv = { ...process.env, TZ: tz, TIME_CASES_CHILD: '1' }
         delete env.NODE_TEST_CONTEXT
         const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' })
         assert.equal(child.status, 0, child.stderr)
-        const out = JSON.parse(child.stdout) as { localMidnight: number; results: Result[] }
+        const out = JSON.parse(child.stdout) as {
+          localMidnight: number
+          results: Result[]
+          readings: Result[]
+        }
         seen.add(out.localMidnight)
         for (const [i, c] of CASES.entries()) assert.deepEqual(out.results[i], here[i], `${tz}: ${label(c)}`)
+        for (const [i, c] of READING_CASES.entries())
+          assert.deepEqual(out.readings[i], hereReadings[i], `${tz}: reading ${label(c)}`)
       }
       // Each child really ran in its own zone: local midnight fell at three different instants.
       assert.equal(seen.size, 3)
     })
+
+    test('50,000 near-miss date-times are accepted exactly when an independent reading of RFC 3339 accepts them', () => {
+      // Mutations of valid date-times (a character replaced, dropped or doubled), from a seeded generator.
+      let seed = 0x5eed
+      const rand = () => {
+        seed = (seed * 1_103_515_245 + 12_345) >>> 0
+        return seed / 2 ** 32
+      }
+      const alphabet = '0123456789-:.TtZz+ x'
+      const bases = [
+        '2026-11-23T08:00:00Z',
+        '2024-02-29t23:59:59.999999999-23:59',
+        '1970-01-01 00:00:00.5+00:00',
+        '9999-12-31T23:59:59.999Z',
+        '2026-04-30T12:30:45.12+05:45',
+      ]
+      let accepted = 0
+      for (let i = 0; i < 50_000; i++) {
+        const chars = [...bases[i % bases.length]]
+        for (let k = Math.floor(rand() * 3); k >= 0; k--) {
+          const at = Math.floor(rand() * chars.length)
+          const op = rand()
+          if (op < 0.6) chars[at] = alphabet[Math.floor(rand() * alphabet.length)]
+          else if (op < 0.8) chars.splice(at, 1)
+          else chars.splice(at, 0, chars[at])
+        }
+        const text = chars.join('')
+        const got = parseTs(text)
+        const want = referenceMs(text)
+        assert.equal(typeof got === 'number' ? got : undefined, want, text)
+        if (want !== undefined) accepted++
+      }
+      assert.ok(accepted > 2_000, `accepted ${accepted}`)
+    })
   })
+}
+
+/** RFC 3339 §5.6 with an offset, read with a regex and Date's UTC arithmetic: the oracle for parseTs. */
+function referenceMs(s: string): number | undefined {
+  const m =
+    /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/.exec(s)
+  if (!m) return undefined
+  const [y, mo, d, h, mi, se] = m.slice(1, 7).map(Number)
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || se > 59) return undefined
+  const date = new Date(0)
+  date.setUTCFullYear(y, mo - 1, d)
+  if (date.getUTCMonth() !== mo - 1) return undefined
+  const oh = Number(m[9] ?? 0)
+  const om = Number(m[10] ?? 0)
+  if (oh > 23 || om > 59) return undefined
+  const offset = (m[8] === '-' ? -1 : 1) * (oh * 60 + om)
+  const fraction = m[7] ? Number(m[7].slice(1, 4).padEnd(3, '0')) : 0
+  const ms = date.getTime() + ((h * 60 + mi - offset) * 60 + se) * 1000 + fraction
+  return ms >= 0 && ms <= TS_MAX ? ms : undefined
 }

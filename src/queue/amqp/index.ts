@@ -130,6 +130,7 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
       for (const e of envs) {
         const headers: Record<string, unknown> = { d: e.deviceId, t: e.transport }
         if (e.topic !== undefined) headers.tp = e.topic
+        if (e.idempotencyKey !== undefined) headers.ik = e.idempotencyKey
         if (e.rejected) {
           headers.rr = e.rejected.reason
           headers.rd = e.rejected.detail
@@ -310,7 +311,7 @@ class AmqpConsumer implements Consumer {
 
 function decode(m: ConsumeMessage): Envelope {
   const h = m.properties.headers ?? {}
-  return {
+  const env: Envelope = {
     id: String(m.properties.messageId),
     deviceId: String(h.d),
     transport: String(h.t) as Transport,
@@ -319,4 +320,6 @@ function decode(m: ConsumeMessage): Envelope {
     payload: m.content,
     rejected: h.rr ? { reason: String(h.rr) as QuarantineReason, detail: String(h.rd ?? '') } : undefined,
   }
+  if (h.ik !== undefined) env.idempotencyKey = String(h.ik)
+  return env
 }

@@ -13,8 +13,13 @@ import { TRANSPORTS, type Envelope } from '../types.js'
  *  13  u16  topic bytes (65535: no topic)
  *  15  u32  rejected detail bytes
  *  19  deviceId, topic, detail (UTF-8), then the payload to the end
+ *
+ * Format 2, only for an envelope with an idempotency key (format 1 stays byte for byte what it was):
+ *  19  u16  idempotency key bytes
+ *  21  deviceId, topic, detail, idempotency key (UTF-8), then the payload to the end
  */
 const FORMAT = 1
+const KEYED = 2
 const HEADER = 19
 const NONE8 = 255
 const NONE16 = 0xffff
@@ -26,34 +31,41 @@ export function encodeRecord(e: Envelope): Buffer {
   const tLen = e.topic === undefined ? 0 : Buffer.byteLength(e.topic)
   const detail = e.rejected?.detail ?? ''
   const rLen = detail.length === 0 ? 0 : Buffer.byteLength(detail)
-  const buf = Buffer.allocUnsafe(HEADER + dLen + tLen + rLen + e.payload.length)
-  buf[0] = FORMAT
+  const kLen = e.idempotencyKey === undefined ? -1 : Buffer.byteLength(e.idempotencyKey)
+  const header = kLen < 0 ? HEADER : HEADER + 2
+  const buf = Buffer.allocUnsafe(header + dLen + tLen + rLen + Math.max(kLen, 0) + e.payload.length)
+  buf[0] = kLen < 0 ? FORMAT : KEYED
   buf.writeDoubleLE(e.receivedAt, 1)
   buf[9] = TRANSPORT_INDEX.get(e.transport) ?? 0
   buf[10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
   buf.writeUInt16LE(dLen, 11)
   buf.writeUInt16LE(e.topic === undefined ? NONE16 : tLen, 13)
   buf.writeUInt32LE(rLen, 15)
-  let at = HEADER
+  if (kLen >= 0) buf.writeUInt16LE(kLen, HEADER)
+  let at = header
   at += buf.write(e.deviceId, at)
   if (tLen > 0) at += buf.write(e.topic!, at)
   if (rLen > 0) at += buf.write(detail, at)
+  if (kLen > 0) at += buf.write(e.idempotencyKey!, at)
   e.payload.copy(buf, at)
   return buf
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
-  if (buf[0] !== FORMAT) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
+  const keyed = buf[0] === KEYED
+  if (buf[0] !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
   const dLen = buf.readUInt16LE(11)
   const tRaw = buf.readUInt16LE(13)
   const rLen = buf.readUInt32LE(15)
-  let at = HEADER
+  const kLen = keyed ? buf.readUInt16LE(HEADER) : 0
+  let at = keyed ? HEADER + 2 : HEADER
   const deviceId = buf.toString('utf8', at, (at += dLen))
   let topic: string | undefined
   if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
+  const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
   const reason = buf[10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[10]]
-  return {
+  const env: Envelope = {
     id,
     deviceId,
     transport: TRANSPORTS[buf[9]],
@@ -62,6 +74,8 @@ export function decodeRecord(buf: Buffer, id: string): Envelope {
     payload: buf.subarray(at),
     rejected: reason ? { reason, detail } : undefined,
   }
+  if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
+  return env
 }
 
 /** receivedAt alone, for the age of the oldest entry. */

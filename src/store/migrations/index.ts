@@ -107,4 +107,27 @@ CREATE INDEX devices_created ON devices (created_at, id);
 CREATE INDEX quarantine_received ON quarantine (received_at, id);
 `,
   },
+  {
+    version: 4,
+    name: 'HTTP Idempotency-Key records; quarantine reason invalid_timestamp renamed invalid_ts',
+    sql: `
+-- One row per (device, Idempotency-Key) of HTTP ingest (store/idempotency.ts): claimed by the first request
+-- (status NULL while it runs), then holding its answer for the retries until expires_at. Pruned by the store.
+CREATE TABLE idempotency_keys (
+  device_id    text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+  key          text NOT NULL,
+  -- sha256 of the request body as decoded: the same key with another body is refused
+  request_hash text NOT NULL,
+  claimed_at   timestamptz NOT NULL,
+  expires_at   timestamptz NOT NULL,
+  status       int,
+  response     text,
+  PRIMARY KEY (device_id, key)
+);
+CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+
+-- The reason's name in the reading contract; queue entries keep its position in QUARANTINE_REASONS.
+UPDATE quarantine SET reason = 'invalid_ts' WHERE reason = 'invalid_timestamp';
+`,
+  },
 ]

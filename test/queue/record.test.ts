@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { decodeRecord, encodeRecord } from '../../src/queue/local/record.js'
+import type { Envelope } from '../../src/queue/types.js'
+
+const base: Envelope = {
+  id: 'x',
+  deviceId: 'dev-1',
+  transport: 'http',
+  receivedAt: 1_795_420_800_123,
+  payload: Buffer.from('{"v":1}'),
+}
+
+describe('local queue records', () => {
+  test('an envelope without an idempotency key is written in format 1, as before keys existed', () => {
+    const buf = encodeRecord(base)
+    assert.equal(buf[0], 1)
+    assert.equal(buf.length, 19 + 'dev-1'.length + '{"v":1}'.length)
+    assert.deepEqual(decodeRecord(buf, 'x'), { ...base, topic: undefined, rejected: undefined })
+  })
+
+  test('an idempotency key travels with its envelope (format 2), beside topic and refusal', () => {
+    const keyed: Envelope = {
+      ...base,
+      topic: 'devices/dev-1/telemetry',
+      idempotencyKey: 'clé-0001',
+      rejected: { reason: 'invalid_ts', detail: 'détail' },
+    }
+    const buf = encodeRecord(keyed)
+    assert.equal(buf[0], 2)
+    assert.deepEqual(decodeRecord(buf, 'x'), keyed)
+    assert.equal(decodeRecord(encodeRecord({ ...base, idempotencyKey: '' }), 'x').idempotencyKey, '')
+  })
+
+  test('a refusal queued as invalid_timestamp (position 3) reads back under its new name, invalid_ts', () => {
+    // Format 1 as version 0.1.0 wrote it: reason index 3, detail "old", no topic.
+    const buf = Buffer.alloc(19 + 1 + 3 + 2)
+    buf[0] = 1
+    buf.writeDoubleLE(5, 1)
+    buf[9] = 1
+    buf[10] = 3
+    buf.writeUInt16LE(1, 11)
+    buf.writeUInt16LE(0xffff, 13)
+    buf.writeUInt32LE(3, 15)
+    buf.write('dold{}', 19)
+    assert.deepEqual(decodeRecord(buf, 'y').rejected, { reason: 'invalid_ts', detail: 'old' })
+    assert.equal(decodeRecord(buf, 'y').payload.toString(), '{}')
+  })
+})
