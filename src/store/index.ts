@@ -14,7 +14,7 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
-export type { Credential, DeviceRow, NewDevice } from './devices.js'
+export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export type { ListenHandlers, Listener } from './notifications.js'
 export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'
 export type { Aggregate, AggregateQuery, Latest, Point, PointsQuery, RangeQuery } from './queries.js'
