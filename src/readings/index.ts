@@ -33,6 +33,7 @@ export const QUARANTINE_REASONS = [
   'database_rejected',
   'ingest_failed',
   'too_deep',
+  'device_deleted',
 ] as const
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
 
