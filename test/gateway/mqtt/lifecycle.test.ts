@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { IDisconnectPacket, MqttClient } from 'mqtt'
 import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
-import type { Device } from '../../helpers/mqtt-raw.js'
+import { type Device, LIVENESS_MS } from '../../helpers/mqtt-raw.js'
 import { MqttSuite, openClient, publish, series } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
@@ -16,10 +16,18 @@ function cut(client: MqttClient): Promise<IDisconnectPacket | undefined> {
   })
 }
 
-/** An MQTT.js client connected to `p`'s MQTT port, its end awaited as `gone`. */
+/** An MQTT.js client connected to `p`'s MQTT port; `gone()` waits for the server to cut it, with a bound. */
 async function connected(p: Platform, version: 4 | 5, dev: Device, clientId: string) {
   const { client } = await openClient(`mqtt://127.0.0.1:${p.mqttPort}`, version, dev, { clientId })
-  return { client, gone: cut(client) }
+  const closed = cut(client)
+  const gone = () => {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the server did not cut ${clientId}`)), LIVENESS_MS)
+    })
+    return Promise.race([closed, late]).finally(() => clearTimeout(timer))
+  }
+  return { client, gone }
 }
 
 /** The CONNACK code of a connect with these credentials that is refused, or 0 if it was accepted. */
@@ -50,10 +58,10 @@ describe('device lifecycle over MQTT: deleting a device or rotating its token cu
       await waitFor(async () => (await series(p, dev.id, 'speed')).length === 1, 20_000, 'the reading')
 
       assert.equal((await p.req('DELETE', `/api/v1/devices/${dev.id}?data=${data}`)).status, 204)
-      const disconnect = await v5.gone
+      const disconnect = await v5.gone()
       assert.equal(disconnect?.reasonCode, NOT_AUTHORIZED)
       assert.match(String(disconnect?.properties?.reasonString), /deleted/)
-      assert.equal(await v4.gone, undefined, 'v3.1.1 has no server DISCONNECT: the connection is closed')
+      assert.equal(await v4.gone(), undefined, 'v3.1.1 has no server DISCONNECT: the connection is closed')
 
       assert.equal(await refusal(p, 5, dev), BAD_CREDENTIALS[5])
       assert.equal(await refusal(p, 4, dev), BAD_CREDENTIALS[4])
@@ -78,10 +86,10 @@ describe('device lifecycle over MQTT: deleting a device or rotating its token cu
     assert.equal(r.status, 200)
     const fresh = { id: dev.id, token: r.body.token as string }
 
-    const disconnect = await old5.gone
+    const disconnect = await old5.gone()
     assert.equal(disconnect?.reasonCode, NOT_AUTHORIZED)
     assert.match(String(disconnect?.properties?.reasonString), /token was rotated/)
-    assert.equal(await old4.gone, undefined)
+    assert.equal(await old4.gone(), undefined)
 
     assert.equal(await refusal(p, 5, dev), BAD_CREDENTIALS[5])
     assert.equal(await refusal(p, 4, dev), BAD_CREDENTIALS[4])
@@ -97,8 +105,8 @@ describe('device lifecycle over MQTT: deleting a device or rotating its token cu
 
     // A second rotation cuts the connections of the first new token; one made with the newest stays.
     const newer = await p.req('POST', `/api/v1/devices/${dev.id}/token`)
-    assert.equal(await made[0].gone, undefined)
-    assert.equal((await made[1].gone)?.reasonCode, NOT_AUTHORIZED)
+    assert.equal(await made[0].gone(), undefined)
+    assert.equal((await made[1].gone())?.reasonCode, NOT_AUTHORIZED)
     const newest = await connected(p, 5, { id: dev.id, token: newer.body.token }, 'rot-newest')
     assert.equal(await publish(newest.client, telemetry(dev), '{"msgId":"newest","speed":9}', 1), undefined)
     await waitFor(async () => (await series(p, dev.id, 'speed')).length === 3, 20_000, 'the third reading')
@@ -123,13 +131,13 @@ describe('device lifecycle across processes: every gateway process cuts the conn
     const gone = await a.createDevice('elsewhere-deleted')
     const onB = await connected(b, 5, gone, 'b-deleted')
     assert.equal((await a.req('DELETE', `/api/v1/devices/${gone.id}`)).status, 204)
-    assert.equal((await onB.gone)?.reasonCode, NOT_AUTHORIZED)
+    assert.equal((await onB.gone())?.reasonCode, NOT_AUTHORIZED)
     assert.equal(await refusal(b, 5, gone), BAD_CREDENTIALS[5])
 
     const rotated = await a.createDevice('elsewhere-rotated')
     const v4OnB = await connected(b, 4, rotated, 'b-rotated')
     assert.equal((await a.req('POST', `/api/v1/devices/${rotated.id}/token`)).status, 200)
-    assert.equal(await v4OnB.gone, undefined)
+    assert.equal(await v4OnB.gone(), undefined)
     assert.equal((await b.postTelemetry(rotated, '{"speed":1}')).status, 401)
   })
 })
