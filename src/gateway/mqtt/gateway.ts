@@ -192,7 +192,7 @@ export class MqttGateway {
     if (this.parked.size > MAX_PARKED) this.parked.delete(this.parked.keys().next().value!)
   }
 
-  /** @internal The resend window parked for this session, taken out; undefined if none. */
+  /** @internal The resend window parked for this session, taken out; null if none (or expired). */
   unpark(clientKey: string): ResendWindow | null {
     const p = this.parked.get(clientKey)
     if (!p) return null

@@ -100,9 +100,9 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
 /**
  * The Keep Alive in force and the silence allowed. v5: the client's, at most our maximum, which replaces a
  * larger one or 0 through Server Keep Alive [MQTT-3.2.2-21]; cut after one and a half times it
- * [MQTT-3.1.2-22]. v3.1.1 cannot be told another value, so the client's own is honoured, 0 included ("turns
- * off the keep alive mechanism", v3.1.1 §3.1.2.10), up to the idle limit: past it we may close a silent
- * connection "at any time, regardless of the Keep Alive value" (ibid.), and do, as it is most likely dead.
+ * [MQTT-3.1.2-22]. v3.1.1 cannot be told another value, so the client's own is honoured, 0 included (v3.1.1
+ * §3.1.2.10: 0 turns the keep alive mechanism off), up to the idle limit: past it a server may close a silent
+ * connection "at any time, regardless of the Keep Alive value" (ibid.), and we do, as it is most likely dead.
  */
 function keepAlive(c: Connection, asked: number): void {
   const { maxKeepaliveSeconds: max, idleLimitSeconds: idle } = c.gw.opts
