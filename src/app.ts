@@ -221,6 +221,7 @@ export class App {
             maxPayloadBytes: config.maxPayloadBytes,
             connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
             maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
+            idleLimitSeconds: config.mqttIdleLimitSeconds,
             receiveMaximum: config.mqttReceiveMaximum,
           },
           this.queue,

@@ -11,6 +11,11 @@ export const ErrorCodes = {
     status: 404,
     message: "Device '%s' does not exist; list devices with GET /api/v1/devices",
   },
+  IOT_ERR_DEVICE_RETIRED: {
+    status: 409,
+    message:
+      "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it",
+  },
   IOT_ERR_DEVICE_CONFLICT: {
     status: 409,
     message: 'A device with this %s already exists; choose another or delete it first',

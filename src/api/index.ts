@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import type { Devices } from '../devices/index.js'
+import { DELETE_DATA, type Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
 import { acceptPayload, correctedPayload } from '../gateway/accept.js'
 import type { Metrics } from '../metrics/index.js'
@@ -179,10 +179,10 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     },
     async (req, reply) => {
       refuseOffset(req.query)
-      const { limit, order, cursor } = req.query
-      const query: QueryIdentity = ['devices', order]
+      const { limit, order, cursor, retired } = req.query
+      const query: QueryIdentity = ['devices', order, retired]
       const after = cursor === undefined ? undefined : decodeCursor(cursor, query, isDeviceKeyset)
-      const page = await devices.list(limit, order, after)
+      const page = await devices.list(limit, order, after, retired)
       const next = page.next && encodeCursor(query, page.next)
       linkNext(req, reply, next)
       return { devices: page.items, limit, next }
@@ -206,10 +206,28 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.delete(
     '/devices/:id',
     {
-      schema: { ...admin, tags: ['devices'], summary: 'Delete a device and its telemetry', params: IdParam },
+      schema: {
+        ...admin,
+        tags: ['devices'],
+        summary: 'Retire a device (data=keep, the default) or remove it with its telemetry (data=delete)',
+        description:
+          'Either way the device can no longer connect: its token stops working at once, its live MQTT ' +
+          'connections are cut on every gateway process (MQTT 5: DISCONNECT 0x87), and readings of it still ' +
+          'queued go to the quarantine as device_deleted instead of into telemetry. data=keep retires it: it ' +
+          'leaves the default device list (retired=include shows it), and its telemetry stays readable until a ' +
+          'second DELETE with data=delete removes the device and its telemetry together. Retiring a retired ' +
+          'device changes nothing.',
+        params: IdParam,
+        querystring: Type.Object({
+          data: Type.Union(
+            DELETE_DATA.map((d) => Type.Literal(d)),
+            { default: 'keep', description: 'keep: retire, telemetry stays; delete: remove it all' },
+          ),
+        }),
+      },
     },
     async (req, reply) => {
-      await devices.delete(req.params.id)
+      await devices.delete(req.params.id, req.query.data)
       return reply.code(204).send()
     },
   )

@@ -23,6 +23,9 @@ export const DeviceBody = Type.Object(
     attributes: Attributes,
     createdAt: Type.String({ format: 'date-time' }),
     lastSeenAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    retiredAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'when DELETE with data=keep retired it: its telemetry stays readable, it cannot connect',
+    }),
     online: Type.Boolean(),
   },
   { $id: 'Device' },
@@ -81,6 +84,11 @@ export const DeviceListQuery = Type.Object({
   order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
     default: 'asc',
     description: 'by creation time, ties by id: asc is oldest first',
+  }),
+  retired: Type.Union([Type.Literal('exclude'), Type.Literal('include'), Type.Literal('only')], {
+    default: 'exclude',
+    description:
+      'devices retired by DELETE with data=keep: left out (the default), listed too, or listed alone',
   }),
   cursor: Cursor,
 })

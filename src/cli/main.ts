@@ -58,27 +58,9 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', () => shutdown('SIGINT'))
     // A start that fails stops what it started before it throws.
     await app.start()
-    const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-    const lines = [
-      `iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`,
-      app.httpPort
-        ? `  REST API   http://${host}:${app.httpPort}/api/v1   (docs: http://${host}:${app.httpPort}/docs)`
-        : '',
-      app.httpPort && app.mqtt
-        ? `  HTTP ingest POST http://${host}:${app.httpPort}/api/v1/devices/<id>/telemetry`
-        : '',
-      app.mqtt?.port
-        ? `  MQTT       mqtt://${host}:${app.mqtt.port}   (WebSocket: ws://${host}:${app.httpPort}/mqtt)`
-        : '',
-      app.httpPort
-        ? `  health     http://${host}:${app.httpPort}/readyz   metrics: http://${host}:${app.httpPort}/metrics`
-        : '',
-      app.admin.show
-        ? `  admin token (shown once, kept in ${app.admin.file}):\n    ${app.admin.token}`
-        : `  admin token: ${app.config.adminToken ? 'from IOTCORE_ADMIN_TOKEN' : `in ${app.admin.file}`}`,
-    ]
-    console.log(lines.filter(Boolean).join('\n'))
-    if (app.admin.show) markAdminTokenShown(app.admin)
+    console.log(banner(app))
+    // The admin token is for the API: shown by the first process that serves it, not by a gateway or worker.
+    if (app.has('api') && app.admin.show) markAdminTokenShown(app.admin)
     return -1
   }
 
@@ -109,6 +91,29 @@ async function main(argv: string[]): Promise<number> {
 
   console.error(`unknown command: ${positionals.join(' ')}\n\n${USAGE}`)
   return 1
+}
+
+/** What a started process runs, and where: a line for each listener or route set it serves, and only those. */
+function banner(app: App): string {
+  const { config } = app
+  const host = config.host === '0.0.0.0' ? 'localhost' : config.host
+  const http = app.httpPort ? `http://${host}:${app.httpPort}` : undefined
+  const ws = http && app.mqtt ? `ws://${host}:${app.httpPort}/mqtt` : undefined
+  const api = app.has('api')
+  const lines = [`iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`]
+  if (api && http) lines.push(`  REST API   ${http}/api/v1   (docs: ${http}/docs; dashboard: ${http}/)`)
+  if (app.mqtt && http) lines.push(`  HTTP ingest POST ${http}/api/v1/devices/<id>/telemetry`)
+  if (app.mqtt?.port)
+    lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
+  else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
+  if (http) lines.push(`  health     ${http}/readyz   metrics: ${http}/metrics`)
+  if (api)
+    lines.push(
+      app.admin.show
+        ? `  admin token (shown once, kept in ${app.admin.file}):\n    ${app.admin.token}`
+        : `  admin token: ${config.adminToken ? 'from IOTCORE_ADMIN_TOKEN' : `in ${app.admin.file}`}`,
+    )
+  return lines.join('\n')
 }
 
 main(process.argv.slice(2)).then(

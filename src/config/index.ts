@@ -27,6 +27,11 @@ export const DEFAULTS = {
   /** Longest keepalive we accept; a client asking for more (or 0, none) gets this as Server Keep Alive in
    * MQTT 5, so dead TCP connections are found within 1.5x of it. */
   mqttMaxKeepaliveSeconds: 300,
+  /** Longest silence an MQTT 3.1.1 connection is held, whatever its keepalive (0, none, included): v3.1.1
+   * cannot be told a Server Keep Alive, so its own is honoured up to this. An hour outlasts the idle timeout of
+   * most mobile carriers' NATs (minutes), past which a silent TCP connection is more likely dead than quiet,
+   * while holding it costs memory and a file descriptor. A device quieter than this should send PINGREQs. */
+  mqttIdleLimitSeconds: 3600,
   /** QoS 1/2 publishes a client may have unacknowledged (MQTT 5 Receive Maximum). 100 covers a pipelined
    * client's window with no head-of-line wait at our group-commit latency. */
   mqttReceiveMaximum: 100,
@@ -64,6 +69,7 @@ export interface Config {
   readonly checkIntervalSeconds: number
   readonly mqttConnectTimeoutSeconds: number
   readonly mqttMaxKeepaliveSeconds: number
+  readonly mqttIdleLimitSeconds: number
   readonly mqttReceiveMaximum: number
   readonly ingestBatchSize: number
   readonly ingestBatchMs: number
@@ -193,6 +199,7 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
       1,
       65535,
     ),
+    mqttIdleLimitSeconds: int(env, 'IOTCORE_MQTT_IDLE_LIMIT', DEFAULTS.mqttIdleLimitSeconds, 1, 7 * 86400),
     mqttReceiveMaximum: int(env, 'IOTCORE_MQTT_RECEIVE_MAXIMUM', DEFAULTS.mqttReceiveMaximum, 1, 65535),
     ingestBatchSize: int(env, 'IOTCORE_INGEST_BATCH_SIZE', DEFAULTS.ingestBatchSize, 1, 100000),
     ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),

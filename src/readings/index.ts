@@ -44,6 +44,7 @@ export const QUARANTINE_REASONS = [
   'unstorable_text',
   'unsupported_encoding',
   'malformed_encoding',
+  'device_deleted',
 ] as const
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
 

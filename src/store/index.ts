@@ -15,7 +15,7 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
-export type { Credential, DeviceRow, NewDevice } from './devices.js'
+export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
 export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Platform, startPlatform } from '../helpers/index.js'
+import { type Device, type Platform, startPlatform, waitFor } from '../helpers/index.js'
 
 describe('device registry', () => {
   let p: Platform
@@ -88,12 +88,99 @@ describe('device registry', () => {
     assert.equal((await send(r.body.token)).status, 202)
   })
 
-  test('delete removes the device, and its token stops working', async () => {
-    const d = await p.createDevice('gone')
+  /** Rows of a device in `table`, counted in the database. */
+  async function rows(table: 'telemetry' | 'devices' | 'mqtt_sessions', deviceId: string): Promise<number> {
+    const column = table === 'devices' ? 'id' : 'device_id'
+    const r = await p.app.store.pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} = $1`, [
+      deviceId,
+    ])
+    return r.rows[0].n
+  }
+
+  /** A device with one reading stored through HTTP ingest. */
+  async function withReading(name: string): Promise<Device> {
+    const d = await p.createDevice(name)
+    assert.equal((await p.postTelemetry(d, { msgId: 'r1', ts: 1_000, speed: 42 })).status, 202)
+    await waitFor(async () => (await rows('telemetry', d.id)) === 1, 20_000, 'the reading stored')
+    return d
+  }
+
+  const listed = async (query: string) =>
+    ((await p.req('GET', `/api/v1/devices?limit=10000${query}`)).body.devices as Array<{ id: string }>).map(
+      (x) => x.id,
+    )
+
+  test('DELETE without data retires the device: hidden from the list, credentials revoked, telemetry still readable', async () => {
+    const d = await withReading('retire-me')
+    const other = await p.createDevice('stays')
     assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}`)).status, 204)
+
+    const one = await p.req('GET', `/api/v1/devices/${d.id}`)
+    assert.equal(one.status, 200)
+    assert.ok(!Number.isNaN(Date.parse(one.body.retiredAt)), `retiredAt: ${one.body.retiredAt}`)
+    assert.ok(!(await listed('')).includes(d.id), 'the default list leaves it out')
+    assert.ok((await listed('')).includes(other.id))
+    assert.ok((await listed('&retired=include')).includes(d.id))
+    assert.ok((await listed('&retired=include')).includes(other.id))
+    assert.deepEqual(await listed('&retired=only'), [d.id])
+
+    const points = await p.req('GET', `/api/v1/devices/${d.id}/telemetry?keys=speed`)
+    assert.deepEqual(points.body.speed, [{ ts: 1_000, value: 42 }])
+    assert.equal((await p.req('GET', `/api/v1/devices/${d.id}/latest`)).body.values.speed.value, 42)
+
+    assert.equal((await p.postTelemetry(d, { msgId: 'r2', speed: 1 })).status, 401)
+    const rotate = await p.req('POST', `/api/v1/devices/${d.id}/token`)
+    assert.equal(rotate.status, 409)
+    assert.equal(rotate.body.code, 'IOT_ERR_DEVICE_RETIRED')
+    assert.equal(await p.app.store.devices.credential(d.id), undefined)
+
+    // Retiring again changes nothing; the telemetry is still there.
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}?data=keep`)).status, 204)
+    assert.equal((await p.req('GET', `/api/v1/devices/${d.id}`)).body.retiredAt, one.body.retiredAt)
+    assert.equal(await rows('telemetry', d.id), 1)
+  })
+
+  test('a second DELETE with data=delete removes a retired device and its telemetry', async () => {
+    const d = await withReading('retire-then-delete')
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}?data=keep`)).status, 204)
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}?data=delete`)).status, 204)
     assert.equal((await p.req('GET', `/api/v1/devices/${d.id}`)).status, 404)
+    assert.equal((await p.req('GET', `/api/v1/devices/${d.id}/telemetry?keys=speed`)).status, 404)
+    assert.ok(!(await listed('&retired=include')).includes(d.id))
+    assert.equal(await rows('devices', d.id), 0)
+    assert.equal(await rows('telemetry', d.id), 0)
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}?data=delete`)).status, 404)
     assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}`)).status, 404)
+  })
+
+  test('DELETE with data=delete removes a live device, its telemetry and its MQTT sessions, and its token stops working', async () => {
+    const d = await withReading('gone')
+    await p.app.store.sessions.save(`${d.id}/c1`, d.id, { [`devices/${d.id}/commands`]: 1 }, 3600)
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${d.id}?data=delete`)).status, 204)
+    assert.equal((await p.req('GET', `/api/v1/devices/${d.id}`)).status, 404)
+    assert.equal(await rows('telemetry', d.id), 0)
+    assert.equal(await rows('mqtt_sessions', d.id), 0)
     assert.equal((await p.postTelemetry(d, '{"x":1}')).status, 401)
+  })
+
+  test('a retired device frees its imei for a new device; a live one keeps it', async () => {
+    const a = await p.createDevice('tracker-old', { imei: '867530900112233' })
+    const taken = await p.req('POST', '/api/v1/devices', { name: 'b', imei: '867530900112233' })
+    assert.equal(taken.status, 409)
+    assert.equal((await p.req('DELETE', `/api/v1/devices/${a.id}`)).status, 204)
+    const b = await p.req('POST', '/api/v1/devices', { name: 'tracker-new', imei: '867530900112233' })
+    assert.equal(b.status, 201)
+    assert.equal((await p.req('GET', `/api/v1/devices/${a.id}`)).body.imei, '867530900112233')
+    assert.equal(p.app.credentials?.byImeiLookup('867530900112233')?.id, b.body.id)
+  })
+
+  test('DELETE with an unknown data value is a 400 naming the choices', async () => {
+    const d = await p.createDevice('kept')
+    const r = await p.req('DELETE', `/api/v1/devices/${d.id}?data=archive`)
+    assert.equal(r.status, 400)
+    assert.equal(r.body.code, 'IOT_ERR_BAD_REQUEST')
+    assert.match(r.body.message, /data/)
+    assert.equal((await p.req('GET', `/api/v1/devices/${d.id}`)).body.retiredAt, null)
   })
 
   test('the OpenAPI document lists the routes', async () => {

@@ -16,12 +16,13 @@ const main = join(root, 'dist/src/cli/main.js')
 function start(
   dataDir: string,
   env: Record<string, string> = {},
+  args: string[] = [],
 ): {
   child: ChildProcess
   out: () => string
-  ready: Promise<{ http: number; mqtt: number }>
+  ready: Promise<{ http: number; mqtt: number; banner: string }>
 } {
-  const child = spawn(process.execPath, [main, 'start'], {
+  const child = spawn(process.execPath, [main, 'start', ...args], {
     env: {
       ...process.env,
       IOTCORE_DATA_DIR: dataDir,
@@ -37,14 +38,17 @@ function start(
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   child.stderr!.on('data', (d) => (out += d))
-  // Rejects if the process exits first.
+  // Rejects if the process exits first. The banner is one write of less than a pipe's atomic size: whole once
+  // its first line is there. Ports it does not list are 0.
   const ready = waitFor(
     () => {
       if (child.exitCode !== null) throw new GiveUp(`iotcore start exited with ${child.exitCode}: ${out}`)
-      const http = /REST API\s+http:\/\/[^:]+:(\d+)/.exec(out)
-      const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(out)
-      if (http && mqtt) return { http: Number(http[1]), mqtt: Number(mqtt[1]) }
-      return undefined
+      const at = out.indexOf('iotcore is running')
+      if (at < 0) return undefined
+      const banner = out.slice(at)
+      const http = /health\s+http:\/\/[^:]+:(\d+)/.exec(banner)
+      const mqtt = /MQTT\s+mqtt:\/\/[^:]+:(\d+)/.exec(banner)
+      return { http: Number(http?.[1] ?? 0), mqtt: Number(mqtt?.[1] ?? 0), banner }
     },
     60_000,
     'the start banner',
@@ -128,6 +132,31 @@ describe('iotcore start on embedded defaults', () => {
       { ts: 1732330000002, value: 52 },
     ])
     assert.equal(await stop(second.child), 0)
+  })
+})
+
+describe('iotcore start with some roles', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'iotcore-cli-'))
+  after(() => rmSync(dataDir, { recursive: true, force: true }))
+
+  test('the banner lists only what the process runs: no REST API line without the api role, no MQTT without the gateway', async () => {
+    const gateway = start(dataDir, {}, ['--roles', 'gateway,ingest'])
+    const g = await gateway.ready
+    assert.doesNotMatch(g.banner, /REST API|admin token|docs/, g.banner)
+    assert.match(g.banner, /roles: gateway, ingest/)
+    assert.match(g.banner, /HTTP ingest POST http:\/\/\S+\/telemetry/)
+    assert.ok(g.mqtt > 0, g.banner)
+    // What it lists answers: the API it does not list does not.
+    const api = await fetch(`http://127.0.0.1:${g.http}/api/v1/devices`)
+    assert.equal(api.status, 404)
+    assert.equal(await stop(gateway.child), 0)
+
+    const admin = start(dataDir, {}, ['--roles', 'api,ingest'])
+    const a = await admin.ready
+    assert.match(a.banner, /REST API\s+http:\/\/\S+\/api\/v1/)
+    assert.match(a.banner, /admin token \(shown once/, 'the first process serving the API shows the token')
+    assert.doesNotMatch(a.banner, /MQTT|HTTP ingest|WebSocket/, a.banner)
+    assert.equal(await stop(admin.child), 0)
   })
 })
 

@@ -8,6 +8,7 @@ import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
 import { refuseConnect } from './handlers/connect.js'
 import { deliverWill, handlePublish, refuseTooLarge } from './handlers/publish.js'
+import type { ResendWindow } from './resends.js'
 import { checkConnect } from './validate-connect.js'
 import { checkPacket } from './validate.js'
 
@@ -23,9 +24,17 @@ export class Connection implements AckSink {
   state: ConnState = ConnState.new
   /** Protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5; 0 until the CONNECT is read. */
   version = 0
+  /** The Keep Alive in force (v5: ours if we sent Server Keep Alive); 0: the client sends no pings. */
   keepalive = 0
+  /** Silence after which the connection is cut (the sweep's rule: handlers/connect.ts sets it). */
+  maxSilenceMs = 0
   lastActivity: number
   deviceId = ''
+  /**
+   * The token hash this connection authenticated with (the cache's own string, not a copy): while the device's
+   * credential still holds it, the connection may stay; a rotation or a delete cuts it (gateway.ts).
+   */
+  tokenHash = ''
   clientId: string | undefined
   telemetryTopic = ''
   telemetryTopicBytes: Buffer | null = null
@@ -46,6 +55,8 @@ export class Connection implements AckSink {
   subs: Map<string, number> | null = null
   /** Seconds the session outlives the connection; 0: it ends with it. */
   sessionExpiry = 0
+  /** Receive stamps of the latest QoS 1/2 publishes, for resends (resends.ts); made on the first one. */
+  resends: ResendWindow | null = null
   will: IConnectPacket['will'] | null = null
 
   constructor(
@@ -235,8 +246,24 @@ export class Connection implements AckSink {
   }
 
   timeout(why: string): void {
-    this.gw.log.info({ deviceId: this.deviceId || undefined, why }, 'MQTT connection timed out')
+    this.gw.log.info(
+      { deviceId: this.deviceId || undefined, version: this.version || undefined, why },
+      'MQTT connection timed out',
+    )
     this.disconnect(ReasonCode.keepAliveTimeout, why)
+  }
+
+  /**
+   * The credential this connection authenticated with was revoked (a deleted or retired device, a rotated
+   * token): v5 gets DISCONNECT 0x87 Not authorized with the reason (§3.14.2.1), v3.1.1 the close. Nothing more
+   * is taken from it, its will included: it was set under the revoked credential.
+   */
+  revoke(why: string, deviceGone: boolean): void {
+    this.gw.log.info({ deviceId: this.deviceId, why }, 'MQTT connection cut: its credential was revoked')
+    this.will = null
+    // A rotated device may reconnect to its session with the new token and resend; a gone one cannot.
+    if (deviceGone) this.resends = null
+    this.disconnect(ReasonCode.notAuthorized, why)
   }
 
   /** A fault of ours while handling this connection's input: close it, keep the listener. */
@@ -284,7 +311,12 @@ export class Connection implements AckSink {
     this.state = ConnState.closed
     this.pending = null
     this.gw.closed(this)
-    if (wasConnected && this.sessionExpiry > 0) this.gw.sessions?.touch(this.clientId!, this.sessionExpiry)
+    if (wasConnected && this.sessionExpiry > 0) {
+      this.gw.sessions?.touch(this.clientId!, this.sessionExpiry)
+      // What the client may resend on reconnecting to this session (resends.ts).
+      if (this.resends !== null) this.gw.park(this.clientId!, this.resends, this.sessionExpiry)
+    }
+    this.resends = null
     // [MQTT-3.1.2-8] the will is published when the connection closes without a normal DISCONNECT.
     if (wasConnected && this.will) deliverWill(this)
   }

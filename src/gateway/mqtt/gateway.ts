@@ -8,11 +8,20 @@ import { MetricsSink } from './acks.js'
 import { ConnState, ReasonCode } from './codes.js'
 import { Connection } from './connection.js'
 import { type FrameScan, scanFrames } from './framing.js'
+import { silenceWhy } from './handlers/connect.js'
 import { SharedParser } from './parser.js'
-import type { Sessions } from './sessions.js'
+import type { ResendWindow } from './resends.js'
+import { NEVER_EXPIRES, type Sessions } from './sessions.js'
 
 /** How often idle, keepalive and connect timeouts are checked: one timer for all connections. */
 const SWEEP_INTERVAL_MS = 1000
+/**
+ * Resend windows of disconnected sessions kept at most, the oldest dropped first: each is at most Receive
+ * Maximum x 16 bytes, so 10,000 of them stay within ~16 MiB at the default of 100.
+ */
+const MAX_PARKED = 10_000
+/** Parked windows past their session's expiry are dropped every this many sweeps. */
+const PARKED_SWEEPS = 60
 
 export interface MqttGatewayOptions {
   host: string
@@ -20,6 +29,8 @@ export interface MqttGatewayOptions {
   maxPayloadBytes: number
   connectTimeoutSeconds: number
   maxKeepaliveSeconds: number
+  /** Longest silence a v3.1.1 connection is held (keepalive 0 included): handlers/connect.ts. */
+  idleLimitSeconds: number
   receiveMaximum: number
 }
 
@@ -48,6 +59,13 @@ export class MqttGateway {
   private receivedTcp = 0
   private receivedWs = 0
   private readonly qos0Sinks = new Map<Transport, AckSink>()
+  /**
+   * Resend windows of sessions whose connection closed, by client key, until the client reconnects to its
+   * session, the session expires (ms since the epoch; Infinity: never) or MAX_PARKED newer ones push it out.
+   */
+  private readonly parked = new Map<string, { window: ResendWindow; expires: number }>()
+  private sweeps = 0
+  private unwatch: (() => void) | undefined
   port = 0
 
   constructor(
@@ -63,6 +81,7 @@ export class MqttGateway {
   }
 
   async start(): Promise<void> {
+    this.unwatch = this.credentials.watch((ids) => this.revokeStale(ids))
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
     this.sweepTimer.unref()
     if (this.opts.port === null) return
@@ -83,6 +102,7 @@ export class MqttGateway {
   /** Stops accepting, tells v5 clients the server is shutting down, closes every connection. */
   async stop(): Promise<void> {
     this.stopping = true
+    this.unwatch?.()
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve()
     for (const c of [...this.connections]) c.disconnect(ReasonCode.serverShuttingDown, 'server shutting down')
@@ -138,6 +158,48 @@ export class MqttGateway {
       old.disconnect(ReasonCode.sessionTakenOver, 'another connection took over this client id')
   }
 
+  /**
+   * The credentials of these devices changed: every connection whose device no longer holds the token hash it
+   * authenticated with is cut, on every gateway process, as each hears the change (devices/index.ts). A new
+   * token's connections stay. One pass over the connections: changes are rare, admin-made.
+   */
+  private revokeStale(ids: readonly string[]): void {
+    const changed = new Set(ids)
+    for (const c of this.connections) {
+      if (c.state !== ConnState.connected || !changed.has(c.deviceId)) continue
+      const now = this.credentials.current(c.deviceId)
+      if (now?.tokenHash === c.tokenHash) continue
+      c.revoke(
+        now ? "the device's token was rotated; connect with the new one" : 'the device was deleted',
+        !now,
+      )
+    }
+    // A gone device's sessions will not be resumed.
+    for (const key of this.parked.keys()) {
+      const deviceId = key.slice(0, key.indexOf('/'))
+      if (changed.has(deviceId) && !this.credentials.current(deviceId)) this.parked.delete(key)
+    }
+  }
+
+  /** @internal Keeps a closed connection's resend window for its session (resends.ts). */
+  park(clientKey: string, window: ResendWindow, sessionExpirySeconds: number): void {
+    const expires =
+      sessionExpirySeconds === NEVER_EXPIRES
+        ? Number.POSITIVE_INFINITY
+        : Date.now() + sessionExpirySeconds * 1000
+    this.parked.delete(clientKey)
+    this.parked.set(clientKey, { window, expires })
+    if (this.parked.size > MAX_PARKED) this.parked.delete(this.parked.keys().next().value!)
+  }
+
+  /** @internal The resend window parked for this session, taken out; null if none (or expired). */
+  unpark(clientKey: string): ResendWindow | null {
+    const p = this.parked.get(clientKey)
+    if (!p) return null
+    this.parked.delete(clientKey)
+    return p.expires > Date.now() ? p.window : null
+  }
+
   /** @internal Feeds whole packets of one connection to the shared parser. */
   parse(c: Connection, data: Buffer): void {
     this.parser.parse(c, data)
@@ -156,13 +218,17 @@ export class MqttGateway {
         if (c.lastActivity < connectDeadline) c.timeout('no CONNECT in time')
       } else if (
         c.state === ConnState.connected &&
-        now - c.lastActivity > c.keepalive * 1500 + SWEEP_INTERVAL_MS
+        now - c.lastActivity > c.maxSilenceMs + SWEEP_INTERVAL_MS
       ) {
-        // [MQTT-3.1.2-22] (v3.1.1: MQTT-3.1.2-24) one and a half times the Keep Alive without a packet: close.
-        // lastActivity is read from this sweep's clock, up to one interval before the packet came: that
-        // interval is slack, or a client pinging well within its Keep Alive could be cut off.
-        c.timeout('keep alive expired')
+        // [MQTT-3.1.2-22] (v3.1.1: MQTT-3.1.2-24) one and a half times the Keep Alive without a packet: close;
+        // v3.1.1 also past the idle limit (handlers/connect.ts). lastActivity is read from this sweep's clock,
+        // up to one interval before the packet came: that interval is slack, or a client pinging well within
+        // its Keep Alive could be cut off.
+        c.timeout(silenceWhy(c))
       }
+    }
+    if (this.parked.size > 0 && ++this.sweeps % PARKED_SWEEPS === 0) {
+      for (const [key, p] of this.parked) if (p.expires <= now) this.parked.delete(key)
     }
   }
 }

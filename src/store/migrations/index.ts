@@ -130,4 +130,18 @@ CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
 UPDATE quarantine SET reason = 'invalid_ts' WHERE reason = 'invalid_timestamp';
 `,
   },
+  {
+    version: 5,
+    name: 'retired devices',
+    sql: `
+-- DELETE /devices/:id?data=keep retires a device instead of removing it: the row and its telemetry stay
+-- readable, its credentials go (token_hash NULL: no token hashes to it), and the ingest quarantines what
+-- still arrives for it. A second DELETE with data=delete removes both.
+ALTER TABLE devices ADD COLUMN retired_at timestamptz;
+ALTER TABLE devices ALTER COLUMN token_hash DROP NOT NULL;
+-- A retired device's imei is free again (the same tracker registered anew); live devices keep it unique.
+ALTER TABLE devices DROP CONSTRAINT devices_imei_key;
+CREATE UNIQUE INDEX devices_imei_live ON devices (imei) WHERE retired_at IS NULL;
+`,
+  },
 ]

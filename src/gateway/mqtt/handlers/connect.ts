@@ -29,23 +29,24 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
   const deviceId = p.username
   c.pause()
   c.gw.credentials
-    .verify(deviceId, p.password.toString('utf8'))
+    .authenticate(deviceId, p.password.toString('utf8'))
     .then(
-      (ok) => authenticated(c, p, deviceId, ok),
-      () => authenticated(c, p, deviceId, false),
+      (cred) => authenticated(c, p, deviceId, cred?.tokenHash),
+      () => authenticated(c, p, deviceId, undefined),
     )
     .catch((err) => c.fail(err))
 }
 
-function authenticated(c: Connection, p: IConnectPacket, deviceId: string, ok: boolean): void {
+function authenticated(c: Connection, p: IConnectPacket, deviceId: string, tokenHash?: string): void {
   if (c.state !== ConnState.auth) return
   const v5 = c.version === 5
-  if (!ok) {
+  if (tokenHash === undefined) {
     c.gw.log.info({ deviceId, transport: c.transport }, 'MQTT connect refused: bad device id or token')
     const why = 'bad device id or token'
     return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
   }
   c.deviceId = deviceId
+  c.tokenHash = tokenHash
   c.telemetryTopic = `${devicePrefix(deviceId)}telemetry`
   c.telemetryTopicBytes = Buffer.from(c.telemetryTopic)
   if (p.will) {
@@ -57,13 +58,11 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, ok: b
     if (v5 && p.will.retain) return refuseConnect(c, ReasonCode.retainNotSupported, 'retain is not supported')
     c.will = p.will
   }
-  const max = c.gw.opts.maxKeepaliveSeconds
-  const asked = p.keepalive ?? 0
-  c.keepalive = asked === 0 || asked > max ? max : asked
+  keepAlive(c, p.keepalive ?? 0)
   const properties: Record<string, unknown> = {}
   if (v5) {
     // [MQTT-3.2.2-21] if the server sends Server Keep Alive, the client must use it.
-    if (c.keepalive !== asked) properties.serverKeepAlive = c.keepalive
+    if (c.keepalive !== (p.keepalive ?? 0)) properties.serverKeepAlive = c.keepalive
     properties.receiveMaximum = c.gw.opts.receiveMaximum
     properties.maximumPacketSize = c.gw.maxPacketSize
     properties.retainAvailable = false
@@ -82,31 +81,68 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, ok: b
   if (!sessions || (cleanStart && c.sessionExpiry === 0)) {
     // [MQTT-3.1.2-4] (v3.1.1: MQTT-3.1.2-6) a clean start discards any session kept under this client id.
     if (sessions) sessions.discard(c.clientId).catch(() => {})
-    return accept(c, properties, undefined)
+    return accept(c, properties, undefined, cleanStart)
   }
   const key = c.clientId
   const load = cleanStart ? sessions.discard(key).then(() => undefined) : sessions.load(key)
   load
     .then(
-      (subs) => accept(c, properties, subs),
+      (subs) => accept(c, properties, subs, cleanStart),
       (err) => {
         // Without the database a session cannot be resumed: say so with Session Present 0.
         c.gw.log.warn({ deviceId, err: (err as Error).message }, 'MQTT session not loaded')
-        accept(c, properties, undefined)
+        accept(c, properties, undefined, cleanStart)
       },
     )
     .catch((err) => c.fail(err))
+}
+
+/**
+ * The Keep Alive in force and the silence allowed. v5: the client's, at most our maximum, which replaces a
+ * larger one or 0 through Server Keep Alive [MQTT-3.2.2-21]; cut after one and a half times it
+ * [MQTT-3.1.2-22]. v3.1.1 cannot be told another value, so the client's own is honoured, 0 included (v3.1.1
+ * §3.1.2.10: 0 turns the keep alive mechanism off), up to the idle limit: past it a server may close a silent
+ * connection "at any time, regardless of the Keep Alive value" (ibid.), and we do, as it is most likely dead.
+ */
+function keepAlive(c: Connection, asked: number): void {
+  const { maxKeepaliveSeconds: max, idleLimitSeconds: idle } = c.gw.opts
+  if (c.version === 5) {
+    c.keepalive = asked === 0 || asked > max ? max : asked
+    c.maxSilenceMs = c.keepalive * 1500
+  } else {
+    c.keepalive = asked
+    c.maxSilenceMs = asked === 0 ? idle * 1000 : Math.min(asked * 1500, idle * 1000)
+  }
+}
+
+/** Why the sweep cut a connection that stayed silent past `maxSilenceMs`: logged, and told a v5 client. */
+export function silenceWhy(c: Connection): string {
+  const idle = c.gw.opts.idleLimitSeconds
+  if (c.version === 5 || (c.keepalive > 0 && c.keepalive * 1500 <= idle * 1000))
+    return `no packet within 1.5 times the keep alive of ${c.keepalive} s`
+  const limit = `the idle limit of ${idle} s (IOTCORE_MQTT_IDLE_LIMIT)`
+  return c.keepalive === 0
+    ? `no packet within ${limit}, which bounds an MQTT 3.1.1 client with keepalive 0`
+    : `no packet within ${limit}, shorter than 1.5 times its keepalive of ${c.keepalive} s`
 }
 
 function accept(
   c: Connection,
   properties: Record<string, unknown>,
   restored: Map<string, number> | undefined,
+  cleanStart: boolean,
 ): void {
   if (c.state !== ConnState.auth) return
+  // Revoked while the session loaded (a rotation or a delete whose cut went by before this was connected).
+  if (c.gw.credentials.current(c.deviceId)?.tokenHash !== c.tokenHash)
+    return refuseConnect(c, ReasonCode.badUsernameOrPassword, 'bad device id or token')
   if (restored) c.subs = restored
   c.saveSession()
   c.gw.register(c)
+  // After register: a connection this one took the session over from has parked its resend window by then.
+  // A clean start begins a new session, which expects no resend [MQTT-3.1.2-4] (v3.1.1: MQTT-3.1.2-6).
+  const parked = c.gw.unpark(c.clientId!)
+  c.resends = cleanStart ? null : parked
   c.state = ConnState.connected
   c.lastActivity = c.gw.now
   // [MQTT-3.2.2-2/-3] (v3.1.1: MQTT-3.2.2-1/-2/-3) Session Present says whether the session was resumed.

@@ -6,6 +6,7 @@ import { envelopeId, quarantineRefused } from '../../accept.js'
 import { TOKEN_QOS2, ackPacket, reasonAck } from '../acks.js'
 import { ConnState, PacketType, ReasonCode } from '../codes.js'
 import { type Connection, V3_INFLIGHT_PAUSE } from '../connection.js'
+import { ResendWindow } from '../resends.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
@@ -48,7 +49,19 @@ export function handlePublish(c: Connection, p: IPublishPacket): void {
   }
   let token = pid
   if (qos === 2) token |= TOKEN_QOS2
-  deliver(c, topic, payload, qos, pid, qos === 0 ? c.gw.qos0Sink(c.transport) : c, token)
+  const sink = qos === 0 ? c.gw.qos0Sink(c.transport) : c
+  deliver(c, topic, payload, qos, pid, sink, token, qos === 0 ? Date.now() : stamp(c, p.dup, pid, payload))
+}
+
+/**
+ * The receive stamp of a QoS 1/2 publish: a DUP resend of one in the session's window gets the first copy's,
+ * so readings whose id derives from it (no `msgId`, no `ts`) dedup (resends.ts); any other, the time now.
+ */
+function stamp(c: Connection, dup: boolean, pid: number, payload: Buffer): number {
+  const again = dup && c.resends !== null ? c.resends.stampOf(pid, payload.length) : undefined
+  const at = again ?? Date.now()
+  ;(c.resends ??= new ResendWindow(c.gw.opts.receiveMaximum)).remember(pid, payload.length, at)
+  return at
 }
 
 /**
@@ -60,7 +73,7 @@ export function deliverWill(c: Connection): void {
   const will = c.will!
   c.will = null
   const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload
-  deliver(c, will.topic, payload, 0, 0, c.gw.qos0Sink(c.transport), 0)
+  deliver(c, will.topic, payload, 0, 0, c.gw.qos0Sink(c.transport), 0, Date.now())
 }
 
 /** The one path into the queue, for a PUBLISH and for the will. */
@@ -72,6 +85,7 @@ function deliver(
   pid: number,
   sink: AckSink,
   token: number,
+  receivedAt: number,
 ): void {
   const parsed = judgePayload(payload)
   const count = parsed.valid + parsed.rejections.length
@@ -101,7 +115,7 @@ function deliver(
     deviceId: c.deviceId,
     transport: c.transport,
     topic,
-    receivedAt: Date.now(),
+    receivedAt,
     payload,
   }
   try {
