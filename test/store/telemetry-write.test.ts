@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import pg from 'pg'
 import pino from 'pino'
 import { Store, TelemetryBatch } from '../../src/store/index.js'
+import { migrations } from '../../src/store/migrations/index.js'
 import { freshDatabase } from '../helpers/index.js'
 
 const log = pino({ level: 'silent' })
@@ -164,5 +166,121 @@ describe('telemetry writes (binary COPY)', () => {
       [deviceId, long],
     )
     assert.deepEqual(r.rows[0], { n: 5000, s: (4999 * 5000) / 2, long: 50 })
+  })
+})
+
+describe("devices' latest values", () => {
+  let store: Store
+  before(async () => {
+    store = new Store(await freshDatabase(), log, 2)
+    await store.start()
+  })
+  after(() => store.stop())
+
+  const latest = async (id: string) => (await store.latest(id))!.values
+  const write = (deviceId: string, readings: Array<[number, Record<string, unknown>]>) =>
+    store.writeBatch(
+      batchOf(
+        readings.map(([ts, values], i) => ({ deviceId, msgId: `${ts}-${i}-${Math.random()}`, ts, values })),
+      ),
+      [],
+    )
+  let n = 0
+  const device = async () => {
+    const id = `latest-${++n}`
+    await store.createDevice({ id, name: id, tokenHash: `hash-${id}` })
+    return id
+  }
+
+  test('per key the newest ts wins, within a batch and across batches in order', async () => {
+    const id = await device()
+    await write(id, [
+      [1000, { a: 1, b: 1 }],
+      [3000, { a: 3 }],
+      [2000, { a: 2, c: 2 }],
+    ])
+    assert.deepEqual(await latest(id), {
+      a: { ts: 3000, value: 3 },
+      b: { ts: 1000, value: 1 },
+      c: { ts: 2000, value: 2 },
+    })
+    // Newer than everything stored: its keys replace, the others stay.
+    await write(id, [[4000, { b: 4, d: 'four' }]])
+    assert.deepEqual(await latest(id), {
+      a: { ts: 3000, value: 3 },
+      b: { ts: 4000, value: 4 },
+      c: { ts: 2000, value: 2 },
+      d: { ts: 4000, value: 'four' },
+    })
+  })
+
+  test('a backlog drained late never overwrites fresher values, but fills keys that were missing or older', async () => {
+    const id = await device()
+    await write(id, [[5000, { a: 5, b: 5 }]])
+    await write(id, [[1000, { c: 1 }]])
+    await write(id, [[2000, { a: 2, b: 2, d: 2 }]])
+    assert.deepEqual(await latest(id), {
+      a: { ts: 5000, value: 5 },
+      b: { ts: 5000, value: 5 },
+      c: { ts: 1000, value: 1 },
+      d: { ts: 2000, value: 2 },
+    })
+    // Newer than one stored key (c) and older than the newest (a, b): per key, not per batch.
+    await write(id, [[3000, { a: 3, c: 3 }]])
+    assert.deepEqual(await latest(id), {
+      a: { ts: 5000, value: 5 },
+      b: { ts: 5000, value: 5 },
+      c: { ts: 3000, value: 3 },
+      d: { ts: 2000, value: 2 },
+    })
+    // The same ts as stored: the later write wins, as a resend with a corrected value would expect.
+    await write(id, [[5000, { b: 'again' }]])
+    assert.deepEqual((await latest(id)).b, { ts: 5000, value: 'again' })
+    // Once newer than everything again, the whole batch wins.
+    await write(id, [[6000, { a: 6, b: 6, c: 6, d: 6 }]])
+    assert.deepEqual(await latest(id), {
+      a: { ts: 6000, value: 6 },
+      b: { ts: 6000, value: 6 },
+      c: { ts: 6000, value: 6 },
+      d: { ts: 6000, value: 6 },
+    })
+  })
+
+  test('latest merged before migration 3 keeps its keys safe from an older backlog after it', async () => {
+    const url = await freshDatabase()
+    const c = new pg.Client({ connectionString: url })
+    await c.connect()
+    try {
+      // The schema as it was before the column existed, with a device whose latest the old merge wrote.
+      await c.query(
+        'CREATE TABLE iotcore_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+      )
+      for (const m of migrations.filter((m) => m.version < 3)) {
+        await c.query(m.sql)
+        await c.query('INSERT INTO iotcore_migrations (version, name) VALUES ($1, $2)', [m.version, m.name])
+      }
+      await c.query(
+        `INSERT INTO devices (id, name, token_hash, latest) VALUES ('old', 'old', 'h', $1), ('empty', 'empty', 'h2', '{}')`,
+        [{ a: { ts: 5000, value: 5 }, b: { ts: 1000, value: 1 } }],
+      )
+    } finally {
+      await c.end()
+    }
+    const s = new Store(url, log, 1)
+    await s.start()
+    try {
+      const batch = batchOf([
+        { deviceId: 'old', msgId: 'x', ts: 2000, values: { a: 2, b: 2 } },
+        { deviceId: 'empty', msgId: 'y', ts: 10, values: { z: 1 } },
+      ])
+      await s.writeBatch(batch, [])
+      assert.deepEqual((await s.latest('old'))!.values, {
+        a: { ts: 5000, value: 5 },
+        b: { ts: 2000, value: 2 },
+      })
+      assert.deepEqual((await s.latest('empty'))!.values, { z: { ts: 10, value: 1 } })
+    } finally {
+      await s.stop()
+    }
   })
 })
