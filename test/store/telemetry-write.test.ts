@@ -149,23 +149,32 @@ describe('telemetry writes (binary COPY)', () => {
     assert.equal((await store.writeBatch(batchOf([good]), [])).stored, 1)
   })
 
-  test('a batch larger than the first buffer grows it and loses no row', async () => {
-    const deviceId = 'big-batch'
+  test('a batch of devices interleaved, outgrowing the first buffer, stores every row under its own device', async () => {
     const long = 'ü'.repeat(4000)
+    const devices = ['big-c', 'big-a', 'big-ü', 'big-b']
     const rows: Row[] = Array.from({ length: 5000 }, (_, i) => ({
-      deviceId,
+      deviceId: devices[i % devices.length],
       msgId: String(i).padStart(5, '0'),
       ts: 1764396000000 + i,
-      values: i % 100 === 0 ? { long, i } : { lat: 52.5 + i / 1e6, i },
+      values: { i, d: devices[i % devices.length], ...(i % 101 === 0 ? { long } : { lat: 52.5 + i / 1e6 }) },
     }))
     assert.equal((await store.writeBatch(batchOf(rows), [])).stored, 5000)
     const r = await store.pool.query(
-      `SELECT count(*)::int AS n, sum((values ->> 'i')::int)::int AS s,
-              count(*) FILTER (WHERE values ->> 'long' = $2)::int AS long
-       FROM telemetry WHERE device_id = $1`,
-      [deviceId, long],
+      `SELECT device_id, count(*)::int AS n, sum((values ->> 'i')::int)::int AS s,
+              count(*) FILTER (WHERE values ->> 'long' = $2)::int AS long,
+              count(*) FILTER (WHERE values ->> 'd' <> device_id)::int AS elsewhere
+       FROM telemetry WHERE device_id = ANY($1) GROUP BY device_id`,
+      [devices, long],
     )
-    assert.deepEqual(r.rows[0], { n: 5000, s: (4999 * 5000) / 2, long: 50 })
+    const expected = devices.map((id) => {
+      const own = rows.filter((x) => x.deviceId === id)
+      const s = own.reduce((a, x) => a + (x.values.i as number), 0)
+      return [
+        id,
+        { device_id: id, n: own.length, s, long: own.filter((x) => 'long' in x.values).length, elsewhere: 0 },
+      ]
+    })
+    assert.deepEqual(Object.fromEntries(r.rows.map((x) => [x.device_id, x])), Object.fromEntries(expected))
   })
 })
 
