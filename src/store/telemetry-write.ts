@@ -94,12 +94,19 @@ export class TelemetryBatch {
    * Per device (ids sorted, so concurrent batches lock device rows in one order): last seen, latest as JSON,
    * and the oldest and newest ts among its keys, which let PostgreSQL skip the per-key merge.
    */
-  latestRows(): { ids: string[]; seen: number[]; latest: string[]; minTs: number[]; maxTs: number[] } {
+  latestRows(): {
+    ids: string[]
+    seen: number[]
+    latest: string[]
+    minTs: Array<number | null>
+    maxTs: Array<number | null>
+  } {
     const ids = [...this.latest.keys()].sort()
     const seen: number[] = []
     const latest: string[] = []
-    const minTs: number[] = []
-    const maxTs: number[] = []
+    // null for a reading without values: nothing to merge, and no ts to compare.
+    const minTs: Array<number | null> = []
+    const maxTs: Array<number | null> = []
     for (const id of ids) {
       const e = this.latest.get(id)!
       const out: Record<string, { ts: number; value: unknown }> = {}
@@ -113,8 +120,8 @@ export class TelemetryBatch {
       }
       seen.push(e.seen)
       latest.push(JSON.stringify(out))
-      minTs.push(min)
-      maxTs.push(max)
+      minTs.push(min === Number.POSITIVE_INFINITY ? null : min)
+      maxTs.push(max === Number.NEGATIVE_INFINITY ? null : max)
     }
     return { ids, seen, latest, minTs, maxTs }
   }
@@ -167,12 +174,17 @@ function int32(b: Buffer, p: number, v: number): void {
   b[p + 3] = v
 }
 
+/** The range of a Date; it keeps ms and ms - PG_EPOCH_MS below 2^53, which the arithmetic below needs. */
+const MAX_DATE_MS = 8.64e15
+
 /**
  * A timestamptz field from ms since the Unix epoch: length 8, then int64 µs since 2000-01-01, big-endian.
  * µs past 2^53 do not fit a double exactly, so the product is formed in 32-bit halves: exact for every
  * integer ms a Date can hold.
  */
 function timestamp(b: Buffer, p: number, ms: number): number {
+  // Bit operations would turn NaN into 2000-01-01: refuse it, as toISOString did.
+  if (!(Math.abs(ms) <= MAX_DATE_MS)) throw new RangeError(`timestamp ${ms} is not a valid time`)
   const d = Math.trunc(ms) - PG_EPOCH_MS
   const hi = Math.floor(d / TWO_32)
   const lo = (d - hi * TWO_32) * 1000

@@ -149,6 +149,24 @@ describe('telemetry writes (binary COPY)', () => {
     assert.equal((await store.writeBatch(batchOf([good]), [])).stored, 1)
   })
 
+  test('a time that is not one is refused when added, never written as some other instant', () => {
+    for (const ts of [Number.NaN, Number.POSITIVE_INFINITY, 8.64e15 + 1, -8.64e15 - 1]) {
+      assert.throws(() => new TelemetryBatch().add('d', 'm', ts, RECEIVED, { v: 1 }), RangeError)
+      assert.throws(() => new TelemetryBatch().add('d', 'm', RECEIVED, ts, { v: 1 }), RangeError)
+    }
+  })
+
+  test('a reading without values stores its row and leaves the latest values as they were', async () => {
+    await store.createDevice({ id: 'no-values', name: 'no-values', tokenHash: 'hash-no-values' })
+    await store.writeBatch(batchOf([{ deviceId: 'no-values', msgId: 'a', ts: 5000, values: { v: 1 } }]), [])
+    const r = await store.writeBatch(
+      batchOf([{ deviceId: 'no-values', msgId: 'b', ts: 6000, values: {} }]),
+      [],
+    )
+    assert.equal(r.stored, 1)
+    assert.deepEqual((await store.latest('no-values'))!.values, { v: { ts: 5000, value: 1 } })
+  })
+
   test('a batch of devices interleaved, outgrowing the first buffer, stores every row under its own device', async () => {
     const long = 'ü'.repeat(4000)
     const devices = ['big-c', 'big-a', 'big-ü', 'big-b']
