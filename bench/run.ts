@@ -682,6 +682,12 @@ function iotcoreEnv(extra: Record<string, string>): {
 /** Extra node flags for iotcore only, e.g. BENCH_IOTCORE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
 const IOTCORE_NODE_ARGS = (process.env.BENCH_IOTCORE_NODE_ARGS || '').split(/\s+/).filter(Boolean)
 
+/**
+ * Another checkout's build to run as iotcore (its `dist/src/cli/main.js`), everything else from this one:
+ * `npm run bench:ab` measures two commits under the same bench, generator and PostgreSQL.
+ */
+const IOTCORE_ROOT = process.env.BENCH_IOTCORE_ROOT || ROOT
+
 const RESULTS_DIR = join(ROOT, 'bench', 'results')
 const IOTCORE_LOG = join(RESULTS_DIR, 'iotcore.log')
 
@@ -701,9 +707,11 @@ interface IotcoreProcess {
 }
 
 function spawnIotcore(name: string, env: NodeJS.ProcessEnv, roles: string | undefined, httpPort: number) {
-  const args = [...IOTCORE_NODE_ARGS, join(ROOT, 'dist/src/cli/main.js'), 'start']
+  const args = [...IOTCORE_NODE_ARGS, join(IOTCORE_ROOT, 'dist/src/cli/main.js'), 'start']
   if (roles) args.push('--roles', roles)
-  const child = track(spawn(process.execPath, args, { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }))
+  const child = track(
+    spawn(process.execPath, args, { env, cwd: IOTCORE_ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
+  )
   // Its log at warn and above (pino's JSON on stdout) and anything on stderr; not the start banner.
   const logs: string[] = []
   let logChars = 0

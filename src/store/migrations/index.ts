@@ -144,4 +144,15 @@ ALTER TABLE devices DROP CONSTRAINT devices_imei_key;
 CREATE UNIQUE INDEX devices_imei_live ON devices (imei) WHERE retired_at IS NULL;
 `,
   },
+  {
+    version: 6,
+    name: 'devices.latest_ts_max: the newest ts merged into latest',
+    sql: `
+-- The largest ts among the keys of devices.latest (ms since the epoch), NULL while latest is empty. A batch
+-- whose every key is at least this new wins on every key, so the ingest merges it with a plain || and
+-- compares key by key (iot_merge_latest) only for a backlog that arrives late: half the cost of the UPDATE.
+ALTER TABLE devices ADD COLUMN latest_ts_max int8;
+UPDATE devices SET latest_ts_max = (SELECT max((v ->> 'ts')::int8) FROM jsonb_each(latest) AS e(k, v));
+`,
+  },
 ]
