@@ -157,14 +157,14 @@ describe('telemetry writes (binary COPY)', () => {
   })
 
   test('a reading without values stores its row and leaves the latest values as they were', async () => {
-    await store.createDevice({ id: 'no-values', name: 'no-values', tokenHash: 'hash-no-values' })
+    await store.devices.create({ id: 'no-values', name: 'no-values', tokenHash: 'hash-no-values' })
     await store.writeBatch(batchOf([{ deviceId: 'no-values', msgId: 'a', ts: 5000, values: { v: 1 } }]), [])
     const r = await store.writeBatch(
       batchOf([{ deviceId: 'no-values', msgId: 'b', ts: 6000, values: {} }]),
       [],
     )
     assert.equal(r.stored, 1)
-    assert.deepEqual((await store.latest('no-values'))!.values, { v: { ts: 5000, value: 1 } })
+    assert.deepEqual((await store.queries.latest('no-values'))!.values, { v: { ts: 5000, value: 1 } })
   })
 
   test('a batch of devices interleaved, outgrowing the first buffer, stores every row under its own device', async () => {
@@ -204,7 +204,7 @@ describe("devices' latest values", () => {
   })
   after(() => store.stop())
 
-  const latest = async (id: string) => (await store.latest(id))!.values
+  const latest = async (id: string) => (await store.queries.latest(id))!.values
   const write = (deviceId: string, readings: Array<[number, Record<string, unknown>]>) =>
     store.writeBatch(
       batchOf(
@@ -215,7 +215,7 @@ describe("devices' latest values", () => {
   let n = 0
   const device = async () => {
     const id = `latest-${++n}`
-    await store.createDevice({ id, name: id, tokenHash: `hash-${id}` })
+    await store.devices.create({ id, name: id, tokenHash: `hash-${id}` })
     return id
   }
 
@@ -302,11 +302,11 @@ describe("devices' latest values", () => {
         { deviceId: 'empty', msgId: 'y', ts: 10, values: { z: 1 } },
       ])
       await s.writeBatch(batch, [])
-      assert.deepEqual((await s.latest('old'))!.values, {
+      assert.deepEqual((await s.queries.latest('old'))!.values, {
         a: { ts: 5000, value: 5 },
         b: { ts: 2000, value: 2 },
       })
-      assert.deepEqual((await s.latest('empty'))!.values, { z: { ts: 10, value: 1 } })
+      assert.deepEqual((await s.queries.latest('empty'))!.values, { z: { ts: 10, value: 1 } })
     } finally {
       await s.stop()
     }
