@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { type TSchema, Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify'
 import { DELETE_DATA, type Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
@@ -138,9 +138,15 @@ function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: 
   return { schema: { security: [{ admin: [] }], tags: [tag], summary, ...schema } }
 }
 
-/** As adminRoute, for a list paged by keyset cursors: a request that asks for an offset is refused. */
-function listRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
-  return { ...adminRoute(tag, summary, schema), preHandler: refuseOffset }
+/**
+ * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer. Its summary
+ * says it comes a page at a time, and a request that asks for an offset is refused.
+ */
+function listRoute<Q extends TSchema, L extends TSchema>(tag: Tag, summary: string, querystring: Q, list: L) {
+  return {
+    ...adminRoute(tag, `${summary}, a page at a time`, { querystring, response: { 200: list } }),
+    preHandler: refuseOffset,
+  }
 }
 
 /** The admin REST API under /api/v1. */
@@ -174,10 +180,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/devices',
-    listRoute('devices', 'List devices with last seen and online status, a page at a time', {
-      querystring: DeviceListQuery,
-      response: { 200: DeviceList },
-    }),
+    listRoute('devices', 'List devices with last seen and online status', DeviceListQuery, DeviceList),
     async (req, reply) => {
       const { limit, order, cursor, retired } = req.query
       const page = await keysetPage(req, reply, { query: ['devices', order, retired], cursor }, (after) =>
@@ -363,10 +366,12 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/quarantine',
-    listRoute('quarantine', 'Rejected messages with their reason, newest first, a page at a time', {
-      querystring: QuarantineQuery,
-      response: { 200: QuarantineList },
-    }),
+    listRoute(
+      'quarantine',
+      'Rejected messages with their reason, newest first',
+      QuarantineQuery,
+      QuarantineList,
+    ),
     async (req, reply) => {
       const q = req.query
       const { from, to } = parseRange(q)
