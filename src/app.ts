@@ -15,7 +15,7 @@ import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
-import { type Component, type Health, Lifecycle, builtAtStart } from './lib/component.js'
+import { type Component, type Health, Lifecycle, type Part, builtAtStart } from './lib/component.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
@@ -146,52 +146,43 @@ export class App {
     }
   }
 
+  /** A component whose part is built when its turn to start comes (builtAtStart), logging as `name`. */
+  private built<T extends Part>(
+    name: string,
+    build: (log: Logger) => T,
+    health?: (part: T | undefined) => Health,
+  ): Component {
+    return builtAtStart(name, () => build(this.child(name)), health)
+  }
+
   private heartbeatComponent(): Component {
-    const { config } = this
-    return builtAtStart(
+    const { roles, checkIntervalSeconds } = this.config
+    return this.built(
       'heartbeat',
-      () =>
-        (this.heartbeat = new Heartbeat(
-          this.store,
-          config.roles,
-          config.checkIntervalSeconds,
-          this.child('heartbeat'),
-        )),
+      (log) => (this.heartbeat = new Heartbeat(this.store, roles, checkIntervalSeconds, log)),
     )
   }
 
   private organizerComponent(): Component {
-    return builtAtStart(
+    return this.built(
       'organizer',
-      () =>
-        (this.organizer = new Organizer(
-          this.store,
-          this.config.checkIntervalSeconds,
-          this.child('organizer'),
-        )),
+      (log) => (this.organizer = new Organizer(this.store, this.config.checkIntervalSeconds, log)),
     )
   }
 
   private credentialsComponent(): Component {
-    return builtAtStart(
-      'credentials',
-      () => (this.credentials = new CredentialCache(this.store, this.child('credentials'))),
-    )
+    return this.built('credentials', (log) => (this.credentials = new CredentialCache(this.store, log)))
   }
 
   private sessionsComponent(): Component {
-    return builtAtStart(
-      'mqtt-sessions',
-      () => (this.sessions = new Sessions(this.store, this.child('mqtt-sessions'))),
-    )
+    return this.built('mqtt-sessions', (log) => (this.sessions = new Sessions(this.store, log)))
   }
 
   private ingestComponent(): Component {
     const { config, metrics } = this
-    const log = this.child('ingest')
-    return builtAtStart(
+    return this.built(
       'ingest',
-      () =>
+      (log) =>
         (this.ingest =
           // Beside a gateway the ingest gets a thread of its own; alone in its process it needs none.
           this.has('gateway') && config.ingestThread
@@ -211,9 +202,9 @@ export class App {
 
   private mqttComponent(): Component {
     const { config } = this
-    return builtAtStart(
+    return this.built(
       'mqtt',
-      () =>
+      (log) =>
         (this.mqtt = new MqttGateway(
           {
             host: config.host,
@@ -227,7 +218,7 @@ export class App {
           this.queue,
           this.credentials!,
           this.metrics,
-          this.child('mqtt'),
+          log,
           this.sessions,
         )),
       (mqtt) => ({

@@ -3,67 +3,30 @@
  * says what was wrong and what to do. Codes are stable: clients and logs match on them. docs/errors.md
  * documents each one (a test holds the two together).
  */
+// biome-ignore format: a table, one line per code
 export const ErrorCodes = {
   IOT_ERR_CONFIG_INVALID: { status: 500, message: 'Invalid configuration: %s' },
   IOT_ERR_UNAUTHORIZED: { status: 401, message: 'Missing or invalid bearer token: %s' },
   IOT_ERR_NOT_FOUND: { status: 404, message: 'No such route: %s; the API is described at /docs' },
-  IOT_ERR_DEVICE_NOT_FOUND: {
-    status: 404,
-    message: "Device '%s' does not exist; list devices with GET /api/v1/devices",
-  },
-  IOT_ERR_DEVICE_RETIRED: {
-    status: 409,
-    message:
-      "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it",
-  },
-  IOT_ERR_DEVICE_CONFLICT: {
-    status: 409,
-    message: 'A device with this %s already exists; choose another or delete it first',
-  },
+  IOT_ERR_DEVICE_NOT_FOUND: { status: 404, message: "Device '%s' does not exist; list devices with GET /api/v1/devices" },
+  IOT_ERR_DEVICE_RETIRED: { status: 409, message: "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it" },
+  IOT_ERR_DEVICE_CONFLICT: { status: 409, message: 'A device with this %s already exists; choose another or delete it first' },
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
   IOT_ERR_UNSTORABLE_TEXT: { status: 400, message: '%s, which PostgreSQL cannot store in text; remove it' },
-  IOT_ERR_MALFORMED_JSON: {
-    status: 400,
-    message: 'The body is not valid JSON: %s. Send a JSON object or an array of objects',
-  },
+  IOT_ERR_MALFORMED_JSON: { status: 400, message: 'The body is not valid JSON: %s. Send a JSON object or an array of objects' },
   IOT_ERR_INVALID_READING: { status: 400, message: 'Invalid reading: %s' },
-  IOT_ERR_PAYLOAD_TOO_LARGE: {
-    status: 413,
-    message: 'The payload is too large (%s); the limit is %s bytes. Split it into smaller messages',
-  },
-  IOT_ERR_UNSUPPORTED_MEDIA_TYPE: {
-    status: 415,
-    message: "Content-Type '%s' is not accepted here; send application/json",
-  },
-  IOT_ERR_UNSUPPORTED_ENCODING: {
-    status: 415,
-    message:
-      "Content-Encoding '%s' is not supported; send the body as is, or encoded with gzip, deflate or br",
-  },
-  IOT_ERR_MALFORMED_ENCODING: {
-    status: 400,
-    message:
-      'The body cannot be decoded as %s: %s. Send it encoded as its Content-Encoding says, or unencoded',
-  },
-  IOT_ERR_IDEMPOTENCY_KEY_REUSED: {
-    status: 422,
-    message:
-      "Idempotency-Key '%s' was used with another body; a retry must send the same body, a new request a new key",
-  },
-  IOT_ERR_IDEMPOTENCY_KEY_IN_USE: {
-    status: 409,
-    message: "A request with Idempotency-Key '%s' is being answered; retry in a moment to get its answer",
-  },
+  IOT_ERR_PAYLOAD_TOO_LARGE: { status: 413, message: 'The payload is too large (%s); the limit is %s bytes. Split it into smaller messages' },
+  IOT_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: "Content-Type '%s' is not accepted here; send application/json" },
+  IOT_ERR_UNSUPPORTED_ENCODING: { status: 415, message: "Content-Encoding '%s' is not supported; send the body as is, or encoded with gzip, deflate or br" },
+  IOT_ERR_MALFORMED_ENCODING: { status: 400, message: 'The body cannot be decoded as %s: %s. Send it encoded as its Content-Encoding says, or unencoded' },
+  IOT_ERR_IDEMPOTENCY_KEY_REUSED: { status: 422, message: "Idempotency-Key '%s' was used with another body; a retry must send the same body, a new request a new key" },
+  IOT_ERR_IDEMPOTENCY_KEY_IN_USE: { status: 409, message: "A request with Idempotency-Key '%s' is being answered; retry in a moment to get its answer" },
   IOT_ERR_QUEUE_FULL: { status: 503, message: 'The durable queue is full (%s); retry later' },
   IOT_ERR_QUEUE_UNAVAILABLE: { status: 503, message: 'The durable queue is unavailable: %s; retry later' },
   IOT_ERR_INTERNAL: { status: 500, message: 'Internal error; see the server log' },
-  IOT_ERR_QUEUE_LOCKED: {
-    status: 409,
-    message:
-      'The local queue in %s already has its appending process (pid %s): one process per data dir runs the gateway and api roles. For several gateway processes, set AMQP_URL to use RabbitMQ',
-  },
+  IOT_ERR_QUEUE_LOCKED: { status: 409, message: 'The local queue in %s already has its appending process (pid %s): one process per data dir runs the gateway and api roles. For several gateway processes, set AMQP_URL to use RabbitMQ' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { IotError } from '../errors.js'
+import { isKeyset, type Keyset, type Page } from '../store/index.js'
 
 /**
  * Page cursors. Opaque to clients (base64url of JSON), holding where the page ended (the store's keysets) and
@@ -47,6 +48,26 @@ export function linkNext(req: FastifyRequest, reply: FastifyReply, cursor: strin
   url.searchParams.set('cursor', cursor)
   reply.header('iotcore-next-cursor', cursor)
   reply.header('link', `<${url.pathname}${url.search}>; rel="next"`)
+}
+
+/**
+ * One page of a list paged by one keyset (devices, quarantine): the client's `cursor`, checked against this
+ * query, says where to start (`idPattern`: the form of the list's ids); `read` reads the page; where the next
+ * one starts goes to the headers and back to the caller for the body's `next`.
+ */
+export async function keysetPage<T>(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  list: { query: QueryIdentity; cursor: string | undefined; idPattern?: RegExp },
+  read: (after: Keyset | undefined) => Promise<Page<T>>,
+): Promise<{ items: T[]; next: string | null }> {
+  const { query, cursor, idPattern } = list
+  const after =
+    cursor === undefined ? undefined : decodeCursor(cursor, query, (p): p is Keyset => isKeyset(p, idPattern))
+  const page = await read(after)
+  const next = page.next && encodeCursor(query, page.next)
+  linkNext(req, reply, next)
+  return { items: page.items, next }
 }
 
 const digest = (query: QueryIdentity) =>

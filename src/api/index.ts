@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
-import type { FastifyInstance } from 'fastify'
+import { type TSchema, Type } from '@sinclair/typebox'
+import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify'
 import { DELETE_DATA, type Devices } from '../devices/index.js'
 import { IotError } from '../errors.js'
 import { acceptPayload, correctedPayload } from '../gateway/accept.js'
@@ -20,7 +20,7 @@ import {
   type Store,
   unstorable,
 } from '../store/index.js'
-import { decodeCursor, encodeCursor, linkNext, type QueryIdentity } from './cursor.js'
+import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
 import {
   Accepted,
   CreateDevice,
@@ -84,8 +84,8 @@ export function parseRange(q: { from?: string; to?: string }): { from?: number; 
  * Offsets were replaced by cursors. Fastify keeps a query parameter the schema does not name, so an old client's
  * `offset` would be ignored, and it would fetch the first page forever: refuse it instead.
  */
-function refuseOffset(query: unknown): void {
-  if ((query as Record<string, unknown>).offset !== undefined)
+async function refuseOffset(req: FastifyRequest): Promise<void> {
+  if ((req.query as Record<string, unknown>).offset !== undefined)
     throw new IotError(
       'IOT_ERR_BAD_REQUEST',
       'offset is not supported: pages are keyset cursors, follow next',
@@ -127,6 +127,28 @@ export function parseInterval(raw: string): number {
   return ms
 }
 
+/** The OpenAPI tags of the admin API, one per resource. */
+type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine'
+
+/**
+ * A route's options: its schema (validation, handler types, OpenAPI), documented under `tag` and as needing
+ * the admin token, as every route of this API does.
+ */
+function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
+  return { schema: { security: [{ admin: [] }], tags: [tag], summary, ...schema } }
+}
+
+/**
+ * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer. Its summary
+ * says it comes a page at a time, and a request that asks for an offset is refused.
+ */
+function listRoute<Q extends TSchema, L extends TSchema>(tag: Tag, summary: string, querystring: Q, list: L) {
+  return {
+    ...adminRoute(tag, `${summary}, a page at a time`, { querystring, response: { 200: list } }),
+    preHandler: refuseOffset,
+  }
+}
+
 /** The admin REST API under /api/v1. */
 export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
   const app = root.withTypeProvider<TypeBoxTypeProvider>()
@@ -147,19 +169,9 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     checkStorable('query parameter', req.query)
   })
 
-  const admin = { security: [{ admin: [] }] }
-
   app.post(
     '/devices',
-    {
-      schema: {
-        ...admin,
-        tags: ['devices'],
-        summary: 'Register a device',
-        body: CreateDevice,
-        response: { 201: CreatedDevice },
-      },
-    },
+    adminRoute('devices', 'Register a device', { body: CreateDevice, response: { 201: CreatedDevice } }),
     async (req, reply) => {
       checkNewDevice(req.body)
       return reply.code(201).send(await devices.create(req.body))
@@ -168,48 +180,28 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/devices',
-    {
-      schema: {
-        ...admin,
-        tags: ['devices'],
-        summary: 'List devices with last seen and online status, a page at a time',
-        querystring: DeviceListQuery,
-        response: { 200: DeviceList },
-      },
-    },
+    listRoute('devices', 'List devices with last seen and online status', DeviceListQuery, DeviceList),
     async (req, reply) => {
-      refuseOffset(req.query)
       const { limit, order, cursor, retired } = req.query
-      const query: QueryIdentity = ['devices', order, retired]
-      const after = cursor === undefined ? undefined : decodeCursor(cursor, query, isDeviceKeyset)
-      const page = await devices.list(limit, order, after, retired)
-      const next = page.next && encodeCursor(query, page.next)
-      linkNext(req, reply, next)
-      return { devices: page.items, limit, next }
+      const page = await keysetPage(req, reply, { query: ['devices', order, retired], cursor }, (after) =>
+        devices.list(limit, order, after, retired),
+      )
+      return { devices: page.items, limit, next: page.next }
     },
   )
 
   app.get(
     '/devices/:id',
-    {
-      schema: {
-        ...admin,
-        tags: ['devices'],
-        summary: 'Read a device',
-        params: IdParam,
-        response: { 200: Type.Ref(DeviceBody) },
-      },
-    },
+    adminRoute('devices', 'Read a device', { params: IdParam, response: { 200: Type.Ref(DeviceBody) } }),
     async (req) => devices.get(req.params.id),
   )
 
   app.delete(
     '/devices/:id',
-    {
-      schema: {
-        ...admin,
-        tags: ['devices'],
-        summary: 'Retire a device (data=keep, the default) or remove it with its telemetry (data=delete)',
+    adminRoute(
+      'devices',
+      'Retire a device (data=keep, the default) or remove it with its telemetry (data=delete)',
+      {
         description:
           'Either way the device can no longer connect: its token stops working at once, its live MQTT ' +
           'connections are cut on every gateway process (MQTT 5: DISCONNECT 0x87), and readings of it still ' +
@@ -225,7 +217,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
           ),
         }),
       },
-    },
+    ),
     async (req, reply) => {
       await devices.delete(req.params.id, req.query.data)
       return reply.code(204).send()
@@ -234,36 +226,26 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.post(
     '/devices/:id/token',
-    {
-      schema: {
-        ...admin,
-        tags: ['devices'],
-        summary: 'Rotate the device token (the old one stops working)',
-        params: IdParam,
-        response: { 200: Type.Object({ token: Type.String() }) },
-      },
-    },
+    adminRoute('devices', 'Rotate the device token (the old one stops working)', {
+      params: IdParam,
+      response: { 200: Type.Object({ token: Type.String() }) },
+    }),
     async (req) => ({ token: await devices.rotateToken(req.params.id) }),
   )
 
   app.get(
     '/devices/:id/telemetry',
-    {
-      schema: {
-        ...admin,
-        tags: ['telemetry'],
-        summary: 'Raw or aggregated telemetry per key',
-        description:
-          'Without agg: the points, newest first by default, a page at a time: while there are more, the ' +
-          'Iotcore-Next-Cursor and Link headers give the next page (send `cursor`). With agg and interval: one ' +
-          'point per bucket, not paged. avg, min, max and sum use the numbers under the key (buckets without ' +
-          'one are left out); on a key with no number in the range they are a 400, while count counts ' +
-          'readings of any type.',
-        params: IdParam,
-        querystring: TelemetryQuery,
-        response: { 200: TelemetryResult },
-      },
-    },
+    adminRoute('telemetry', 'Raw or aggregated telemetry per key', {
+      description:
+        'Without agg: the points, newest first by default, a page at a time: while there are more, the ' +
+        'Iotcore-Next-Cursor and Link headers give the next page (send `cursor`). With agg and interval: one ' +
+        'point per bucket, not paged. avg, min, max and sum use the numbers under the key (buckets without ' +
+        'one are left out); on a key with no number in the range they are a 400, while count counts ' +
+        'readings of any type.',
+      params: IdParam,
+      querystring: TelemetryQuery,
+      response: { 200: TelemetryResult },
+    }),
     async (req, reply) => {
       const q = req.query
       const id = req.params.id
@@ -348,15 +330,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/devices/:id/latest',
-    {
-      schema: {
-        ...admin,
-        tags: ['telemetry'],
-        summary: 'Latest value of every key',
-        params: IdParam,
-        response: { 200: Latest },
-      },
-    },
+    adminRoute('telemetry', 'Latest value of every key', { params: IdParam, response: { 200: Latest } }),
     async (req) => {
       const l = await store.queries.latest(req.params.id)
       if (!l) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', req.params.id)
@@ -368,28 +342,23 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/services',
-    {
-      schema: {
-        ...admin,
-        tags: ['operations'],
-        summary: 'iotcore processes and their heartbeats',
-        response: {
-          200: Type.Object({
-            services: Type.Array(
-              Type.Object({
-                id: Type.String(),
-                roles: Type.Array(Type.String()),
-                host: Type.String(),
-                pid: Type.Integer(),
-                startedAt: Type.String({ format: 'date-time' }),
-                beatAt: Type.String({ format: 'date-time' }),
-                stoppedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-              }),
-            ),
-          }),
-        },
+    adminRoute('operations', 'iotcore processes and their heartbeats', {
+      response: {
+        200: Type.Object({
+          services: Type.Array(
+            Type.Object({
+              id: Type.String(),
+              roles: Type.Array(Type.String()),
+              host: Type.String(),
+              pid: Type.Integer(),
+              startedAt: Type.String({ format: 'date-time' }),
+              beatAt: Type.String({ format: 'date-time' }),
+              stoppedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+            }),
+          ),
+        }),
       },
-    },
+    }),
     async () => {
       return { services: await store.services.list(MAX_SERVICES) }
     },
@@ -397,17 +366,13 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   app.get(
     '/quarantine',
-    {
-      schema: {
-        ...admin,
-        tags: ['quarantine'],
-        summary: 'Rejected messages with their reason, newest first, a page at a time',
-        querystring: QuarantineQuery,
-        response: { 200: QuarantineList },
-      },
-    },
+    listRoute(
+      'quarantine',
+      'Rejected messages with their reason, newest first',
+      QuarantineQuery,
+      QuarantineList,
+    ),
     async (req, reply) => {
-      refuseOffset(req.query)
       const q = req.query
       const { from, to } = parseRange(q)
       const query: QueryIdentity = [
@@ -418,39 +383,34 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         to ?? null,
         q.order,
       ]
-      const after =
-        q.cursor === undefined
-          ? undefined
-          : decodeCursor(q.cursor, query, (p): p is Keyset => isKeyset(p, QUARANTINE_ID))
-      const page = await store.quarantine.list({
-        deviceId: q.deviceId,
-        reason: q.reason,
-        from,
-        to,
-        limit: q.limit,
-        order: q.order,
-        after,
-      })
-      const next = page.next && encodeCursor(query, page.next)
-      linkNext(req, reply, next)
-      return { items: page.items.map(quarantineView), next }
+      const page = await keysetPage(
+        req,
+        reply,
+        { query, cursor: q.cursor, idPattern: QUARANTINE_ID },
+        (after) =>
+          store.quarantine.list({
+            deviceId: q.deviceId,
+            reason: q.reason,
+            from,
+            to,
+            limit: q.limit,
+            order: q.order,
+            after,
+          }),
+      )
+      return { items: page.items.map(quarantineView), next: page.next }
     },
   )
 
   app.post(
     '/quarantine/:id/replay',
-    {
-      schema: {
-        ...admin,
-        tags: ['quarantine'],
-        summary: 'Send a quarantined message through ingest again, optionally corrected',
-        description:
-          'Without body: the stored payload as it was. With body: the corrected reading(s). Answers 202 once durably queued; 400 if still invalid (nothing is queued).',
-        params: IdParam,
-        body: Type.Optional(ReplayBody),
-        response: { 202: Accepted },
-      },
-    },
+    adminRoute('quarantine', 'Send a quarantined message through ingest again, optionally corrected', {
+      description:
+        'Without body: the stored payload as it was. With body: the corrected reading(s). Answers 202 once durably queued; 400 if still invalid (nothing is queued).',
+      params: IdParam,
+      body: Type.Optional(ReplayBody),
+      response: { 202: Accepted },
+    }),
     async (req, reply) => {
       const item = await store.quarantine.get(req.params.id)
       if (!item) throw new IotError('IOT_ERR_QUARANTINE_NOT_FOUND', req.params.id)
@@ -477,8 +437,6 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     },
   )
 }
-
-const isDeviceKeyset = (p: unknown): p is Keyset => isKeyset(p)
 
 /** A telemetry cursor's positions: one per key, null for a key that ran out. */
 function isKeysets(p: unknown, keys: number): boolean {

@@ -59,6 +59,10 @@ const Cursor = Type.Optional(
   }),
 )
 
+/** The `order` parameter of a paged query: by the list's key, `dflt` when absent; `description` names the key. */
+const Order = (dflt: 'asc' | 'desc', description: string) =>
+  Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: dflt, description })
+
 /** What a paged answer says about the next page (the body field `next` beside the items, where there is one). */
 const NEXT_HEADERS = {
   'iotcore-next-cursor': {
@@ -81,10 +85,7 @@ const OFFSET_REFUSED =
 
 export const DeviceListQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
-  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
-    default: 'asc',
-    description: 'by creation time, ties by id: asc is oldest first',
-  }),
+  order: Order('asc', 'by creation time, ties by id: asc is oldest first'),
   retired: Type.Union([Type.Literal('exclude'), Type.Literal('include'), Type.Literal('only')], {
     default: 'exclude',
     description:
@@ -121,11 +122,10 @@ export const TelemetryQuery = Type.Object({
     default: 1000,
     description: 'points (or buckets) per key in one page',
   }),
-  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
-    default: 'desc',
-    description:
-      'by ts, ties by msgId (both reversed by desc, so desc is the mirror of asc): desc is newest first',
-  }),
+  order: Order(
+    'desc',
+    'by ts, ties by msgId (both reversed by desc, so desc is the mirror of asc): desc is newest first',
+  ),
   cursor: Cursor,
   agg: Type.Optional(
     Type.Union([
@@ -188,10 +188,7 @@ export const QuarantineQuery = Type.Object({
   from: TimeBound('received at or after'),
   to: TimeBound('received before'),
   limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
-  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
-    default: 'desc',
-    description: 'by time received, ties by id: desc is newest first',
-  }),
+  order: Order('desc', 'by time received, ties by id: desc is newest first'),
   cursor: Cursor,
 })
 export type QuarantineQuery = Static<typeof QuarantineQuery>

@@ -1,16 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { IotError } from '../errors.js'
-import type {
-  Credential,
-  DeviceRow,
-  Keyset,
-  Listener,
-  Order,
-  Page,
-  RetiredFilter,
-  Store,
-} from '../store/index.js'
+import type { Credential, DeviceRow, Listener, Page, Store } from '../store/index.js'
 
 /** PostgreSQL channel on which device changes are announced to every process's credential cache. */
 export const DEVICE_CHANNEL = 'iotcore_devices'
@@ -74,13 +65,9 @@ export class Devices {
     return { ...this.view(row), token }
   }
 
-  async list(
-    limit: number,
-    order: Order,
-    after?: Keyset,
-    retired: RetiredFilter = 'exclude',
-  ): Promise<Page<DeviceView>> {
-    const page = await this.store.devices.list(limit, order, after, retired)
+  /** The store's page of devices (the same arguments), as the API shows them. */
+  async list(...args: Parameters<Store['devices']['list']>): Promise<Page<DeviceView>> {
+    const page = await this.store.devices.list(...args)
     return { items: page.items.map((r) => this.view(r)), next: page.next }
   }
 

@@ -79,11 +79,17 @@ export class Lifecycle {
   }
 }
 
+/** What builtAtStart builds: a part with a start and a stop of its own. */
+export interface Part {
+  start(): unknown
+  stop(): Promise<unknown>
+}
+
 /**
  * A component around a part built when its turn to start comes, so that it can use what started before it
  * (the store, the credentials). `build` may keep the part where others find it.
  */
-export function builtAtStart<T extends { start(): unknown; stop(): Promise<unknown> }>(
+export function builtAtStart<T extends Part>(
   name: string,
   build: () => T,
   health?: (part: T | undefined) => Health,

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { RetryTimer } from '../lib/retry.js'
 import type { Db, Dedicated } from './pool.js'
 
 /** A lost LISTEN connection is opened again after this pause. */
@@ -41,7 +42,9 @@ export class Notifications {
 
 export class Listener {
   private session: Dedicated | undefined
-  private retry: NodeJS.Timeout | undefined
+  private readonly retry = new RetryTimer(LISTEN_RETRY_MS, async () => {
+    if (await this.connect()) this.handlers.resumed()
+  })
   private stopped = false
 
   constructor(
@@ -75,20 +78,15 @@ export class Listener {
   }
 
   private again(): void {
-    if (this.stopped || this.retry) return
+    if (!this.retry.schedule()) return
     this.handlers.lost?.()
     this.session?.close()
     this.session = undefined
-    this.retry = setTimeout(async () => {
-      this.retry = undefined
-      if (await this.connect()) this.handlers.resumed()
-    }, LISTEN_RETRY_MS)
-    this.retry.unref()
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    if (this.retry) clearTimeout(this.retry)
+    this.retry.stop()
     const s = this.session
     this.session = undefined
     await s?.close()

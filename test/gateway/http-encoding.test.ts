@@ -19,16 +19,7 @@ describe('HTTP ingest: Content-Encoding', () => {
   after(() => p.stop())
 
   const send = async (d: Device, body: Buffer | string, encoding?: string) => {
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${d.token}`,
-      'content-type': 'application/json',
-    }
-    if (encoding !== undefined) headers['content-encoding'] = encoding
-    const r = await fetch(`${p.api}/devices/${d.id}/telemetry`, {
-      method: 'POST',
-      headers,
-      body: typeof body === 'string' ? body : new Uint8Array(body),
-    })
+    const r = await p.postTelemetry(d, body, encoding === undefined ? {} : { 'content-encoding': encoding })
     const text = await r.text()
     return { status: r.status, headers: r.headers, text, body: JSON.parse(text) }
   }

@@ -16,17 +16,7 @@ describe('HTTP ingest: Idempotency-Key', () => {
   after(() => p.stop())
 
   const send = async (d: Device, body: string | Buffer, key?: string, extra: Record<string, string> = {}) => {
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${d.token}`,
-      'content-type': 'application/json',
-      ...extra,
-    }
-    if (key !== undefined) headers['idempotency-key'] = key
-    const r = await fetch(`${p.api}/devices/${d.id}/telemetry`, {
-      method: 'POST',
-      headers,
-      body: typeof body === 'string' ? body : new Uint8Array(body),
-    })
+    const r = await p.postTelemetry(d, body, key === undefined ? extra : { ...extra, 'idempotency-key': key })
     const text = await r.text()
     return { status: r.status, headers: r.headers, text, body: JSON.parse(text) }
   }

@@ -57,8 +57,8 @@ export interface Platform {
     token?: string,
   ): Promise<{ status: number; body: any; headers: Headers }>
   createDevice(name?: string, extra?: Record<string, unknown>): Promise<Device>
-  /** A device's HTTP ingest request, with its token: `body` as is if a string, else as JSON. */
-  postTelemetry(dev: Device, body: unknown): Promise<Response>
+  /** A device's HTTP ingest request, with its token: `body` as is if a string or bytes, else as JSON. */
+  postTelemetry(dev: Device, body: unknown, headers?: Record<string, string>): Promise<Response>
   /** The quarantine items of a device, newest first, of one reason or all. */
   quarantine(deviceId: string, reason?: string): Promise<QuarantineItem[]>
   metric(name: string, labels?: string): Promise<number>
@@ -121,11 +121,16 @@ export async function startPlatform(
       if (r.status !== 201) throw new Error(`create device: ${r.status} ${JSON.stringify(r.body)}`)
       return { id: r.body.id, token: r.body.token }
     },
-    postTelemetry(dev, body) {
+    postTelemetry(dev, body, headers = {}) {
       return fetch(`${base}/api/v1/devices/${dev.id}/telemetry`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${dev.token}`, 'content-type': 'application/json' },
-        body: typeof body === 'string' ? body : JSON.stringify(body),
+        headers: { authorization: `Bearer ${dev.token}`, 'content-type': 'application/json', ...headers },
+        body:
+          typeof body === 'string'
+            ? body
+            : Buffer.isBuffer(body)
+              ? new Uint8Array(body)
+              : JSON.stringify(body),
       })
     },
     async quarantine(deviceId, reason) {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { RetryTimer } from '../../lib/retry.js'
 import type { Listener, Store } from '../../store/index.js'
 
 export { NEVER_EXPIRES } from '../../store/index.js'
@@ -37,7 +38,7 @@ export class Sessions {
   private losses = 0
   private listening = false
   private listener: Listener | undefined
-  private retry: NodeJS.Timeout | undefined
+  private readonly retry = new RetryTimer(RELOAD_RETRY_MS, () => this.reload())
   private stopped = false
 
   constructor(
@@ -70,7 +71,7 @@ export class Sessions {
 
   async stop(): Promise<void> {
     this.stopped = true
-    if (this.retry) clearTimeout(this.retry)
+    this.retry.stop()
     await this.listener?.stop()
     // The writes already asked for (a disconnect's touch) land before the store closes.
     await Promise.all(this.chains.values())
@@ -87,12 +88,7 @@ export class Sessions {
     if (this.stopped) return
     await this.readKeys().catch((err) => {
       this.log.warn({ err: err.message }, 'MQTT session keys not read; every clean start asks the database')
-      if (this.stopped || this.retry) return
-      this.retry = setTimeout(() => {
-        this.retry = undefined
-        this.reload()
-      }, RELOAD_RETRY_MS)
-      this.retry.unref()
+      this.retry.schedule()
     })
   }
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
 import { Backoff, pause } from '../../lib/backoff.js'
 import type { QuarantineReason } from '../../readings/index.js'
+import { BatchWait, ConsumerBatch } from '../consumer.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats, Transport } from '../types.js'
 
@@ -13,6 +14,8 @@ const RECONNECT_MIN_MS = 250
 const RECONNECT_MAX_MS = 5000
 /** Unacked deliveries per consumer: two ingest batches of the default size, so the next is always ready. */
 export const DEFAULT_PREFETCH = 10_000
+/** An idle consumer's longest wait before it looks again (deliveries wake it before). */
+const IDLE_WAIT_MS = 100
 /** How often the queue depth is asked of the broker. */
 const STATS_INTERVAL_MS = 1000
 
@@ -189,30 +192,14 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
   }
 }
 
-class AmqpBatch implements Batch {
-  constructor(
-    private readonly consumer: AmqpConsumer,
-    readonly channel: Channel,
-    readonly messages: ConsumeMessage[],
-    readonly items: Envelope[],
-    readonly attempt: number,
-  ) {}
-
-  ack(): Promise<void> {
-    return this.consumer.ack(this)
-  }
-
-  nack(): void {
-    this.consumer.nack(this)
-  }
-}
+/** An AMQP batch's delivery: its messages, and the channel that delivered them (only it can ack them). */
+type AmqpBatch = ConsumerBatch<{ channel: Channel; messages: ConsumeMessage[] }>
 
 /** Deliveries buffered up to the prefetch window; `next` hands them out in batches. */
 class AmqpConsumer implements Consumer {
   private channel: Channel | undefined
   private buffer: ConsumeMessage[] = []
-  private waiter: (() => void) | undefined
-  private closed = false
+  private readonly wait = new BatchWait()
   outstanding = 0
 
   constructor(
@@ -222,7 +209,7 @@ class AmqpConsumer implements Consumer {
   ) {}
 
   async attach(conn: ChannelModel): Promise<void> {
-    if (this.closed) return
+    if (this.wait.closed) return
     const ch = await conn.createChannel()
     ch.on('error', (err) => this.log.warn({ err: err.message }, 'RabbitMQ consumer channel error'))
     ch.on('close', () => {
@@ -238,7 +225,7 @@ class AmqpConsumer implements Consumer {
       if (!msg || this.channel !== ch) return
       this.buffer.push(msg)
       this.outstanding++
-      this.wake()
+      this.wait.wake()
     })
   }
 
@@ -254,25 +241,8 @@ class AmqpConsumer implements Consumer {
     return m ? Number(m.properties.timestamp ?? 0) : 0
   }
 
-  private wake(): void {
-    const w = this.waiter
-    this.waiter = undefined
-    w?.()
-  }
-
   async next(max: number, waitMs: number): Promise<Batch | null> {
-    const started = Date.now()
-    for (;;) {
-      if (this.closed) return null
-      const n = this.buffer.length
-      if (n >= max || (n > 0 && Date.now() - started >= waitMs)) break
-      const wait = n > 0 ? waitMs - (Date.now() - started) : 100
-      await new Promise<void>((resolve) => {
-        this.waiter = resolve
-        setTimeout(resolve, Math.max(1, wait))
-      })
-      this.waiter = undefined
-    }
+    if (!(await this.wait.fill(max, waitMs, IDLE_WAIT_MS, () => this.buffer.length))) return null
     const ch = this.channel
     if (!ch || this.buffer.length === 0) return this.next(max, waitMs)
     const messages = this.buffer.splice(0, max)
@@ -281,27 +251,28 @@ class AmqpConsumer implements Consumer {
       (m, x) => Math.max(m, Number(x.properties.headers?.['x-delivery-count'] ?? 0)),
       0,
     )
-    return new AmqpBatch(this, ch, messages, items, redelivered)
+    return new ConsumerBatch(this, { channel: ch, messages }, items, redelivered)
   }
 
   async ack(batch: AmqpBatch): Promise<void> {
-    if (batch.channel !== this.channel) {
+    const { channel, messages } = batch.delivery
+    if (channel !== this.channel) {
       // The channel that delivered these is gone; the broker redelivers them and the store dedups.
       return
     }
-    for (const m of batch.messages) batch.channel.ack(m)
-    this.outstanding -= batch.messages.length
+    for (const m of messages) channel.ack(m)
+    this.outstanding -= messages.length
   }
 
   nack(batch: AmqpBatch): void {
-    if (batch.channel !== this.channel) return
-    for (const m of batch.messages) batch.channel.nack(m, false, true)
-    this.outstanding -= batch.messages.length
+    const { channel, messages } = batch.delivery
+    if (channel !== this.channel) return
+    for (const m of messages) channel.nack(m, false, true)
+    this.outstanding -= messages.length
   }
 
   async close(): Promise<void> {
-    this.closed = true
-    this.wake()
+    this.wait.close()
     const ch = this.channel
     this.channel = undefined
     await ch?.close().catch(() => {})

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { type Database, type RootDatabase, open } from 'lmdb'
 import type { Logger } from 'pino'
 import { IotError } from '../../errors.js'
+import { BatchWait, ConsumerBatch } from '../consumer.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats } from '../types.js'
 import { lockAppends, unlockAppends } from './lock.js'
@@ -222,22 +223,8 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   }
 }
 
-class LocalBatch implements Batch {
-  constructor(
-    private readonly consumer: LocalConsumer,
-    readonly keys: number[],
-    readonly items: Envelope[],
-    readonly attempt: number,
-  ) {}
-
-  ack(): Promise<void> {
-    return this.consumer.ack(this)
-  }
-
-  nack(): void {
-    this.consumer.nack(this)
-  }
-}
+/** A local batch's delivery: its keys in LMDB. */
+type LocalBatch = ConsumerBatch<{ keys: number[] }>
 
 /**
  * Hands out entries oldest first. Entries stay in LMDB until acked; a cursor remembers what was handed out,
@@ -249,8 +236,7 @@ class LocalConsumer implements Consumer {
   private readonly out = new Set<number>()
   /** Deliveries so far of a failed batch, by its first key, so a re-read batch knows its attempt. */
   private readonly attempts = new Map<number, number>()
-  private waiter: ((v: unknown) => void) | undefined
-  private closed = false
+  private readonly wait = new BatchWait()
 
   constructor(
     private readonly queue: LocalQueue,
@@ -259,35 +245,23 @@ class LocalConsumer implements Consumer {
   ) {}
 
   wake(): void {
-    const w = this.waiter
-    this.waiter = undefined
-    w?.(undefined)
+    this.wait.wake()
   }
 
   stopWaiting(): void {
-    this.closed = true
-    this.wake()
+    this.wait.close()
   }
 
   async next(max: number, waitMs: number): Promise<Batch | null> {
-    const started = Date.now()
     const keys: number[] = []
     const items: Envelope[] = []
-    for (;;) {
-      if (this.closed) return null
+    // With some items, wait out the batch window; with none, wait for an append (or poll another process).
+    const filled = await this.wait.fill(max, waitMs, IDLE_POLL_MS, () => {
       this.read(max - items.length, keys, items)
-      const elapsed = Date.now() - started
-      if (items.length >= max || (items.length > 0 && elapsed >= waitMs)) break
-      // With some items, wait out the batch window; with none, wait for an append (or poll another process).
-      const wait = items.length > 0 ? waitMs - elapsed : IDLE_POLL_MS
-      // Not unref()ed: a consumer waiting for work is the process's work (an ingest-only process has little else).
-      await new Promise((resolve) => {
-        this.waiter = resolve
-        setTimeout(resolve, wait)
-      })
-      this.waiter = undefined
-    }
-    return new LocalBatch(this, keys, items, this.attempts.get(Math.min(...keys)) ?? 0)
+      return items.length
+    })
+    if (!filled) return null
+    return new ConsumerBatch(this, { keys }, items, this.attempts.get(Math.min(...keys)) ?? 0)
   }
 
   private read(max: number, keys: number[], items: Envelope[]): void {
@@ -305,9 +279,10 @@ class LocalConsumer implements Consumer {
   }
 
   async ack(batch: LocalBatch): Promise<void> {
-    await this.queue.remove(batch.keys)
-    for (const k of batch.keys) this.out.delete(k)
-    this.attempts.delete(Math.min(...batch.keys))
+    const { keys } = batch.delivery
+    await this.queue.remove(keys)
+    for (const k of keys) this.out.delete(k)
+    this.attempts.delete(Math.min(...keys))
   }
 
   /**
@@ -318,7 +293,7 @@ class LocalConsumer implements Consumer {
   nack(batch: LocalBatch): void {
     // Not keys[0]: a batch whose window spanned an earlier rewind holds later keys before earlier ones.
     let first = Number.POSITIVE_INFINITY
-    for (const k of batch.keys) {
+    for (const k of batch.delivery.keys) {
       this.out.delete(k)
       if (k < first) first = k
     }
