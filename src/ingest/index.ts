@@ -209,7 +209,10 @@ export class Ingest {
   }
 }
 
-/** Parses each item with the gateways' own rules into COPY rows and quarantine rows. */
+/**
+ * Parses each item with the gateways' own rules into COPY rows and quarantine rows, in queue order: of readings
+ * that share a msgId, the first is the one stored (TelemetryBatch).
+ */
 export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quarantine: QuarantineInsert[] } {
   const batch = new TelemetryBatch()
   const quarantine: QuarantineInsert[] = []
@@ -219,6 +222,8 @@ export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quar
       continue
     }
     const parsed = parsePayload(env.payload, env.deviceId, env.receivedAt, env.idempotencyKey)
+    // Should the device be gone when the batch is written, its readings are quarantined under the envelope.
+    if (parsed.readings.length > 0) batch.from(env)
     for (const r of parsed.readings) batch.add(env.deviceId, r.msgId, r.ts, env.receivedAt, r.values)
     for (const rej of parsed.rejections) {
       const whole = rej.element === undefined

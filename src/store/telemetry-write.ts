@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
-import { COPY_TIMEOUT_MS, msToTs } from './sql.js'
+import { lockLiveDevices } from './devices.js'
+import { COPY_TIMEOUT_MS, msToTs, tsToMs } from './sql.js'
 
 export interface QuarantineInsert {
   sourceId: string
@@ -21,10 +22,41 @@ export interface WriteResult {
   rejected: number
 }
 
-interface DeviceLatest {
+/**
+ * Where readings came from: a queue envelope is one. When its device is gone (deleted or retired) before the
+ * batch is written, its readings are quarantined as a whole, under its id, as `device_deleted`.
+ */
+export interface ReadingSource {
+  id: string
+  deviceId: string
+  transport: string
+  topic?: string
+  receivedAt: number
+  payload: Buffer
+}
+
+/** One device's part of a batch. */
+interface DeviceRows {
+  /** The newest receivedAt of its readings. */
   seen: number
+  /**
+   * Per key the newest ts and its value, among the rows kept. Null-prototype objects: a key named `toString` or
+   * `valueOf` is data here, not a lookup into Object.prototype.
+   */
   ts: Record<string, number>
   value: Record<string, unknown>
+  /** The msgIds of its rows: a msgId seen again in the batch is a duplicate of the first (queue order). */
+  msgIds: Set<string>
+  /** Where each of its rows starts in the COPY buffer. */
+  rows: number[]
+  /** Readings added for it, duplicates included. */
+  readings: number
+}
+
+/** A device gone before its batch was written: its readings, by the source they came in. */
+export interface GoneSource {
+  source: ReadingSource
+  readings: number
 }
 
 /** PostgreSQL's binary COPY header: the 11-byte signature, flags 0 (no OIDs), no header extension. */
@@ -41,13 +73,30 @@ const INITIAL_BYTES = 64 * 1024
  * Rows for one binary COPY, written as they come straight into one growing Buffer: no string per row, no
  * escaping (binary fields are length-prefixed), no date formatting or parsing on either side.
  * See https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4 (binary format).
+ *
+ * Each (device, msgId) gets one row, its first in the order added (queue order): a repeat is counted in
+ * `count` but not written, so the COPY never conflicts with itself and `latest` is built from the rows kept.
  */
 export class TelemetryBatch {
   private buf = Buffer.allocUnsafe(INITIAL_BYTES)
   private pos = COPY_HEADER.copy(this.buf, 0)
+  /** Readings added, repeats included. */
   count = 0
-  /** deviceId -> [lastReceivedAt, {key: {ts, value}}] */
-  private readonly latest = new Map<string, DeviceLatest>()
+  /** Rows written: readings less the repeats. */
+  rows = 0
+  private readonly devices = new Map<string, DeviceRows>()
+  private readonly sources: ReadingSource[] = []
+  /** Readings added under each source. */
+  private readonly sourceReadings: number[] = []
+
+  /**
+   * The readings added from now on came in `source` (for its device): if that device is gone when the batch
+   * is written, they are quarantined under the source's id. Without one they would only be left out.
+   */
+  from(source: ReadingSource): void {
+    this.sources.push(source)
+    this.sourceReadings.push(0)
+  }
 
   add(
     deviceId: string,
@@ -56,11 +105,17 @@ export class TelemetryBatch {
     receivedAt: number,
     values: Record<string, unknown>,
   ): void {
+    let d = this.devices.get(deviceId)
+    if (d?.msgIds.has(msgId)) {
+      this.added(d)
+      return
+    }
     const json = JSON.stringify(values)
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 4 + 4 + 12 + 12 + 5 bytes of framing.
     this.reserve(39 + 3 * (deviceId.length + msgId.length + json.length))
     const b = this.buf
-    let p = this.pos
+    const start = this.pos
+    let p = start
     b[p] = 0
     b[p + 1] = FIELDS
     p = this.text(p + 2, deviceId)
@@ -72,15 +127,24 @@ export class TelemetryBatch {
     int32(b, p, n + 1)
     b[p + 4] = 1
     this.pos = p + 5 + n
-    this.count++
-    let entry = this.latest.get(deviceId)
-    if (!entry) {
-      entry = { seen: receivedAt, ts: {}, value: {} }
-      this.latest.set(deviceId, entry)
-    } else if (receivedAt > entry.seen) entry.seen = receivedAt
+    this.rows++
+    if (d === undefined) {
+      d = {
+        seen: receivedAt,
+        ts: Object.create(null),
+        value: Object.create(null),
+        msgIds: new Set(),
+        rows: [],
+        readings: 0,
+      }
+      this.devices.set(deviceId, d)
+    } else if (receivedAt > d.seen) d.seen = receivedAt
+    d.msgIds.add(msgId)
+    d.rows.push(start)
+    this.added(d)
     // Two flat maps, not an object per key per reading: this runs for every value of every row.
-    const lts = entry.ts
-    const lv = entry.value
+    const lts = d.ts
+    const lv = d.value
     for (const k in values) {
       const cur = lts[k]
       if (cur === undefined || ts >= cur) {
@@ -90,9 +154,64 @@ export class TelemetryBatch {
     }
   }
 
+  private added(d: DeviceRows): void {
+    this.count++
+    d.readings++
+    const s = this.sourceReadings.length - 1
+    if (s >= 0) this.sourceReadings[s]++
+  }
+
+  /** The batch's devices, sorted: concurrent batches lock device rows in one order. */
+  deviceIds(): string[] {
+    return [...this.devices.keys()].sort()
+  }
+
   /**
-   * Per device (ids sorted, so concurrent batches lock device rows in one order): last seen, latest as JSON,
-   * and the oldest and newest ts among its keys, which let PostgreSQL skip the per-key merge.
+   * Leaves out every row of these devices (gone before the batch could be written), and their readings from
+   * `count`; returns the sources their readings came in. The rare path: the buffer is copied without them.
+   */
+  drop(gone: readonly string[]): GoneSource[] {
+    const goneSet = new Set(gone)
+    const out: GoneSource[] = []
+    for (let i = 0; i < this.sources.length; i++) {
+      const source = this.sources[i]
+      if (goneSet.has(source.deviceId) && this.sourceReadings[i] > 0)
+        out.push({ source, readings: this.sourceReadings[i] })
+    }
+    const dropped = new Set<number>()
+    for (const id of gone) {
+      const d = this.devices.get(id)
+      if (d === undefined) continue
+      for (const at of d.rows) dropped.add(at)
+      this.count -= d.readings
+      this.rows -= d.rows.length
+      this.devices.delete(id)
+    }
+    if (dropped.size === 0) return out
+    // Rows lie back to back in the order added: each ends where the next begins.
+    const starts: number[] = []
+    for (const d of this.devices.values()) for (const at of d.rows) starts.push(at)
+    for (const at of dropped) starts.push(at)
+    starts.sort((a, b) => a - b)
+    const next = Buffer.allocUnsafe(this.buf.length)
+    let p = COPY_HEADER.copy(next, 0)
+    const moved = new Map<number, number>()
+    for (let i = 0; i < starts.length; i++) {
+      const at = starts[i]
+      if (dropped.has(at)) continue
+      const end = i + 1 < starts.length ? starts[i + 1] : this.pos
+      moved.set(at, p)
+      p += this.buf.copy(next, p, at, end)
+    }
+    for (const d of this.devices.values()) d.rows = d.rows.map((at) => moved.get(at)!)
+    this.buf = next
+    this.pos = p
+    return out
+  }
+
+  /**
+   * Per device (sorted, as deviceIds): last seen, latest as JSON, and the oldest and newest ts among its
+   * keys, which let PostgreSQL skip the per-key merge.
    */
   latestRows(): {
     ids: string[]
@@ -101,15 +220,15 @@ export class TelemetryBatch {
     minTs: Array<number | null>
     maxTs: Array<number | null>
   } {
-    const ids = [...this.latest.keys()].sort()
+    const ids = this.deviceIds()
     const seen: number[] = []
     const latest: string[] = []
     // null for a reading without values: nothing to merge, and no ts to compare.
     const minTs: Array<number | null> = []
     const maxTs: Array<number | null> = []
     for (const id of ids) {
-      const e = this.latest.get(id)!
-      const out: Record<string, { ts: number; value: unknown }> = {}
+      const e = this.devices.get(id)!
+      const out: Record<string, { ts: number; value: unknown }> = Object.create(null)
       let min = Number.POSITIVE_INFINITY
       let max = Number.NEGATIVE_INFINITY
       for (const k in e.ts) {
@@ -196,13 +315,61 @@ function timestamp(b: Buffer, p: number, ms: number): number {
 }
 
 const COLUMNS = 'device_id, msg_id, ts, received_at, values'
+/**
+ * The staging table of the dedup path, one per connection: the telemetry columns, and `seq`, the order rows
+ * were added, which breaks ties in `latest` as TelemetryBatch does (of two kept rows with one ts, the later).
+ */
+const STAGING = 'iot_staging'
 /** Connections that hold the staging table: created once per connection, dropped with a rolled-back transaction. */
 const stagingReady = new WeakSet<pg.PoolClient>()
 
+/** What is quarantined for a device gone before its readings were written. */
+const DEVICE_DELETED = 'device_deleted'
+const DEVICE_DELETED_DETAIL =
+  'the device was deleted or retired before this message was stored; its readings were not stored'
+
 /**
- * Writes one ingest batch in one transaction: readings by COPY into a per-connection staging table, then
- * INSERT ... ON CONFLICT DO NOTHING (dedup on device + msgId), the devices' latest values, and the
- * quarantine. Throws the PostgreSQL error as is, for the caller to tell data errors from outages.
+ * Merges per-device latest values (`u`: id, seen, latest, min_ts, max_ts) into devices. Per key the newest ts
+ * wins (iot_merge_latest). When every key is at least as new as the newest already merged (latest_ts_max),
+ * each one wins and a plain || gives the same result for half the work; a late backlog takes the per-key
+ * merge.
+ */
+const MERGE_LATEST = `UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, ${msToTs('u.seen')}),
+    latest = CASE WHEN d.latest_ts_max IS NULL OR u.min_ts >= d.latest_ts_max THEN d.latest || u.latest
+                  ELSE iot_merge_latest(d.latest, u.latest) END,
+    latest_ts_max = greatest(d.latest_ts_max, u.max_ts)`
+
+/**
+ * The dedup path in one statement: inserts the staged rows not stored before, and merges into `latest` only
+ * what it inserted (per device and key the newest ts, ties to the later row), so values that were not stored
+ * never show as latest. Last seen comes from every reading of the batch ($1, $2): a repeat is a sign of life.
+ */
+const INSERT_STAGED = `WITH ins AS (
+    INSERT INTO telemetry (${COLUMNS}) SELECT ${COLUMNS} FROM ${STAGING}
+    ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id),
+  per_key AS (
+    SELECT DISTINCT ON (s.device_id, e.key) s.device_id AS id, e.key, ${tsToMs('s.ts')} AS ts, e.value
+    FROM ins JOIN ${STAGING} s USING (device_id, msg_id) CROSS JOIN LATERAL jsonb_each(s.values) AS e
+    ORDER BY s.device_id, e.key, s.ts DESC, s.seq DESC),
+  kept AS (
+    SELECT id, jsonb_object_agg(key, jsonb_build_object('ts', ts, 'value', value)) AS latest,
+           min(ts) AS min_ts, max(ts) AS max_ts
+    FROM per_key GROUP BY id),
+  merged AS (
+    ${MERGE_LATEST}
+    FROM (SELECT b.id, b.seen, coalesce(k.latest, '{}') AS latest, k.min_ts, k.max_ts
+          FROM unnest($1::text[], $2::int8[]) AS b(id, seen) LEFT JOIN kept k USING (id)) AS u
+    WHERE d.id = u.id)
+  SELECT count(*)::int AS n FROM ins`
+
+/**
+ * Writes one ingest batch in one transaction: first the batch's devices that are still live are locked
+ * (lockLiveDevices), and the readings of any other are quarantined as `device_deleted` instead; then the
+ * readings by binary COPY, the devices' latest values from the rows stored, and the quarantine. A batch with
+ * nothing stored before goes straight into the table; one that repeats stored readings (a redelivery after a
+ * crash, a resend) goes through a staging table and INSERT ... ON CONFLICT DO NOTHING (dedup on device +
+ * msgId: the first stored wins). Throws the PostgreSQL error as is, for the caller to tell data errors from
+ * outages.
  */
 export async function writeBatch(
   client: pg.PoolClient,
@@ -213,46 +380,67 @@ export async function writeBatch(
   try {
     await client.query('BEGIN')
     let stored = 0
+    /** The readings of each device_deleted row, by source id: they count as quarantined, not as one each. */
+    let goneReadings: Map<string, number> | undefined
     if (batch.count > 0) {
+      const ids = batch.deviceIds()
+      const live = await lockLiveDevices(client, ids)
+      if (live.size < ids.length) {
+        goneReadings = new Map()
+        quarantine = [...quarantine]
+        for (const { source, readings } of batch.drop(ids.filter((id) => !live.has(id)))) {
+          goneReadings.set(source.id, readings)
+          quarantine.push({
+            sourceId: source.id,
+            deviceId: source.deviceId,
+            transport: source.transport,
+            topic: source.topic ?? null,
+            reason: DEVICE_DELETED,
+            detail: DEVICE_DELETED_DETAIL,
+            payload: source.payload,
+            acked: true,
+            receivedAt: source.receivedAt,
+          })
+        }
+      }
+    }
+    if (batch.rows > 0) {
       const data = batch.copyData()
-      // Straight into the table when nothing in the batch was stored before (the usual case); a key
-      // conflict (a redelivery after a crash, a resend) rolls that back and takes the dedup path.
+      const l = batch.latestRows()
+      // Straight into the table when nothing in the batch was stored before (the usual case): every row is
+      // stored, and the latest values the batch built are those of the rows stored. A key conflict rolls that
+      // back and takes the dedup path.
       await client.query('SAVEPOINT direct')
       try {
         await copyInto(client, `COPY telemetry (${COLUMNS}) FROM STDIN (FORMAT binary)`, data)
-        stored = batch.count
+        stored = batch.rows
       } catch (err) {
         if ((err as { code?: string }).code !== '23505') throw err
         await client.query('ROLLBACK TO SAVEPOINT direct')
+      }
+      if (stored > 0) {
+        await client.query(
+          `${MERGE_LATEST}
+           FROM unnest($1::text[], $2::int8[], $3::jsonb[], $4::int8[], $5::int8[]) AS u(id, seen, latest, min_ts, max_ts)
+           WHERE d.id = u.id`,
+          [l.ids, l.seen, l.latest, l.minTs, l.maxTs],
+        )
+      } else {
         if (!stagingReady.has(client)) {
           await client.query(
-            'CREATE TEMP TABLE IF NOT EXISTS iot_staging (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS',
+            `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (LIKE telemetry INCLUDING DEFAULTS,
+               seq int8 GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS`,
           )
           stagingReady.add(client)
         }
-        await copyInto(client, `COPY iot_staging (${COLUMNS}) FROM STDIN (FORMAT binary)`, data)
-        const r = await client.query(`WITH ins AS (
-            INSERT INTO telemetry (${COLUMNS}) SELECT ${COLUMNS} FROM iot_staging
-            ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING 1)
-          SELECT count(*)::int AS n FROM ins`)
-        stored = r.rows[0].n
+        await copyInto(client, `COPY ${STAGING} (${COLUMNS}) FROM STDIN (FORMAT binary)`, data)
+        stored = (await client.query(INSERT_STAGED, [l.ids, l.seen])).rows[0].n
       }
-      const l = batch.latestRows()
-      // Per key the newest ts wins (iot_merge_latest). When every key of the batch is at least as new as the
-      // newest already merged (latest_ts_max), each one wins and a plain || gives the same result for half
-      // the work; a late backlog takes the per-key merge.
-      await client.query(
-        `UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, ${msToTs('u.seen')}),
-           latest = CASE WHEN d.latest_ts_max IS NULL OR u.min_ts >= d.latest_ts_max THEN d.latest || u.latest
-                         ELSE iot_merge_latest(d.latest, u.latest) END,
-           latest_ts_max = greatest(d.latest_ts_max, u.max_ts)
-         FROM unnest($1::text[], $2::int8[], $3::jsonb[], $4::int8[], $5::int8[]) AS u(id, seen, latest, min_ts, max_ts)
-         WHERE d.id = u.id`,
-        [l.ids, l.seen, l.latest, l.minTs, l.maxTs],
-      )
     }
     let quarantined = 0
     let rejected = 0
+    /** device_deleted readings quarantined by an earlier delivery of their message. */
+    let again = 0
     if (quarantine.length > 0) {
       const q = quarantine
       const r = await client.query(
@@ -260,7 +448,7 @@ export async function writeBatch(
          SELECT s, d, t, tp, r, dt, p, a, ${msToTs('ra')}
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
                      $8::bool[], $9::int8[]) AS u(s, d, t, tp, r, dt, p, a, ra)
-         ON CONFLICT (source_id) DO NOTHING RETURNING acked`,
+         ON CONFLICT (source_id) DO NOTHING RETURNING source_id, acked`,
         [
           q.map((x) => x.sourceId),
           q.map((x) => x.deviceId),
@@ -273,10 +461,18 @@ export async function writeBatch(
           q.map((x) => x.receivedAt),
         ],
       )
-      for (const row of r.rows) row.acked ? quarantined++ : rejected++
+      for (const row of r.rows) {
+        const readings = goneReadings?.get(row.source_id)
+        if (readings !== undefined) {
+          quarantined += readings
+          goneReadings!.delete(row.source_id)
+        } else if (row.acked) quarantined++
+        else rejected++
+      }
+      if (goneReadings) for (const n of goneReadings.values()) again += n
     }
     await client.query('COMMIT')
-    return { stored, duplicate: batch.count - stored, quarantined, rejected }
+    return { stored, duplicate: batch.count - stored + again, quarantined, rejected }
   } catch (err) {
     // A staging table created in the rolled-back transaction is gone with it.
     stagingReady.delete(client)

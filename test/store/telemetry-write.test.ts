@@ -37,6 +37,10 @@ describe('telemetry writes (binary COPY)', () => {
       )
     ).rows.map((r) => ({ msgId: r.msg_id, ts: r.ts, received: r.received, values: r.values }))
   const us = (ms: number) => String(BigInt(ms) * 1000n)
+  /** Readings are stored only for devices that exist. */
+  const create = async (...ids: string[]) => {
+    for (const id of ids) await store.devices.create({ id, name: id, tokenHash: `hash-${id}` })
+  }
 
   before(async () => {
     store = new Store(await freshDatabase(), log, 2)
@@ -46,6 +50,7 @@ describe('telemetry writes (binary COPY)', () => {
 
   test('odd text, numbers and timestamps come back from PostgreSQL exactly as written', async () => {
     const deviceId = 'gerät-🚚-\\-\t-"x"'
+    await create(deviceId)
     const odd = {
       unicode: 'Grüße, Ελλάδα, 日本語',
       emoji: '🚚💨 and a lone ZWJ \u200d',
@@ -108,6 +113,7 @@ describe('telemetry writes (binary COPY)', () => {
 
   test('a batch that repeats stored readings stores only the new ones and keeps the first values', async () => {
     const deviceId = 'dup-device'
+    await create(deviceId)
     const row = (i: number, v: number): Row => ({
       deviceId,
       msgId: `m${i}`,
@@ -134,6 +140,7 @@ describe('telemetry writes (binary COPY)', () => {
 
   test('a row PostgreSQL refuses fails the batch with its data error code and stores nothing of it', async () => {
     const deviceId = 'refused-device'
+    await create(deviceId)
     const good: Row = { deviceId, msgId: 'good', ts: 1764396000000, values: { v: 1 } }
     // A NUL is valid UTF-16 but not in a PostgreSQL text value; before 4713 BC is out of timestamptz's range.
     for (const bad of [
@@ -157,7 +164,7 @@ describe('telemetry writes (binary COPY)', () => {
   })
 
   test('a reading without values stores its row and leaves the latest values as they were', async () => {
-    await store.devices.create({ id: 'no-values', name: 'no-values', tokenHash: 'hash-no-values' })
+    await create('no-values')
     await store.writeBatch(batchOf([{ deviceId: 'no-values', msgId: 'a', ts: 5000, values: { v: 1 } }]), [])
     const r = await store.writeBatch(
       batchOf([{ deviceId: 'no-values', msgId: 'b', ts: 6000, values: {} }]),
@@ -170,6 +177,7 @@ describe('telemetry writes (binary COPY)', () => {
   test('a batch of devices interleaved, outgrowing the first buffer, stores every row under its own device', async () => {
     const long = 'ü'.repeat(4000)
     const devices = ['big-c', 'big-a', 'big-ü', 'big-b']
+    await create(...devices)
     const rows: Row[] = Array.from({ length: 5000 }, (_, i) => ({
       deviceId: devices[i % devices.length],
       msgId: String(i).padStart(5, '0'),
@@ -270,6 +278,84 @@ describe("devices' latest values", () => {
       b: { ts: 6000, value: 6 },
       c: { ts: 6000, value: 6 },
       d: { ts: 6000, value: 6 },
+    })
+  })
+
+  test('a msgId repeated within a batch: the first added is stored and latest, and the COPY goes straight in', async () => {
+    const url = await freshDatabase()
+    const s = new Store(url, log, 1)
+    await s.start()
+    try {
+      await s.devices.create({ id: 'rep', name: 'rep', tokenHash: 'h-rep' })
+      const b = batchOf([
+        { deviceId: 'rep', msgId: 'x', ts: 1000, values: { temp: 10 } },
+        { deviceId: 'rep', msgId: 'x', ts: 2000, values: { temp: 99, extra: 1 } },
+        { deviceId: 'rep', msgId: 'y', ts: 1500, values: { hum: 5 } },
+        { deviceId: 'rep', msgId: 'x', ts: 3000, values: { temp: 55 } },
+      ])
+      assert.deepEqual([b.count, b.rows], [4, 2], 'repeats are counted, not written')
+      assert.deepEqual(await s.writeBatch(b, []), { stored: 2, duplicate: 2, quarantined: 0, rejected: 0 })
+      assert.deepEqual((await s.queries.latest('rep'))!.values, {
+        temp: { ts: 1000, value: 10 },
+        hum: { ts: 1500, value: 5 },
+      })
+      const staging = await s.pool.query(
+        `SELECT count(*)::int AS n FROM pg_class WHERE relname = 'iot_staging'`,
+      )
+      assert.equal(staging.rows[0].n, 0, 'no conflict, so no staging table was needed')
+    } finally {
+      await s.stop()
+    }
+  })
+
+  test('the dedup path merges into latest only the rows it stored, newest ts per key, ties to the later row', async () => {
+    const id = await device()
+    const row = (msgId: string, ts: number, values: Record<string, unknown>) => ({
+      deviceId: id,
+      msgId,
+      ts,
+      values,
+    })
+    await store.writeBatch(batchOf([row('a', 1000, { v: 1, w: 1 })]), [])
+    // 'a' again (newer, not stored) beside new rows: two of them share ts 2000, the later wins, as in a batch
+    // without conflicts.
+    const r = await store.writeBatch(
+      batchOf([
+        row('a', 9000, { v: 'not stored', z: 'not stored' }),
+        row('b', 2000, { v: 'b', w: 'b' }),
+        row('c', 2000, { v: 'c' }),
+        row('d', 500, { w: 'older' }),
+      ]),
+      [],
+    )
+    assert.deepEqual(r, { stored: 3, duplicate: 1, quarantined: 0, rejected: 0 })
+    assert.deepEqual(await latest(id), { v: { ts: 2000, value: 'c' }, w: { ts: 2000, value: 'b' } })
+    // Every row a repeat: nothing merged, and the device is still seen.
+    const before = (await store.queries.latest(id))!.lastSeenAt
+    const again = await store.writeBatch(batchOf([row('b', 9999, { v: 'x' })], RECEIVED + 60_000), [])
+    assert.deepEqual(again, { stored: 0, duplicate: 1, quarantined: 0, rejected: 0 })
+    assert.deepEqual(await latest(id), { v: { ts: 2000, value: 'c' }, w: { ts: 2000, value: 'b' } })
+    assert.notEqual((await store.queries.latest(id))!.lastSeenAt, before)
+  })
+
+  test('keys named after Object.prototype members are merged into latest, by both paths', async () => {
+    const id = await device()
+    const names = { toString: 1, valueOf: 2, hasOwnProperty: 3, constructorish: 4, __lookupGetter__: 5 }
+    await store.writeBatch(batchOf([{ deviceId: id, msgId: 'p', ts: 1000, values: names }]), [])
+    const at = (ts: number, v: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(v).map(([k, value]) => [k, { ts, value }]))
+    assert.deepEqual(await latest(id), at(1000, names))
+    const r = await store.writeBatch(
+      batchOf([
+        { deviceId: id, msgId: 'p', ts: 3000, values: { toString: 'no' } },
+        { deviceId: id, msgId: 'q', ts: 2000, values: { toString: 'yes', valueOf: 'yes' } },
+      ]),
+      [],
+    )
+    assert.equal(r.stored, 1)
+    assert.deepEqual(await latest(id), {
+      ...at(1000, names),
+      ...at(2000, { toString: 'yes', valueOf: 'yes' }),
     })
   })
 
