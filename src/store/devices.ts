@@ -71,7 +71,8 @@ export async function lockLiveDevices(
     `SELECT id, pk FROM devices WHERE id = ANY($1::text[]) AND ${LIVE} ORDER BY id FOR KEY SHARE`,
     [ids],
   )
-  return new Map(r.rows.map((x) => [x.id as string, x.pk as number]))
+  // Number(): int8 is a number only where pool.ts set its parser; an identity stays far below 2^53.
+  return new Map(r.rows.map((x) => [x.id as string, Number(x.pk)]))
 }
 
 /** The `devices` table: the registry, and the credentials the gateways check. */
