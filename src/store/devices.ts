@@ -55,19 +55,24 @@ const RETIRED_WHERE: Record<RetiredFilter, string | null> = {
 }
 
 /**
- * Which of `ids` are live devices (not retired, not deleted), locking their rows FOR KEY SHARE until the
- * transaction on `client` ends. For the ingest's batch transaction, run first: a device retired or deleted
- * before it cannot be written for, and a retire or delete that comes after waits for its commit (both take
- * the row FOR UPDATE or delete it, which conflict with KEY SHARE), so a reading is either stored before the
- * device went or never. KEY SHARE, not SHARE: the batch's own UPDATE of `latest` takes FOR NO KEY UPDATE, which
- * SHARE held by a concurrent batch would block, deadlocking the two. Sorted, so batches lock in one order.
+ * The live devices (not retired, not deleted) among `ids`, each with its integer key (devices.pk, the device
+ * column of `telemetry`), locking their rows FOR KEY SHARE until the transaction on `client` ends. For the
+ * ingest's batch transaction, run first: a device retired or deleted before it cannot be written for, and a
+ * retire or delete that comes after waits for its commit (both take the row FOR UPDATE or delete it, which
+ * conflict with KEY SHARE), so a reading is either stored before the device went or never. KEY SHARE, not
+ * SHARE: the batch's own UPDATE of `latest` takes FOR NO KEY UPDATE, which SHARE held by a concurrent batch
+ * would block, deadlocking the two. Sorted, so batches lock in one order.
  */
-export async function lockLiveDevices(client: pg.ClientBase, ids: readonly string[]): Promise<Set<string>> {
+export async function lockLiveDevices(
+  client: pg.ClientBase,
+  ids: readonly string[],
+): Promise<Map<string, number>> {
   const r = await client.query(
-    `SELECT id FROM devices WHERE id = ANY($1::text[]) AND ${LIVE} ORDER BY id FOR KEY SHARE`,
+    `SELECT id, pk FROM devices WHERE id = ANY($1::text[]) AND ${LIVE} ORDER BY id FOR KEY SHARE`,
     [ids],
   )
-  return new Set(r.rows.map((x) => x.id as string))
+  // Number(): int8 is a number only where pool.ts set its parser; an identity stays far below 2^53.
+  return new Map(r.rows.map((x) => [x.id as string, Number(x.pk)]))
 }
 
 /** The `devices` table: the registry, and the credentials the gateways check. */
@@ -132,10 +137,11 @@ export class DeviceStore {
    */
   async delete(id: string): Promise<boolean> {
     return this.db.transaction(async (c) => {
-      const r = await c.query('DELETE FROM devices WHERE id = $1', [id])
-      await c.query('DELETE FROM telemetry WHERE device_id = $1', [id])
+      const r = await c.query('DELETE FROM devices WHERE id = $1 RETURNING pk', [id])
+      const gone = r.rows.length > 0
+      if (gone) await c.query('DELETE FROM telemetry WHERE device_pk = $1', [r.rows[0].pk])
       await c.query('DELETE FROM mqtt_sessions WHERE device_id = $1', [id])
-      return (r.rowCount ?? 0) > 0
+      return gone
     })
   }
 

@@ -36,7 +36,8 @@ export interface Latest {
   values: Record<string, Point>
 }
 
-const RANGE = `device_id = $1 AND values ? $2
+/** Telemetry rows carry the device's integer key: one look-up by id, then the indexes on (device_pk, ...). */
+const RANGE = `device_pk = (SELECT pk FROM devices WHERE id = $1) AND values ? $2
   AND ($3::int8 IS NULL OR ts >= ${msToTs('$3::int8')}) AND ($4::int8 IS NULL OR ts < ${msToTs('$4::int8')})`
 
 /** Reads of stored telemetry for the API. */
@@ -45,9 +46,9 @@ export class TelemetryQueries {
 
   /**
    * The readings that carry `key`, with its value, ordered by (ts, msgId) both ways, a page at a time. Served
-   * by telemetry_device_ts (device_id, ts): an index range scan from the cursor's ts; rows sharing one ts are
+   * by telemetry_device_ts (device_pk, ts): an index range scan from the cursor's ts; rows sharing one ts are
    * put in msgId order in memory (an incremental sort), so a page costs the rows of its ts group beside its
-   * own (10,000 readings on one ts: 10-25 ms a page here). An index on (device_id, ts, msg_id) would spare that, at
+   * own (10,000 readings on one ts: 10-25 ms a page here). An index on (device_pk, ts, msg_id) would spare that, at
    * a cost to every insert.
    */
   async telemetry(q: PointsQuery): Promise<Page<Point>> {

@@ -37,6 +37,8 @@ export interface ReadingSource {
 
 /** One device's part of a batch. */
 interface DeviceRows {
+  /** Its integer key (devices.pk), once the batch's devices are locked; 0 until then. */
+  pk: number
   /** The newest receivedAt of its readings. */
   seen: number
   /**
@@ -61,7 +63,7 @@ export interface GoneSource {
 
 /** PostgreSQL's binary COPY header: the 11-byte signature, flags 0 (no OIDs), no header extension. */
 const COPY_HEADER = Buffer.from('PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0', 'latin1')
-/** Fields per row: device_id, msg_id, ts, received_at, values. */
+/** Fields per row: device_pk, msg_id, ts, received_at, values. */
 const FIELDS = 5
 /** timestamptz in binary is int64 microseconds since 2000-01-01 00:00 UTC. */
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1)
@@ -111,15 +113,16 @@ export class TelemetryBatch {
       return
     }
     const json = JSON.stringify(values)
-    // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 4 + 4 + 12 + 12 + 5 bytes of framing.
-    this.reserve(39 + 3 * (deviceId.length + msgId.length + json.length))
+    // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 12 + 4 + 12 + 12 + 5 bytes of framing.
+    this.reserve(47 + 3 * (msgId.length + json.length))
     const b = this.buf
     const start = this.pos
     let p = start
     b[p] = 0
     b[p + 1] = FIELDS
-    p = this.text(p + 2, deviceId)
-    p = this.text(p, msgId)
+    // The device's int8 key is not known yet: its 8 bytes are written by setKeys once the devices are locked.
+    int32(b, p + 2, 8)
+    p = this.text(p + 14, msgId)
     p = timestamp(b, p, ts)
     p = timestamp(b, p, receivedAt)
     // jsonb's binary input is a version byte (1) and the JSON text.
@@ -130,6 +133,7 @@ export class TelemetryBatch {
     this.rows++
     if (d === undefined) {
       d = {
+        pk: 0,
         seen: receivedAt,
         ts: Object.create(null),
         value: Object.create(null),
@@ -210,17 +214,38 @@ export class TelemetryBatch {
   }
 
   /**
-   * Per device (sorted, as deviceIds): last seen, latest as JSON, and the oldest and newest ts among its
+   * Writes each device's integer key into its rows (the COPY's first field); every device of the batch must
+   * have one (drop the others first).
+   */
+  setKeys(pks: ReadonlyMap<string, number>): void {
+    const b = this.buf
+    for (const [id, d] of this.devices) {
+      const pk = pks.get(id)
+      if (pk === undefined) throw new Error(`no key for device ${id}`)
+      d.pk = pk
+      const hi = Math.floor(pk / TWO_32)
+      const lo = pk - hi * TWO_32
+      for (const at of d.rows) {
+        int32(b, at + 6, hi)
+        int32(b, at + 10, lo)
+      }
+    }
+  }
+
+  /**
+   * Per device (sorted, as deviceIds): its key, last seen, latest as JSON, and the oldest and newest ts among its
    * keys, which let PostgreSQL skip the per-key merge.
    */
   latestRows(): {
     ids: string[]
+    pks: number[]
     seen: number[]
     latest: string[]
     minTs: Array<number | null>
     maxTs: Array<number | null>
   } {
     const ids = this.deviceIds()
+    const pks: number[] = []
     const seen: number[] = []
     const latest: string[] = []
     // null for a reading without values: nothing to merge, and no ts to compare.
@@ -237,12 +262,13 @@ export class TelemetryBatch {
         if (ts < min) min = ts
         if (ts > max) max = ts
       }
+      pks.push(e.pk)
       seen.push(e.seen)
       latest.push(JSON.stringify(out))
       minTs.push(min === Number.POSITIVE_INFINITY ? null : min)
       maxTs.push(max === Number.NEGATIVE_INFINITY ? null : max)
     }
-    return { ids, seen, latest, minTs, maxTs }
+    return { ids, pks, seen, latest, minTs, maxTs }
   }
 
   /** The whole COPY data, trailer included: a view of the batch's buffer, valid until the next `add`. */
@@ -314,7 +340,7 @@ function timestamp(b: Buffer, p: number, ms: number): number {
   return p + 12
 }
 
-const COLUMNS = 'device_id, msg_id, ts, received_at, values'
+const COLUMNS = 'device_pk, msg_id, ts, received_at, values'
 /**
  * The staging table of the dedup path, one per connection: the telemetry columns, and `seq`, the order rows
  * were added, which breaks ties in `latest` as TelemetryBatch does (of two kept rows with one ts, the later).
@@ -346,19 +372,19 @@ const MERGE_LATEST = `UPDATE devices d SET last_seen_at = greatest(d.last_seen_a
  */
 const INSERT_STAGED = `WITH ins AS (
     INSERT INTO telemetry (${COLUMNS}) SELECT ${COLUMNS} FROM ${STAGING}
-    ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING device_id, msg_id),
+    ON CONFLICT (device_pk, msg_id) DO NOTHING RETURNING device_pk, msg_id),
   per_key AS (
-    SELECT DISTINCT ON (s.device_id, e.key) s.device_id AS id, e.key, ${tsToMs('s.ts')} AS ts, e.value
-    FROM ins JOIN ${STAGING} s USING (device_id, msg_id) CROSS JOIN LATERAL jsonb_each(s.values) AS e
-    ORDER BY s.device_id, e.key, s.ts DESC, s.seq DESC),
+    SELECT DISTINCT ON (s.device_pk, e.key) s.device_pk AS pk, e.key, ${tsToMs('s.ts')} AS ts, e.value
+    FROM ins JOIN ${STAGING} s USING (device_pk, msg_id) CROSS JOIN LATERAL jsonb_each(s.values) AS e
+    ORDER BY s.device_pk, e.key, s.ts DESC, s.seq DESC),
   kept AS (
-    SELECT id, jsonb_object_agg(key, jsonb_build_object('ts', ts, 'value', value)) AS latest,
+    SELECT pk, jsonb_object_agg(key, jsonb_build_object('ts', ts, 'value', value)) AS latest,
            min(ts) AS min_ts, max(ts) AS max_ts
-    FROM per_key GROUP BY id),
+    FROM per_key GROUP BY pk),
   merged AS (
     ${MERGE_LATEST}
     FROM (SELECT b.id, b.seen, coalesce(k.latest, '{}') AS latest, k.min_ts, k.max_ts
-          FROM unnest($1::text[], $2::int8[]) AS b(id, seen) LEFT JOIN kept k USING (id)) AS u
+          FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, seen, pk) LEFT JOIN kept k USING (pk)) AS u
     WHERE d.id = u.id)
   SELECT count(*)::int AS n FROM ins`
 
@@ -403,6 +429,7 @@ export async function writeBatch(
           })
         }
       }
+      batch.setKeys(live)
     }
     if (batch.rows > 0) {
       const data = batch.copyData()
@@ -434,7 +461,7 @@ export async function writeBatch(
           stagingReady.add(client)
         }
         await copyInto(client, `COPY ${STAGING} (${COLUMNS}) FROM STDIN (FORMAT binary)`, data)
-        stored = (await client.query(INSERT_STAGED, [l.ids, l.seen])).rows[0].n
+        stored = (await client.query(INSERT_STAGED, [l.ids, l.seen, l.pks])).rows[0].n
       }
     }
     let quarantined = 0

@@ -88,12 +88,19 @@ describe('device registry', () => {
     assert.equal((await send(r.body.token)).status, 202)
   })
 
+  /** Telemetry rows carry a device's integer key: each device's, looked up while it exists. */
+  const pks = new Map<string, string>()
+
   /** Rows of a device in `table`, counted in the database. */
   async function rows(table: 'telemetry' | 'devices' | 'mqtt_sessions', deviceId: string): Promise<number> {
-    const column = table === 'devices' ? 'id' : 'device_id'
-    const r = await p.app.store.pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} = $1`, [
-      deviceId,
-    ])
+    const q = (sql: string, value: string) => p.app.store.pool.query(sql, [value])
+    if (table === 'telemetry' && !pks.has(deviceId))
+      pks.set(deviceId, (await q('SELECT pk FROM devices WHERE id = $1', deviceId)).rows[0].pk)
+    const [column, key] =
+      table === 'telemetry'
+        ? ['device_pk', pks.get(deviceId)!]
+        : [table === 'devices' ? 'id' : 'device_id', deviceId]
+    const r = await q(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} = $1`, key)
     return r.rows[0].n
   }
 

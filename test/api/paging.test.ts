@@ -62,7 +62,7 @@ describe('paging: keyset cursors on telemetry, quarantine and devices', () => {
     assert.equal(r.status, 202)
     const stored = await waitFor(async () => {
       const x = await p.app.store.pool.query(
-        'SELECT count(*)::int AS n, count(DISTINCT ts)::int AS ts FROM telemetry WHERE device_id = $1',
+        'SELECT count(*)::int AS n, count(DISTINCT ts)::int AS ts FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
         [dev.id],
       )
       return x.rows[0].n === 10_000 && x.rows[0]

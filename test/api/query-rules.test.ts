@@ -28,7 +28,7 @@ describe('telemetry query rules: time bounds as a contract, aggregates that expl
     assert.equal(r.status, 202)
     await waitFor(async () => {
       const x = await p.app.store.pool.query(
-        'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+        'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
         [dev.id],
       )
       return x.rows[0].n === 13

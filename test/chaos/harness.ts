@@ -255,7 +255,10 @@ export async function tally(databaseUrl: string, deviceIds: string[], load: Load
   const c = new pg.Client({ connectionString: databaseUrl })
   await c.connect()
   try {
-    const r = await c.query('SELECT msg_id FROM telemetry WHERE device_id = ANY($1)', [deviceIds])
+    const r = await c.query(
+      'SELECT msg_id FROM telemetry WHERE device_pk IN (SELECT pk FROM devices WHERE id = ANY($1))',
+      [deviceIds],
+    )
     const stored = r.rows.length
     const distinct = new Set(r.rows.map((x) => x.msg_id as string))
     let lost = 0

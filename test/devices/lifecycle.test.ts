@@ -46,7 +46,7 @@ describe('device lifecycle against the ingest: a reading is stored before its de
     assert.equal(await store.devices.retire('l-none'), 'missing')
     assert.equal(await store.devices.delete('l-deleted'), true)
     const ids = ['l-live', 'l-retired', 'l-deleted', 'l-none']
-    assert.deepEqual([...(await lockLiveDevices(a, ids))], ['l-live'])
+    assert.deepEqual([...(await lockLiveDevices(a, ids)).keys()], ['l-live'])
     assert.deepEqual([...(await store.devices.live(ids))], ['l-live'])
     assert.equal(await store.devices.credential('l-retired'), undefined)
     assert.notEqual((await store.devices.get('l-retired'))?.retiredAt, null)
@@ -57,23 +57,26 @@ describe('device lifecycle against the ingest: a reading is stored before its de
       const id = `race-${how}`
       await store.devices.create({ id, name: id, tokenHash: `h-${id}` })
       await a.query('BEGIN')
-      assert.deepEqual([...(await lockLiveDevices(a, [id]))], [id])
+      const live = await lockLiveDevices(a, [id])
+      assert.deepEqual([...live.keys()], [id])
       await a.query(
-        `INSERT INTO telemetry (device_id, msg_id, ts, received_at, values) VALUES ($1, 'm1', now(), now(), '{"x":1}')`,
-        [id],
+        `INSERT INTO telemetry (device_pk, msg_id, ts, received_at, values) VALUES ($1, 'm1', now(), now(), '{"x":1}')`,
+        [live.get(id)],
       )
       const done = how === 'retire' ? store.devices.retire(id) : store.devices.delete(id)
       await waitFor(someoneWaits, 20_000, `the ${how} waiting for the batch`)
       await a.query('COMMIT')
       assert.equal(await done, how === 'retire' ? 'retired' : true)
-      const kept = await a.query('SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1', [id])
+      const kept = await a.query('SELECT count(*)::int AS n FROM telemetry WHERE device_pk = $1', [
+        live.get(id),
+      ])
       assert.equal(
         kept.rows[0].n,
         how === 'retire' ? 1 : 0,
         'stored before the device went: kept or deleted with it',
       )
       await b.query('BEGIN')
-      assert.deepEqual([...(await lockLiveDevices(b, [id]))], [], 'a later batch quarantines instead')
+      assert.deepEqual([...(await lockLiveDevices(b, [id])).keys()], [], 'a later batch quarantines instead')
       await b.query('COMMIT')
     })
   }
@@ -88,7 +91,7 @@ describe('device lifecycle against the ingest: a reading is stored before its de
     const live = lockLiveDevices(b, [id])
     await waitFor(someoneWaits, 20_000, 'the batch waiting for the retire')
     await a.query('COMMIT')
-    assert.deepEqual([...(await live)], [])
+    assert.deepEqual([...(await live).keys()], [])
     await b.query('COMMIT')
   })
 

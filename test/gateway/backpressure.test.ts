@@ -52,7 +52,7 @@ describe('backpressure, not loss', () => {
       'the backlog stored',
     )
     const { rows } = await ingest.app.store.pool.query(
-      'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+      'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
       [dev.id],
     )
     assert.equal(rows[0].n, accepted)

@@ -20,7 +20,7 @@ describe('HTTP ingest', () => {
     assert.equal(r.status, 202)
     assert.deepEqual(await r.json(), { accepted: 2 })
     const { rows } = await p.app.store.pool.query(
-      'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+      'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
       [dev.id],
     )
     assert.ok(rows[0].n + p.app.queue.stats().depth >= 1, 'acked data is either queued or stored')

@@ -14,7 +14,7 @@ export interface Row {
 export async function rows(p: Platform, deviceId: string): Promise<Row[]> {
   const r = await p.app.store.pool.query(
     `SELECT msg_id AS "msgId", (extract(epoch FROM ts) * 1000)::int8 AS ts, values
-     FROM telemetry WHERE device_id = $1 ORDER BY msg_id`,
+     FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1) ORDER BY msg_id`,
     [deviceId],
   )
   return r.rows

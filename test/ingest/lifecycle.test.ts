@@ -18,7 +18,10 @@ describe('ingest: readings of a device deleted or retired while queued are quara
 
   const telemetry = async (deviceId: string) =>
     (
-      await store.pool.query('SELECT msg_id FROM telemetry WHERE device_id = $1 ORDER BY msg_id', [deviceId])
+      await store.pool.query(
+        'SELECT msg_id FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1) ORDER BY msg_id',
+        [deviceId],
+      )
     ).rows.map((r) => r.msg_id)
   const quarantine = async (deviceId: string) =>
     (

@@ -111,9 +111,10 @@ describe('RabbitMQ queue', () => {
       })
     const ids = async () =>
       (
-        await gateway.app.store.pool.query('SELECT msg_id FROM telemetry WHERE device_id = $1 ORDER BY 1', [
-          dev.id,
-        ])
+        await gateway.app.store.pool.query(
+          'SELECT msg_id FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1) ORDER BY 1',
+          [dev.id],
+        )
       ).rows.map((r) => r.msg_id as string)
     assert.equal((await post()).status, 202)
     const first = await waitFor(async () => ((await ids()).length === 2 ? ids() : undefined))

@@ -72,10 +72,13 @@ describe('store: devices and credentials', () => {
     const batch = new TelemetryBatch()
     batch.add('d-del', 'm1', 1000, 1000, { speed: 1 })
     assert.equal((await store.writeBatch(batch, [])).stored, 1)
+    // Telemetry rows carry the device's integer key, gone with the device row: ask by the key it had.
+    const { pk } = (await store.pool.query("SELECT pk FROM devices WHERE id = 'd-del'")).rows[0]
+    const left = () => store.pool.query('SELECT count(*)::int AS n FROM telemetry WHERE device_pk = $1', [pk])
+    assert.equal((await left()).rows[0].n, 1)
     assert.equal(await store.devices.delete('d-del'), true)
     assert.equal(await store.devices.get('d-del'), undefined)
-    const left = await store.pool.query("SELECT count(*) AS n FROM telemetry WHERE device_id = 'd-del'")
-    assert.equal(left.rows[0].n, 0)
+    assert.equal((await left()).rows[0].n, 0)
     assert.equal(await store.devices.delete('d-del'), false)
   })
 

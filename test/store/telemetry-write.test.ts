@@ -32,7 +32,7 @@ describe('telemetry writes (binary COPY)', () => {
       await store.pool.query(
         `SELECT msg_id, (extract(epoch FROM ts) * 1000000)::int8::text AS ts,
                 (extract(epoch FROM received_at) * 1000000)::int8::text AS received, values
-         FROM telemetry WHERE device_id = $1 ORDER BY msg_id COLLATE "C"`,
+         FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1) ORDER BY msg_id COLLATE "C"`,
         [deviceId],
       )
     ).rows.map((r) => ({ msgId: r.msg_id, ts: r.ts, received: r.received, values: r.values }))
@@ -96,7 +96,7 @@ describe('telemetry writes (binary COPY)', () => {
     // PostgreSQL itself reads the same instants (not only our own conversion back).
     const text = await store.pool.query(
       `SELECT msg_id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AS t FROM telemetry
-       WHERE device_id = $1 AND msg_id IN ('before 1970', 'at 2000', 'year 9999', 'year 275760')
+       WHERE device_pk = (SELECT pk FROM devices WHERE id = $1) AND msg_id IN ('before 1970', 'at 2000', 'year 9999', 'year 275760')
        ORDER BY msg_id`,
       [deviceId],
     )
@@ -186,10 +186,10 @@ describe('telemetry writes (binary COPY)', () => {
     }))
     assert.equal((await store.writeBatch(batchOf(rows), [])).stored, 5000)
     const r = await store.pool.query(
-      `SELECT device_id, count(*)::int AS n, sum((values ->> 'i')::int)::int AS s,
+      `SELECT d.id AS device_id, count(*)::int AS n, sum((values ->> 'i')::int)::int AS s,
               count(*) FILTER (WHERE values ->> 'long' = $2)::int AS long,
-              count(*) FILTER (WHERE values ->> 'd' <> device_id)::int AS elsewhere
-       FROM telemetry WHERE device_id = ANY($1) GROUP BY device_id`,
+              count(*) FILTER (WHERE values ->> 'd' <> d.id)::int AS elsewhere
+       FROM telemetry t JOIN devices d ON d.pk = t.device_pk WHERE d.id = ANY($1) GROUP BY d.id`,
       [devices, long],
     )
     const expected = devices.map((id) => {

@@ -155,4 +155,44 @@ ALTER TABLE devices ADD COLUMN latest_ts_max int8;
 UPDATE devices SET latest_ts_max = (SELECT max((v ->> 'ts')::int8) FROM jsonb_each(latest) AS e(k, v));
 `,
   },
+  {
+    version: 7,
+    name: 'telemetry keyed by an integer device key (devices.pk)',
+    sql: `
+-- Each device gets an integer key, and telemetry rows carry it instead of the device's text id: PostgreSQL
+-- compares and stores 8 bytes per row in both indexes instead of the id, and spends ~17% less CPU per stored
+-- reading (npm run bench:ab).
+-- The API still names devices by id; the store maps id to pk (the ingest with the lock it takes anyway). An
+-- identity never reuses a value: a device created after a delete cannot inherit telemetry under its pk.
+ALTER TABLE devices ADD COLUMN pk int8 GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE devices ADD CONSTRAINT devices_pk_key UNIQUE (pk);
+
+-- Rows stored for a device that no longer exists (before the ingest locked its batch's devices, readings
+-- still queued at a delete were written anyway) have no pk to take. Rather than lose them, their device comes
+-- back retired: its telemetry is readable and removable through the API (DELETE /devices/:id?data=delete),
+-- like any retired device's.
+INSERT INTO devices (id, name, created_at, retired_at)
+  SELECT t.device_id, t.device_id, min(t.received_at), now() FROM telemetry t
+  WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = t.device_id)
+  GROUP BY t.device_id;
+
+-- The table is rewritten (in this one transaction: a failure leaves the old one as it was), and its indexes
+-- built after the copy, faster than row by row. The join scans telemetry in its stored order, which the BRIN
+-- index on received_at relies on.
+CREATE TABLE telemetry_by_pk (
+  device_pk   int8 NOT NULL,
+  msg_id      text NOT NULL,
+  ts          timestamptz NOT NULL,
+  received_at timestamptz NOT NULL,
+  values      jsonb NOT NULL
+);
+INSERT INTO telemetry_by_pk (device_pk, msg_id, ts, received_at, values)
+  SELECT d.pk, t.msg_id, t.ts, t.received_at, t.values FROM telemetry t JOIN devices d ON d.id = t.device_id;
+DROP TABLE telemetry;
+ALTER TABLE telemetry_by_pk RENAME TO telemetry;
+ALTER TABLE telemetry ADD CONSTRAINT telemetry_pkey PRIMARY KEY (device_pk, msg_id);
+CREATE INDEX telemetry_device_ts ON telemetry (device_pk, ts);
+CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at);
+`,
+  },
 ]

@@ -99,7 +99,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
         }
       }
       const { rows } = await mq.p.app.store.pool.query(
-        'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+        'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
         [dev.id],
       )
       assert.equal(rows[0].n, 0, 'nothing reached the store while the ingest was stopped')
@@ -329,7 +329,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     }
     await waitFor(async () => {
       const { rows } = await mq.p.app.store.pool.query(
-        'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+        'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
         [dev.id],
       )
       return rows[0].n === n

@@ -14,7 +14,7 @@ describe('MQTT resends: a DUP PUBLISH of a message already taken is stored once'
 
   async function rows(deviceId: string): Promise<number> {
     const r = await mq.p.app.store.pool.query(
-      'SELECT count(*)::int AS n FROM telemetry WHERE device_id = $1',
+      'SELECT count(*)::int AS n FROM telemetry WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)',
       [deviceId],
     )
     return r.rows[0].n
