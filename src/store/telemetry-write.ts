@@ -49,14 +49,15 @@ export class TelemetryBatch {
   /** deviceId -> [lastReceivedAt, {key: {ts, value}}] */
   private readonly latest = new Map<string, DeviceLatest>()
 
+  /** `json`: JSON.stringify(values) when the caller has it already (readings/extract.ts reads it from the payload). */
   add(
     deviceId: string,
     msgId: string,
     ts: number,
     receivedAt: number,
     values: Record<string, unknown>,
+    json: string = JSON.stringify(values),
   ): void {
-    const json = JSON.stringify(values)
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 4 + 4 + 12 + 12 + 5 bytes of framing.
     this.reserve(39 + 3 * (deviceId.length + msgId.length + json.length))
     const b = this.buf

@@ -32,6 +32,27 @@ describe('local queue records', () => {
     assert.equal(decodeRecord(encodeRecord({ ...base, idempotencyKey: '' }), 'x').idempotencyKey, '')
   })
 
+  test('a payload judged all valid says so in the high bit of the format byte; entries without it read as before', () => {
+    const plain = encodeRecord({ ...base, allValid: true })
+    assert.equal(plain[0], 0x81)
+    assert.deepEqual(decodeRecord(plain, 'x'), {
+      ...base,
+      topic: undefined,
+      rejected: undefined,
+      allValid: true,
+    })
+    const keyed = encodeRecord({ ...base, idempotencyKey: 'k', allValid: true })
+    assert.equal(keyed[0], 0x82)
+    assert.equal(decodeRecord(keyed, 'x').idempotencyKey, 'k')
+    assert.equal(decodeRecord(keyed, 'x').allValid, true)
+    // The bit is the only difference: an entry written before it existed is the same bytes with it clear.
+    plain[0] = 1
+    assert.ok(plain.equals(encodeRecord(base)))
+    assert.equal(decodeRecord(plain, 'x').allValid, undefined)
+    plain[0] = 0x83
+    assert.throws(() => decodeRecord(plain, 'x'), /unknown format 131/)
+  })
+
   test('a refusal queued as invalid_timestamp (position 3) reads back under its new name, invalid_ts', () => {
     // Format 1 as version 0.1.0 wrote it: reason index 3, detail "old", no topic.
     const buf = Buffer.alloc(19 + 1 + 3 + 2)

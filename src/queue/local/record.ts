@@ -17,9 +17,13 @@ import { TRANSPORTS, type Envelope } from '../types.js'
  * Format 2, only for an envelope with an idempotency key (format 1 stays byte for byte what it was):
  *  19  u16  idempotency key bytes
  *  21  deviceId, topic, detail, idempotency key (UTF-8), then the payload to the end
+ *
+ * The high bit of the format byte (0x81, 0x82) says the gateway judged every reading valid (Envelope.allValid);
+ * entries written before it have it clear, and are read as before.
  */
 const FORMAT = 1
 const KEYED = 2
+const ALL_VALID = 0x80
 const HEADER = 19
 const NONE8 = 255
 const NONE16 = 0xffff
@@ -34,7 +38,7 @@ export function encodeRecord(e: Envelope): Buffer {
   const kLen = e.idempotencyKey === undefined ? -1 : Buffer.byteLength(e.idempotencyKey)
   const header = kLen < 0 ? HEADER : HEADER + 2
   const buf = Buffer.allocUnsafe(header + dLen + tLen + rLen + Math.max(kLen, 0) + e.payload.length)
-  buf[0] = kLen < 0 ? FORMAT : KEYED
+  buf[0] = (kLen < 0 ? FORMAT : KEYED) | (e.allValid ? ALL_VALID : 0)
   buf.writeDoubleLE(e.receivedAt, 1)
   buf[9] = TRANSPORT_INDEX.get(e.transport) ?? 0
   buf[10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
@@ -52,8 +56,9 @@ export function encodeRecord(e: Envelope): Buffer {
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
-  const keyed = buf[0] === KEYED
-  if (buf[0] !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
+  const format = buf[0] & ~ALL_VALID
+  const keyed = format === KEYED
+  if (format !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
   const dLen = buf.readUInt16LE(11)
   const tRaw = buf.readUInt16LE(13)
   const rLen = buf.readUInt32LE(15)
@@ -75,6 +80,7 @@ export function decodeRecord(buf: Buffer, id: string): Envelope {
     rejected: reason ? { reason, detail } : undefined,
   }
   if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
+  if (buf[0] & ALL_VALID) env.allValid = true
   return env
 }
 
