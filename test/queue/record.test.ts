@@ -22,7 +22,7 @@ describe('local queue records', () => {
   test('an idempotency key travels with its envelope (format 2), beside topic and refusal', () => {
     const keyed: Envelope = {
       ...base,
-      topic: 'devices/dev-1/telemetry',
+      topic: 'devices/dev-1/télémetrie',
       idempotencyKey: 'clé-0001',
       rejected: { reason: 'invalid_ts', detail: 'détail' },
     }
@@ -51,6 +51,27 @@ describe('local queue records', () => {
     assert.equal(decodeRecord(plain, 'x').allValid, undefined)
     plain[0] = 0x83
     assert.throws(() => decodeRecord(plain, 'x'), /unknown format 131/)
+  })
+
+  test("the device's own telemetry topic is not written, only flagged (0x40); any other topic is written", () => {
+    const own = encodeRecord({ ...base, topic: 'devices/dev-1/telemetry' })
+    assert.equal(own[0], 0x41)
+    assert.equal(own.length, encodeRecord(base).length)
+    assert.equal(decodeRecord(own, 'x').topic, 'devices/dev-1/telemetry')
+    for (const topic of [
+      'devices/dev-2/telemetry',
+      'devices/dev-1/telemetryx',
+      'devices/dev-1/commands',
+      '',
+    ]) {
+      const buf = encodeRecord({ ...base, topic })
+      assert.equal(buf[0], 1, topic)
+      assert.equal(decodeRecord(buf, 'x').topic, topic)
+    }
+    // Another device's record after the first: the topic is judged per device, not per topic alone.
+    const other = encodeRecord({ ...base, deviceId: 'dev-2', topic: 'devices/dev-1/telemetry' })
+    assert.equal(other[0], 1)
+    assert.equal(decodeRecord(other, 'x').topic, 'devices/dev-1/telemetry')
   })
 
   test('a refusal queued as invalid_timestamp (position 3) reads back under its new name, invalid_ts', () => {

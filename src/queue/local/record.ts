@@ -18,27 +18,60 @@ import { TRANSPORTS, type Envelope } from '../types.js'
  *  19  u16  idempotency key bytes
  *  21  deviceId, topic, detail, idempotency key (UTF-8), then the payload to the end
  *
- * The high bit of the format byte (0x81, 0x82) says the gateway judged every reading valid (Envelope.allValid);
- * entries written before it have it clear, and are read as before.
+ * Two flags in the format byte, clear in entries written before them (read as before):
+ * - 0x80: the gateway judged every reading valid (Envelope.allValid);
+ * - 0x40: the topic is the device's telemetry topic, `devices/<deviceId>/telemetry` (that of nearly every
+ *   entry), and is not written: the topic length says 0 and no topic bytes follow.
  */
 const FORMAT = 1
 const KEYED = 2
 const ALL_VALID = 0x80
+const OWN_TOPIC = 0x40
+const FLAGS = ALL_VALID | OWN_TOPIC
+const TOPIC_HEAD = 'devices/'
+const TOPIC_TAIL = '/telemetry'
 const HEADER = 19
 const NONE8 = 255
 const NONE16 = 0xffff
 const TRANSPORT_INDEX = new Map(TRANSPORTS.map((t, i) => [t, i]))
 const REASON_INDEX = new Map(QUARANTINE_REASONS.map((r, i) => [r, i]))
 
+/**
+ * Telemetry topics seen, each with its device (or '' for a topic that is no device's telemetry topic): a
+ * lookup costs a fraction of comparing the parts for every entry. Bounded: a stream of made-up topics (each
+ * refused, but still queued for the quarantine) only restarts it.
+ */
+const topicDevice = new Map<string, string>()
+const TOPIC_CACHE_MAX = 10_000
+
+/** Whether `topic` is `devices/<deviceId>/telemetry`. */
+function isOwnTopic(topic: string, deviceId: string): boolean {
+  let device = topicDevice.get(topic)
+  if (device === undefined) {
+    const n = TOPIC_HEAD.length + deviceId.length
+    device =
+      topic.length === n + TOPIC_TAIL.length &&
+      topic.startsWith(TOPIC_HEAD) &&
+      topic.endsWith(TOPIC_TAIL) &&
+      topic.slice(TOPIC_HEAD.length, n) === deviceId
+        ? deviceId
+        : ''
+    if (topicDevice.size >= TOPIC_CACHE_MAX) topicDevice.clear()
+    topicDevice.set(topic, device)
+  }
+  return device === deviceId
+}
+
 export function encodeRecord(e: Envelope): Buffer {
   const dLen = Buffer.byteLength(e.deviceId)
-  const tLen = e.topic === undefined ? 0 : Buffer.byteLength(e.topic)
+  const own = e.topic !== undefined && isOwnTopic(e.topic, e.deviceId)
+  const tLen = e.topic === undefined || own ? 0 : Buffer.byteLength(e.topic)
   const detail = e.rejected?.detail ?? ''
   const rLen = detail.length === 0 ? 0 : Buffer.byteLength(detail)
   const kLen = e.idempotencyKey === undefined ? -1 : Buffer.byteLength(e.idempotencyKey)
   const header = kLen < 0 ? HEADER : HEADER + 2
   const buf = Buffer.allocUnsafe(header + dLen + tLen + rLen + Math.max(kLen, 0) + e.payload.length)
-  buf[0] = (kLen < 0 ? FORMAT : KEYED) | (e.allValid ? ALL_VALID : 0)
+  buf[0] = (kLen < 0 ? FORMAT : KEYED) | (e.allValid ? ALL_VALID : 0) | (own ? OWN_TOPIC : 0)
   buf.writeDoubleLE(e.receivedAt, 1)
   buf[9] = TRANSPORT_INDEX.get(e.transport) ?? 0
   buf[10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
@@ -51,12 +84,13 @@ export function encodeRecord(e: Envelope): Buffer {
   if (tLen > 0) at += buf.write(e.topic!, at)
   if (rLen > 0) at += buf.write(detail, at)
   if (kLen > 0) at += buf.write(e.idempotencyKey!, at)
-  e.payload.copy(buf, at)
+  // TypedArray#set: a plain memory copy, without Buffer#copy's argument handling.
+  buf.set(e.payload, at)
   return buf
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
-  const format = buf[0] & ~ALL_VALID
+  const format = buf[0] & ~FLAGS
   const keyed = format === KEYED
   if (format !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
   const dLen = buf.readUInt16LE(11)
@@ -66,7 +100,8 @@ export function decodeRecord(buf: Buffer, id: string): Envelope {
   let at = keyed ? HEADER + 2 : HEADER
   const deviceId = buf.toString('utf8', at, (at += dLen))
   let topic: string | undefined
-  if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
+  if (buf[0] & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
+  else if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
   const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
   const reason = buf[10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[10]]
