@@ -27,8 +27,11 @@ export interface Extracted {
   msgId: string
   /** What parsePayload builds: the value of every key, in its order. */
   values: Record<string, Value>
-  /** JSON.stringify(values), read from the payload. */
-  json: string
+  /**
+   * JSON.stringify(values) as UTF-8 (ASCII here), read from the payload: a view of the extractor's buffer,
+   * valid until its next call.
+   */
+  json: Uint8Array
 }
 
 /**
@@ -102,12 +105,16 @@ class Scanner {
   private start = 0
   private readonly cache: Array<KeyEntry | undefined> = new Array(KEY_CACHE_SIZE).fill(undefined)
   private mark = 0
-  private out = Buffer.allocUnsafe(1024)
+  /** The readings' JSON, one after the other; `outAt` is where the next goes. */
+  private out = Buffer.allocUnsafeSlow(1024)
+  private outAt = 0
 
   run(p: Buffer, deviceId: string, receivedAt: number): Extracted[] | undefined {
     this.p = p
     this.i = 0
-    if (this.out.length < p.length + 2) this.out = Buffer.allocUnsafe(p.length * 2)
+    this.outAt = 0
+    // Each reading's JSON is at most as long as its object in the payload.
+    if (this.out.length < p.length) this.out = Buffer.allocUnsafeSlow(p.length * 2)
     const list: Extracted[] = []
     const c = this.ws()
     if (c === OPEN_BRACE) {
@@ -438,10 +445,11 @@ class Scanner {
    * JSON.stringify(values): each member's bytes as they are in the payload, without whitespace; members that
    * follow each other without any (the usual payload) copied as one run.
    */
-  private json(): string {
+  private json(): Uint8Array {
     const p = this.p
     const o = this.out
-    let at = 0
+    const start = this.outAt
+    let at = start
     o[at++] = OPEN_BRACE
     /** The run of compact members not yet copied, [runStart, runEnd) of the payload. */
     let runStart = -1
@@ -459,15 +467,15 @@ class Scanner {
             runEnd = ve
             continue
           }
-          if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at)
+          if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at, start)
           runStart = ks
           runEnd = ve
           continue
         }
-        if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at)
+        if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at, start)
         runStart = -1
         runEnd = -1
-        if (at > 1) o[at++] = COMMA
+        if (at > start + 1) o[at++] = COMMA
         const key = this.keys[j].key
         o[at++] = QUOTE
         at += o.write(key, at, 'latin1')
@@ -475,15 +483,17 @@ class Scanner {
         o[at++] = COLON
         at += p.copy(o, at, vs, ve)
       }
-    if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at)
+    if (runStart >= 0) at = copyRun(p, runStart, runEnd, o, at, start)
     o[at++] = CLOSE_BRACE
-    return o.toString('latin1', 0, at)
+    this.outAt = at
+    // A plain view: cheaper to make than a Buffer's subarray.
+    return new Uint8Array(o.buffer, o.byteOffset + start, at - start)
   }
 }
 
-/** Copies the members in p[s, e) to o at `at`, after a comma unless they are the first. */
-function copyRun(p: Buffer, s: number, e: number, o: Buffer, at: number): number {
-  if (at > 1) o[at++] = COMMA
+/** Copies the members in p[s, e) to o at `at`, after a comma unless they are the first (after `start`'s brace). */
+function copyRun(p: Buffer, s: number, e: number, o: Buffer, at: number, start: number): number {
+  if (at > start + 1) o[at++] = COMMA
   return at + p.copy(o, at, s, e)
 }
 

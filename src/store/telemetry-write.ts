@@ -49,17 +49,21 @@ export class TelemetryBatch {
   /** deviceId -> [lastReceivedAt, {key: {ts, value}}] */
   private readonly latest = new Map<string, DeviceLatest>()
 
-  /** `json`: JSON.stringify(values) when the caller has it already (readings/extract.ts reads it from the payload). */
+  /**
+   * `json`: JSON.stringify(values), as text or as its UTF-8 bytes, when the caller has it already
+   * (readings/extract.ts reads it from the payload).
+   */
   add(
     deviceId: string,
     msgId: string,
     ts: number,
     receivedAt: number,
     values: Record<string, unknown>,
-    json: string = JSON.stringify(values),
+    json: string | Uint8Array = JSON.stringify(values),
   ): void {
+    const text = typeof json === 'string'
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 4 + 4 + 12 + 12 + 5 bytes of framing.
-    this.reserve(39 + 3 * (deviceId.length + msgId.length + json.length))
+    this.reserve(39 + 3 * (deviceId.length + msgId.length) + (text ? 3 * json.length : json.length))
     const b = this.buf
     let p = this.pos
     b[p] = 0
@@ -69,7 +73,9 @@ export class TelemetryBatch {
     p = timestamp(b, p, ts)
     p = timestamp(b, p, receivedAt)
     // jsonb's binary input is a version byte (1) and the JSON text.
-    const n = b.write(json, p + 5, 'utf8')
+    let n = json.length
+    if (text) n = b.write(json, p + 5, 'utf8')
+    else b.set(json, p + 5)
     int32(b, p, n + 1)
     b[p + 4] = 1
     this.pos = p + 5 + n
