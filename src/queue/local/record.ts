@@ -174,38 +174,44 @@ export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: E
   for (let i = 0; i < n; i++) {
     const len = entry.readUInt32LE(at)
     at += 4
-    out.push(decodeRecord(entry.subarray(at, at + len), idPrefix + (key - n + 1 + i)))
+    out.push(decodeAt(entry, at, at + len, idPrefix + (key - n + 1 + i)))
     at += len
   }
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
-  const format = buf[0] & ~FLAGS
+  return decodeAt(buf, 0, buf.length, id)
+}
+
+/** The record in buf[s, end): read where it lies, without a view of it first. */
+function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
+  const head = buf[s]
+  const format = head & ~FLAGS
   const keyed = format === KEYED
-  if (format !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
-  const dLen = buf.readUInt16LE(11)
-  const tRaw = buf.readUInt16LE(13)
-  const rLen = buf.readUInt32LE(15)
-  const kLen = keyed ? buf.readUInt16LE(HEADER) : 0
-  let at = keyed ? HEADER + 2 : HEADER
+  if (format !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${head}`)
+  const dLen = buf.readUInt16LE(s + 11)
+  const tRaw = buf.readUInt16LE(s + 13)
+  const rLen = buf.readUInt32LE(s + 15)
+  const kLen = keyed ? buf.readUInt16LE(s + HEADER) : 0
+  let at = s + (keyed ? HEADER + 2 : HEADER)
   const deviceId = buf.toString('utf8', at, (at += dLen))
   let topic: string | undefined
-  if (buf[0] & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
+  if (head & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
   else if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
   const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
-  const reason = buf[10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[10]]
+  const reason = buf[s + 10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[s + 10]]
   const env: Envelope = {
     id,
     deviceId,
-    transport: TRANSPORTS[buf[9]],
+    transport: TRANSPORTS[buf[s + 9]],
     topic,
-    receivedAt: buf.readDoubleLE(1),
-    payload: buf.subarray(at),
+    receivedAt: buf.readDoubleLE(s + 1),
+    payload: buf.subarray(at, end),
     rejected: reason ? { reason, detail } : undefined,
   }
   if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
-  if (buf[0] & ALL_VALID) env.allValid = true
+  if (head & ALL_VALID) env.allValid = true
   return env
 }
 
