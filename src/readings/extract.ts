@@ -18,8 +18,8 @@ import { parseTs } from './time.js'
  *   or absent when ts is there (its id is derived from the values, as the rule does);
  * - values flat, in `values`, or both (the rule puts `values`' keys first: so does this).
  * Declined: a reading without ts nor msgId (its id depends on its place and the request), a key repeated in
- * one object (JSON.parse keeps the last), keys that V8 orders first (integer-like), exponents, non-canonical
- * numbers, escapes, non-ASCII text, and any byte out of place.
+ * one object (JSON.parse keeps the last), keys starting with a digit (V8 orders integer-like ones first),
+ * exponents, non-canonical numbers, escapes, non-ASCII text, and any byte out of place.
  */
 
 export interface Extracted {
@@ -277,7 +277,8 @@ class Scanner {
     // Two keys of one reading in one slot: the second would take the mark of the first.
     if (cached !== undefined && cached.seen === this.mark) return undefined
     // Checked once per key entering the cache: keys the rule refuses (never in a judged payload) are not built
-    // into an object here either, and integer-like keys, which V8 orders first, are left to JSON.parse.
+    // into an object here either, and keys starting with a digit (the integer-like ones among them, which V8
+    // orders first) are left to JSON.parse.
     const c = p[s]
     if (len === 0 || (c >= ZERO && c <= NINE)) return undefined
     const key = p.toString('latin1', s, e)

@@ -23,13 +23,13 @@ export type LocalQueueAccess = 'append' | 'consume'
  * The local durable queue: an LMDB environment in `<dataDir>/queue`. Appends made in one event-loop turn
  * share one transaction, committed with fsync (overlappingSync off, so the commit promise means "on disk")
  * before any device is acknowledged. Each record gets a number of a sequence the appending process allocates
- * in memory; an entry holds the records of one commit, up to 256 of them (record.ts), and is keyed by the
- * last one's number. So one process appends per data dir, and `start` makes it so: an appending queue takes the append lock (lock.ts)
- * before it opens LMDB, and a second one fails there with IOT_ERR_QUEUE_LOCKED, before its process listens
- * to any device. Consuming queues (an ingest process, the ingest thread) take no lock: they only read and
- * remove, in LMDB transactions that LMDB serializes with the appender's across processes, and since keys only
- * grow (the sequence is saved with every commit) a consumer's cursor stays valid across appender restarts.
- * Entries come out in commit order.
+ * in memory (an entry holds the records of one commit, up to 256 of them, and is keyed by the last one's
+ * number: record.ts), so one process appends per data dir, and `start` makes it so: an appending queue takes
+ * the append lock (lock.ts) before it opens LMDB, and a second one fails there with IOT_ERR_QUEUE_LOCKED,
+ * before its process listens to any device. Consuming queues (an ingest process, the ingest thread) take no
+ * lock: they only read and remove, in LMDB transactions that LMDB serializes with the appender's across
+ * processes, and since keys only grow (the sequence is saved with every commit) a consumer's cursor stays
+ * valid across appender restarts. Entries come out in commit order.
  */
 export class LocalQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'local' as const
