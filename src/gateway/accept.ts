@@ -60,6 +60,7 @@ export async function acceptPayload(
       first.detail,
     )
   }
+  if (quarantined === 0) env.allValid = true
   await queue.enqueueAll([env])
   metrics.acked.inc({ transport }, accepted + quarantined)
   return { accepted, quarantined, errors: parsed.rejections }

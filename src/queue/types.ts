@@ -9,7 +9,8 @@ export type Transport = (typeof TRANSPORTS)[number]
 
 /**
  * The one internal message type every gateway produces: the device's bytes as received, with who sent them,
- * how and when. The ingest parses the payload with the same function the gateway used to answer the device.
+ * how and when. The ingest reads the payload by the same rule the gateway used to answer the device
+ * (parsePayload, or for a payload judged all valid, readings/extract.ts, which makes the same of it).
  */
 export interface Envelope {
   /** Unique per envelope, stable across redeliveries: dedups quarantine rows. */
@@ -25,6 +26,12 @@ export interface Envelope {
    * it, so a retry of the request is stored once (readings/index.ts).
    */
   idempotencyKey?: string
+  /**
+   * Set when the gateway judged every reading in the payload valid (judgePayload found none to refuse): the
+   * ingest may then read the payload by its fast path (readings/extract.ts), which reproduces what the rule
+   * builds without judging again.
+   */
+  allValid?: boolean
   /** Set when the gateway refused the message (no ack) and only keeps it for the quarantine. */
   rejected?: { reason: QuarantineReason; detail: string }
 }

@@ -7,7 +7,9 @@ import { parseTs } from './time.js'
  * The reading format of CONTRACT.md and docs/guarantees.md ("The reading contract"): the one rule, applied by
  * every gateway (judgePayload, to answer the device) and by the ingest (parsePayload, to build rows). Both run
  * the same function on the same bytes, so what a gateway acks as valid is never refused later for a reason it
- * could have seen; only the database itself may still refuse a row.
+ * could have seen; only the database itself may still refuse a row. (A payload the gateway judged all valid
+ * may reach the ingest's fast path instead, extract.ts, which judges nothing and builds what parsePayload
+ * would.)
  */
 
 export type Value = number | boolean | string

@@ -100,21 +100,26 @@ export class TelemetryBatch {
     this.sourceReadings.push(0)
   }
 
+  /**
+   * `json`: JSON.stringify(values), as text or as its UTF-8 bytes, when the caller has it already
+   * (readings/extract.ts reads it from the payload).
+   */
   add(
     deviceId: string,
     msgId: string,
     ts: number,
     receivedAt: number,
     values: Record<string, unknown>,
+    json: string | Uint8Array = JSON.stringify(values),
   ): void {
     let d = this.devices.get(deviceId)
     if (d?.msgIds.has(msgId)) {
       this.added(d)
       return
     }
-    const json = JSON.stringify(values)
+    const text = typeof json === 'string'
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 12 + 4 + 12 + 12 + 5 bytes of framing.
-    this.reserve(47 + 3 * (msgId.length + json.length))
+    this.reserve(47 + 3 * msgId.length + (text ? 3 * json.length : json.length))
     const b = this.buf
     const start = this.pos
     let p = start
@@ -126,7 +131,9 @@ export class TelemetryBatch {
     p = timestamp(b, p, ts)
     p = timestamp(b, p, receivedAt)
     // jsonb's binary input is a version byte (1) and the JSON text.
-    const n = b.write(json, p + 5, 'utf8')
+    let n = json.length
+    if (text) n = b.write(json, p + 5, 'utf8')
+    else b.set(json, p + 5)
     int32(b, p, n + 1)
     b[p + 4] = 1
     this.pos = p + 5 + n

@@ -6,6 +6,9 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { after, before, describe, test } from 'node:test'
 import mqtt from 'mqtt'
+import pino from 'pino'
+import { AmqpQueue } from '../../src/queue/amqp/index.js'
+import type { Envelope } from '../../src/queue/types.js'
 import { type Platform, freshDatabase, startPlatform, waitFor } from '../helpers/index.js'
 
 const run = promisify(execFile)
@@ -30,6 +33,43 @@ describe('RabbitMQ queue', () => {
     await ingest?.stop()
     await run('bash', [script, 'stop', dir]).catch(() => {})
     rmSync(dir, { recursive: true, force: true })
+  })
+
+  // First: no ingest consumes from the broker yet, so this test's consumer gets what it published.
+  test("the gateway's verdict that every reading is valid travels in the message (header v)", async () => {
+    const q = new AmqpQueue(url, pino({ level: 'silent' }))
+    await q.start()
+    const consumer = q.consumer()
+    try {
+      const env = (id: string, allValid?: boolean): Envelope => ({
+        id,
+        deviceId: 'd',
+        transport: 'http',
+        receivedAt: 1_795_420_800_000,
+        payload: Buffer.from('{"msgId":"m","v":1}'),
+        ...(allValid ? { allValid } : {}),
+      })
+      await q.enqueueAll([env('judged', true), env('older')])
+      const items: Envelope[] = []
+      await waitFor(async () => {
+        const b = await consumer.next(10, 10)
+        if (b) {
+          items.push(...b.items)
+          await b.ack()
+        }
+        return items.length === 2
+      })
+      assert.deepEqual(
+        items.map((e) => [e.id, e.allValid]),
+        [
+          ['judged', true],
+          ['older', undefined],
+        ],
+      )
+    } finally {
+      await consumer.close()
+      await q.stop()
+    }
   })
 
   test('a gateway process and a separate ingest process share the queue; acks follow broker confirms', async () => {

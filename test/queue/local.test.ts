@@ -7,6 +7,7 @@ import pino from 'pino'
 import { IotError } from '../../src/errors.js'
 import { LocalQueue } from '../../src/queue/local/index.js'
 import type { AckSink, Envelope } from '../../src/queue/types.js'
+import { waitFor } from '../helpers/index.js'
 
 const log = pino({ level: 'silent' })
 const env = (i: number, size = 20): Envelope => ({
@@ -16,6 +17,11 @@ const env = (i: number, size = 20): Envelope => ({
   receivedAt: 1_000 + i,
   payload: Buffer.from(`{"i":${i}}`.padEnd(size, ' ')),
 })
+
+/** The stats once a refresh read `depth` back from LMDB (every 250 ms). */
+async function waitForDepth(q: LocalQueue, depth: number) {
+  return waitFor(() => (q.stats().depth === depth ? q.stats() : undefined))
+}
 
 class Recorder implements AckSink {
   acked: number[] = []
@@ -51,7 +57,8 @@ describe('local durable queue (LMDB)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
     let q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
-    await q.enqueueAll([env(1), env(2), env(3)])
+    // One commit each: an entry apiece (appends of one commit share an entry, tested below).
+    for (const i of [1, 2, 3]) await q.enqueueAll([env(i)])
     await q.stop()
     q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
@@ -88,6 +95,43 @@ describe('local durable queue (LMDB)', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
+  test('the appends of one commit share an entry: numbered one by one, handed out and removed together', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'q-'))
+    const q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
+    await q.start()
+    await q.enqueueAll([env(0)])
+    // 600 in one turn: one commit, in entries of at most 256 records (256, 256, 88).
+    await q.enqueueAll(Array.from({ length: 600 }, (_, i) => env(i + 1)))
+    await q.enqueueAll([env(601)])
+    const stats = await waitForDepth(q, 602)
+    assert.equal(stats.depth, 602, 'depth counts records, not entries')
+    const c = q.consumer()
+    const at = (b: { items: readonly Envelope[] }) => b.items.map((e) => e.receivedAt - 1000)
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)
+    // A batch takes whole entries: the first record's entry, then not the next (256 would overfill 10).
+    const first = (await c.next(10, 1))!
+    assert.deepEqual(at(first), [0])
+    // An entry bigger than the batch comes whole rather than not at all.
+    const big = (await c.next(10, 1))!
+    assert.deepEqual(at(big), range(1, 257))
+    const ids = big.items.map((e) => Number(e.id.split(':')[1]))
+    assert.deepEqual(ids, range(2, 258), 'each record has its own number, as when each had an entry')
+    big.nack()
+    const again = (await c.next(1000, 1))!
+    assert.deepEqual(at(again), range(1, 602), 'a nacked group comes back first, whole')
+    assert.deepEqual(
+      again.items.slice(0, 256).map((e) => e.id),
+      big.items.map((e) => e.id),
+      'with the same ids: they dedup the quarantine',
+    )
+    await again.ack()
+    await first.ack()
+    assert.equal((await waitForDepth(q, 0)).depth, 0)
+    await c.close()
+    await q.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
   test('past the disk budget appends are refused with IOT_ERR_QUEUE_FULL, never taken and dropped', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
     const q = new LocalQueue(dir, 1024 * 1024, log, 'append')
@@ -116,7 +160,7 @@ describe('local queue consumer after failures', () => {
     const dir = mkdtempSync(join(tmpdir(), 'q-'))
     const q = new LocalQueue(dir, 64 * 1024 * 1024, log, 'append')
     await q.start()
-    await q.enqueueAll(Array.from({ length: 100 }, (_, i) => env(i)))
+    for (let i = 0; i < 100; i++) await q.enqueueAll([env(i)])
     const c = q.consumer()
     const at = (b: { items: readonly Envelope[] }) => b.items.map((e) => e.receivedAt - 1000)
     const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)

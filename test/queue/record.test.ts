@@ -22,7 +22,7 @@ describe('local queue records', () => {
   test('an idempotency key travels with its envelope (format 2), beside topic and refusal', () => {
     const keyed: Envelope = {
       ...base,
-      topic: 'devices/dev-1/telemetry',
+      topic: 'devices/dev-1/télémetrie',
       idempotencyKey: 'clé-0001',
       rejected: { reason: 'invalid_ts', detail: 'détail' },
     }
@@ -30,6 +30,48 @@ describe('local queue records', () => {
     assert.equal(buf[0], 2)
     assert.deepEqual(decodeRecord(buf, 'x'), keyed)
     assert.equal(decodeRecord(encodeRecord({ ...base, idempotencyKey: '' }), 'x').idempotencyKey, '')
+  })
+
+  test('a payload judged all valid says so in the high bit of the format byte; entries without it read as before', () => {
+    const plain = encodeRecord({ ...base, allValid: true })
+    assert.equal(plain[0], 0x81)
+    assert.deepEqual(decodeRecord(plain, 'x'), {
+      ...base,
+      topic: undefined,
+      rejected: undefined,
+      allValid: true,
+    })
+    const keyed = encodeRecord({ ...base, idempotencyKey: 'k', allValid: true })
+    assert.equal(keyed[0], 0x82)
+    assert.equal(decodeRecord(keyed, 'x').idempotencyKey, 'k')
+    assert.equal(decodeRecord(keyed, 'x').allValid, true)
+    // The bit is the only difference: an entry written before it existed is the same bytes with it clear.
+    plain[0] = 1
+    assert.ok(plain.equals(encodeRecord(base)))
+    assert.equal(decodeRecord(plain, 'x').allValid, undefined)
+    plain[0] = 0x83
+    assert.throws(() => decodeRecord(plain, 'x'), /unknown format 131/)
+  })
+
+  test("the device's own telemetry topic is not written, only flagged (0x40); any other topic is written", () => {
+    const own = encodeRecord({ ...base, topic: 'devices/dev-1/telemetry' })
+    assert.equal(own[0], 0x41)
+    assert.equal(own.length, encodeRecord(base).length)
+    assert.equal(decodeRecord(own, 'x').topic, 'devices/dev-1/telemetry')
+    for (const topic of [
+      'devices/dev-2/telemetry',
+      'devices/dev-1/telemetryx',
+      'devices/dev-1/commands',
+      '',
+    ]) {
+      const buf = encodeRecord({ ...base, topic })
+      assert.equal(buf[0], 1, topic)
+      assert.equal(decodeRecord(buf, 'x').topic, topic)
+    }
+    // Another device's record after the first: the topic is judged per device, not per topic alone.
+    const other = encodeRecord({ ...base, deviceId: 'dev-2', topic: 'devices/dev-1/telemetry' })
+    assert.equal(other[0], 1)
+    assert.equal(decodeRecord(other, 'x').topic, 'devices/dev-1/telemetry')
   })
 
   test('a refusal queued as invalid_timestamp (position 3) reads back under its new name, invalid_ts', () => {

@@ -134,6 +134,8 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
         const headers: Record<string, unknown> = { d: e.deviceId, t: e.transport }
         if (e.topic !== undefined) headers.tp = e.topic
         if (e.idempotencyKey !== undefined) headers.ik = e.idempotencyKey
+        // Every reading judged valid (Envelope.allValid); a message from an older gateway has no `v`.
+        if (e.allValid) headers.v = 1
         if (e.rejected) {
           headers.rr = e.rejected.reason
           headers.rd = e.rejected.detail
@@ -292,5 +294,6 @@ function decode(m: ConsumeMessage): Envelope {
     rejected: h.rr ? { reason: String(h.rr) as QuarantineReason, detail: String(h.rd ?? '') } : undefined,
   }
   if (h.ik !== undefined) env.idempotencyKey = String(h.ik)
+  if (h.v === 1) env.allValid = true
   return env
 }

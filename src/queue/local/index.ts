@@ -8,7 +8,7 @@ import { BatchWait, ConsumerBatch } from '../consumer.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats } from '../types.js'
 import { lockAppends, unlockAppends } from './lock.js'
-import { decodeRecord, encodeRecord, recordReceivedAt } from './record.js'
+import { decodeEntry, encodeEntry, entryCount, entryReceivedAt } from './record.js'
 
 /** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
 const STATS_INTERVAL_MS = 250
@@ -23,13 +23,14 @@ export type LocalQueueAccess = 'append' | 'consume'
 /**
  * The local durable queue: an LMDB environment in `<dataDir>/queue`. Appends made in one event-loop turn
  * share one transaction, committed with fsync (overlappingSync off, so the commit promise means "on disk")
- * before any device is acknowledged. Keys are a sequence the appending process allocates in memory, so one
- * process appends per data dir, and `start` makes it so: an appending queue takes the append lock (lock.ts)
- * before it opens LMDB, and a second one fails there with IOT_ERR_QUEUE_LOCKED, before its process listens
- * to any device. Consuming queues (an ingest process, the ingest thread) take no lock: they only read and
- * remove, in LMDB transactions that LMDB serializes with the appender's across processes, and since keys only
- * grow (the sequence is saved with every commit) a consumer's cursor stays valid across appender restarts.
- * Entries come out in commit order.
+ * before any device is acknowledged. Each record gets a number of a sequence the appending process allocates
+ * in memory (an entry holds the records of one commit, up to 256 of them, and is keyed by the last one's
+ * number: record.ts), so one process appends per data dir, and `start` makes it so: an appending queue takes
+ * the append lock (lock.ts) before it opens LMDB, and a second one fails there with IOT_ERR_QUEUE_LOCKED,
+ * before its process listens to any device. Consuming queues (an ingest process, the ingest thread) take no
+ * lock: they only read and remove, in LMDB transactions that LMDB serializes with the appender's across
+ * processes, and since keys only grow (the sequence is saved with every commit) a consumer's cursor stays
+ * valid across appender restarts. Entries come out in commit order.
  */
 export class LocalQueue extends GroupCommitQueue implements Queue {
   readonly kind = 'local' as const
@@ -136,13 +137,17 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   protected commit(envs: Envelope[], done: (err?: Error) => void): void {
     const { entries, meta } = this
     let size = 0
-    // batch(): the records are encoded here, the pages written and fsynced on lmdb-js's write thread.
+    // batch(): the records are encoded here, the pages written and fsynced on lmdb-js's write thread. Every
+    // record has a number of the sequence; an entry holds a run of them (record.ts) and is keyed by its last.
     entries
       .batch(() => {
-        for (const e of envs) {
-          entries.put(++this.seq, encodeRecord(e))
-          size += e.payload.length + ENTRY_OVERHEAD_BYTES
+        for (let i = 0; i < envs.length; ) {
+          const { entry, count } = encodeEntry(envs, i)
+          this.seq += count
+          entries.put(this.seq, entry)
+          i += count
         }
+        for (const e of envs) size += e.payload.length + ENTRY_OVERHEAD_BYTES
         meta.put('seq', this.seq)
       })
       .then(
@@ -180,10 +185,18 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
       // and its callback is counted twice until then, which errs on the safe side.
       this.bytes =
         (s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages) * s.pageSize + this.uncommittedBytes
-      this.depth = s.entryCount
-      if (this.depth === 0) this.oldestAt = 0
-      else {
-        for (const { value } of this.entries.getRange({ limit: 1 })) this.oldestAt = recordReceivedAt(value)
+      if (s.entryCount === 0) {
+        this.depth = 0
+        this.oldestAt = 0
+      } else {
+        // The records from the oldest entry's first to the newest entry's last: exact, except while a batch
+        // is acked before an older one (its records are still counted until the older is acked too).
+        let first = 0
+        for (const { key, value } of this.entries.getRange({ limit: 1 })) {
+          this.oldestAt = entryReceivedAt(value)
+          first = key - entryCount(value) + 1
+        }
+        for (const key of this.entries.getKeys({ reverse: true, limit: 1 })) this.depth = key - first + 1
       }
     } catch (err) {
       this.lastError = (err as Error).message
@@ -213,13 +226,13 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
     this.consumers.delete(c)
   }
 
-  /** @internal */
-  async remove(keys: number[]): Promise<void> {
+  /** @internal `records`: how many the entries hold. */
+  async remove(keys: number[], records: number): Promise<void> {
     const { entries } = this
     await entries.batch(() => {
       for (const k of keys) entries.remove(k)
     })
-    this.depth = Math.max(0, this.depth - keys.length)
+    this.depth = Math.max(0, this.depth - records)
   }
 }
 
@@ -268,19 +281,28 @@ class LocalConsumer implements Consumer {
     if (max <= 0) return
     this.entries.resetReadTxn()
     let left = max
+    const prefix = `${this.instance}:`
     for (const { key, value } of this.entries.getRange({ start: this.cursor + 1 })) {
+      if (this.out.has(key)) {
+        this.cursor = key
+        continue
+      }
+      // Whole entries only (their records are removed together); one that would overfill the batch waits for
+      // the next, unless the batch has nothing yet.
+      const count = entryCount(value)
+      if (count > left && keys.length > 0) break
       this.cursor = key
-      if (this.out.has(key)) continue
       this.out.add(key)
       keys.push(key)
-      items.push(decodeRecord(value, `${this.instance}:${key}`))
-      if (--left === 0) break
+      decodeEntry(value, key, prefix, items)
+      left -= count
+      if (left <= 0) break
     }
   }
 
   async ack(batch: LocalBatch): Promise<void> {
     const { keys } = batch.delivery
-    await this.queue.remove(keys)
+    await this.queue.remove(keys, batch.items.length)
     for (const k of keys) this.out.delete(k)
     this.attempts.delete(Math.min(...keys))
   }

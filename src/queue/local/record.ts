@@ -17,68 +17,205 @@ import { TRANSPORTS, type Envelope } from '../types.js'
  * Format 2, only for an envelope with an idempotency key (format 1 stays byte for byte what it was):
  *  19  u16  idempotency key bytes
  *  21  deviceId, topic, detail, idempotency key (UTF-8), then the payload to the end
+ *
+ * Two flags in the format byte, clear in entries written before them (read as before):
+ * - 0x80: the gateway judged every reading valid (Envelope.allValid);
+ * - 0x40: the topic is the device's telemetry topic, `devices/<deviceId>/telemetry` (that of nearly every
+ *   entry), and is not written: the topic length says 0 and no topic bytes follow.
  */
 const FORMAT = 1
 const KEYED = 2
+const ALL_VALID = 0x80
+const OWN_TOPIC = 0x40
+const FLAGS = ALL_VALID | OWN_TOPIC
+const TOPIC_HEAD = 'devices/'
+const TOPIC_TAIL = '/telemetry'
 const HEADER = 19
 const NONE8 = 255
 const NONE16 = 0xffff
 const TRANSPORT_INDEX = new Map(TRANSPORTS.map((t, i) => [t, i]))
 const REASON_INDEX = new Map(QUARANTINE_REASONS.map((r, i) => [r, i]))
 
-export function encodeRecord(e: Envelope): Buffer {
-  const dLen = Buffer.byteLength(e.deviceId)
-  const tLen = e.topic === undefined ? 0 : Buffer.byteLength(e.topic)
+/**
+ * Telemetry topics seen, each with its device (or '' for a topic that is no device's telemetry topic): a
+ * lookup costs a fraction of comparing the parts for every entry. Bounded: a stream of made-up topics (each
+ * refused, but still queued for the quarantine) only restarts it.
+ */
+const topicDevice = new Map<string, string>()
+const TOPIC_CACHE_MAX = 10_000
+
+/** Whether `topic` is `devices/<deviceId>/telemetry`. */
+function isOwnTopic(topic: string, deviceId: string): boolean {
+  let device = topicDevice.get(topic)
+  if (device === undefined) {
+    const n = TOPIC_HEAD.length + deviceId.length
+    device =
+      topic.length === n + TOPIC_TAIL.length &&
+      topic.startsWith(TOPIC_HEAD) &&
+      topic.endsWith(TOPIC_TAIL) &&
+      topic.slice(TOPIC_HEAD.length, n) === deviceId
+        ? deviceId
+        : ''
+    if (topicDevice.size >= TOPIC_CACHE_MAX) topicDevice.clear()
+    topicDevice.set(topic, device)
+  }
+  return device === deviceId
+}
+
+/** The byte lengths of one record's parts, as measured by measure(). */
+interface Lengths {
+  d: number
+  /** 0 when the topic is absent or the device's own */
+  t: number
+  own: boolean
+  r: number
+  /** -1: no idempotency key */
+  k: number
+  size: number
+}
+
+function measure(e: Envelope, l: Lengths): Lengths {
+  l.d = Buffer.byteLength(e.deviceId)
+  l.own = e.topic !== undefined && isOwnTopic(e.topic, e.deviceId)
+  l.t = e.topic === undefined || l.own ? 0 : Buffer.byteLength(e.topic)
   const detail = e.rejected?.detail ?? ''
-  const rLen = detail.length === 0 ? 0 : Buffer.byteLength(detail)
-  const kLen = e.idempotencyKey === undefined ? -1 : Buffer.byteLength(e.idempotencyKey)
-  const header = kLen < 0 ? HEADER : HEADER + 2
-  const buf = Buffer.allocUnsafe(header + dLen + tLen + rLen + Math.max(kLen, 0) + e.payload.length)
-  buf[0] = kLen < 0 ? FORMAT : KEYED
-  buf.writeDoubleLE(e.receivedAt, 1)
-  buf[9] = TRANSPORT_INDEX.get(e.transport) ?? 0
-  buf[10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
-  buf.writeUInt16LE(dLen, 11)
-  buf.writeUInt16LE(e.topic === undefined ? NONE16 : tLen, 13)
-  buf.writeUInt32LE(rLen, 15)
-  if (kLen >= 0) buf.writeUInt16LE(kLen, HEADER)
-  let at = header
+  l.r = detail.length === 0 ? 0 : Buffer.byteLength(detail)
+  l.k = e.idempotencyKey === undefined ? -1 : Buffer.byteLength(e.idempotencyKey)
+  l.size = (l.k < 0 ? HEADER : HEADER + 2) + l.d + l.t + l.r + Math.max(l.k, 0) + e.payload.length
+  return l
+}
+
+/** Writes the record of `e` at `at`, whose parts `l` measured; returns the position after it. */
+function write(e: Envelope, l: Lengths, buf: Buffer, at: number): number {
+  buf[at] = (l.k < 0 ? FORMAT : KEYED) | (e.allValid ? ALL_VALID : 0) | (l.own ? OWN_TOPIC : 0)
+  buf.writeDoubleLE(e.receivedAt, at + 1)
+  buf[at + 9] = TRANSPORT_INDEX.get(e.transport) ?? 0
+  buf[at + 10] = e.rejected ? (REASON_INDEX.get(e.rejected.reason) ?? NONE8) : NONE8
+  buf.writeUInt16LE(l.d, at + 11)
+  buf.writeUInt16LE(e.topic === undefined ? NONE16 : l.t, at + 13)
+  buf.writeUInt32LE(l.r, at + 15)
+  if (l.k >= 0) buf.writeUInt16LE(l.k, at + HEADER)
+  at += l.k < 0 ? HEADER : HEADER + 2
   at += buf.write(e.deviceId, at)
-  if (tLen > 0) at += buf.write(e.topic!, at)
-  if (rLen > 0) at += buf.write(detail, at)
-  if (kLen > 0) at += buf.write(e.idempotencyKey!, at)
-  e.payload.copy(buf, at)
+  if (l.t > 0) at += buf.write(e.topic!, at)
+  if (l.r > 0) at += buf.write(e.rejected!.detail, at)
+  if (l.k > 0) at += buf.write(e.idempotencyKey!, at)
+  // TypedArray#set: a plain memory copy, without Buffer#copy's argument handling.
+  buf.set(e.payload, at)
+  return at + e.payload.length
+}
+
+const scratch: Lengths = { d: 0, t: 0, own: false, r: 0, k: 0, size: 0 }
+
+export function encodeRecord(e: Envelope): Buffer {
+  const l = measure(e, scratch)
+  const buf = Buffer.allocUnsafe(l.size)
+  write(e, l, buf, 0)
   return buf
 }
 
+/** Records in one group entry at most, and the size past which a group takes no more. */
+export const ENTRY_MAX_RECORDS = 256
+const ENTRY_TARGET_BYTES = 64 * 1024
+const GROUP = 3
+const GROUP_HEADER = 5
+/** The measured parts of the records of the group being encoded. */
+const lengths: Lengths[] = Array.from({ length: ENTRY_MAX_RECORDS }, () => ({ ...scratch }))
+
+/**
+ * One queue entry for envs[from..], as many as fit (at least one): a lone record as encodeRecord writes it,
+ * or a group (format 3) of up to ENTRY_MAX_RECORDS records, ENTRY_TARGET_BYTES or so:
+ *   0  u8   3
+ *   1  u32  count
+ *   5  each record: u32 its length, then the record as above
+ * One entry per group instead of one per record: LMDB's work (a B-tree insert on append, a read and a delete
+ * in the ingest) is per entry, and it cost more than everything else about a record.
+ */
+export function encodeEntry(envs: readonly Envelope[], from: number): { entry: Buffer; count: number } {
+  let n = 0
+  let size = GROUP_HEADER
+  while (from + n < envs.length && n < ENTRY_MAX_RECORDS && size < ENTRY_TARGET_BYTES) {
+    size += 4 + measure(envs[from + n], lengths[n]).size
+    n++
+  }
+  if (n === 1) {
+    const entry = Buffer.allocUnsafe(lengths[0].size)
+    write(envs[from], lengths[0], entry, 0)
+    return { entry, count: 1 }
+  }
+  const entry = Buffer.allocUnsafe(size)
+  entry[0] = GROUP
+  entry.writeUInt32LE(n, 1)
+  let at = GROUP_HEADER
+  for (let i = 0; i < n; i++) {
+    entry.writeUInt32LE(lengths[i].size, at)
+    at = write(envs[from + i], lengths[i], entry, at + 4)
+  }
+  return { entry, count: n }
+}
+
+/** How many records an entry holds. */
+export function entryCount(entry: Buffer): number {
+  return entry[0] === GROUP ? entry.readUInt32LE(1) : 1
+}
+
+/**
+ * The envelopes of an entry, appended to `out`. Each record has its own sequence number, the entry's key
+ * being the last one's, and is identified as `<idPrefix><its number>`: a lone record by its entry's key, as
+ * before groups.
+ */
+export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: Envelope[]): void {
+  if (entry[0] !== GROUP) {
+    out.push(decodeRecord(entry, idPrefix + key))
+    return
+  }
+  const n = entry.readUInt32LE(1)
+  let at = GROUP_HEADER
+  for (let i = 0; i < n; i++) {
+    const len = entry.readUInt32LE(at)
+    at += 4
+    out.push(decodeAt(entry, at, at + len, idPrefix + (key - n + 1 + i)))
+    at += len
+  }
+}
+
 export function decodeRecord(buf: Buffer, id: string): Envelope {
-  const keyed = buf[0] === KEYED
-  if (buf[0] !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${buf[0]}`)
-  const dLen = buf.readUInt16LE(11)
-  const tRaw = buf.readUInt16LE(13)
-  const rLen = buf.readUInt32LE(15)
-  const kLen = keyed ? buf.readUInt16LE(HEADER) : 0
-  let at = keyed ? HEADER + 2 : HEADER
+  return decodeAt(buf, 0, buf.length, id)
+}
+
+/** The record in buf[s, end): read where it lies, without a view of it first. */
+function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
+  const head = buf[s]
+  const format = head & ~FLAGS
+  const keyed = format === KEYED
+  if (format !== FORMAT && !keyed) throw new Error(`queue entry ${id} has unknown format ${head}`)
+  const dLen = buf.readUInt16LE(s + 11)
+  const tRaw = buf.readUInt16LE(s + 13)
+  const rLen = buf.readUInt32LE(s + 15)
+  const kLen = keyed ? buf.readUInt16LE(s + HEADER) : 0
+  let at = s + (keyed ? HEADER + 2 : HEADER)
   const deviceId = buf.toString('utf8', at, (at += dLen))
   let topic: string | undefined
-  if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
+  if (head & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
+  else if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
   const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
-  const reason = buf[10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[10]]
+  const reason = buf[s + 10] === NONE8 ? undefined : QUARANTINE_REASONS[buf[s + 10]]
   const env: Envelope = {
     id,
     deviceId,
-    transport: TRANSPORTS[buf[9]],
+    transport: TRANSPORTS[buf[s + 9]],
     topic,
-    receivedAt: buf.readDoubleLE(1),
-    payload: buf.subarray(at),
+    receivedAt: buf.readDoubleLE(s + 1),
+    payload: buf.subarray(at, end),
     rejected: reason ? { reason, detail } : undefined,
   }
   if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
+  if (head & ALL_VALID) env.allValid = true
   return env
 }
 
-/** receivedAt alone, for the age of the oldest entry. */
-export function recordReceivedAt(buf: Buffer): number {
-  return buf.readDoubleLE(1)
+/** The first record's receivedAt alone, for the age of the oldest entry. */
+export function entryReceivedAt(entry: Buffer): number {
+  return entry.readDoubleLE(entry[0] === GROUP ? GROUP_HEADER + 4 + 1 : 1)
 }

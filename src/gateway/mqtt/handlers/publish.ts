@@ -118,6 +118,7 @@ function deliver(
     receivedAt,
     payload,
   }
+  if (parsed.rejections.length === 0) env.allValid = true
   try {
     c.gw.queue.enqueue(env, sink, token, count)
   } catch (err) {
