@@ -223,8 +223,14 @@ export function build(items: readonly Envelope[]): { batch: TelemetryBatch; quar
       continue
     }
     // A payload its gateway found all valid is read without JSON.parse when its form allows (extract.ts).
-    const fast = env.allValid ? extractJudged(env.payload, env.deviceId, env.receivedAt) : undefined
+    // An idempotency key changes how missing msgIds are derived, which only parsePayload knows.
+    const fast =
+      env.allValid && env.idempotencyKey === undefined
+        ? extractJudged(env.payload, env.deviceId, env.receivedAt)
+        : undefined
     if (fast !== undefined) {
+      // Should the device be gone when the batch is written, its readings are quarantined under the envelope.
+      if (fast.length > 0) batch.from(env)
       for (const r of fast) batch.add(env.deviceId, r.msgId, r.ts, env.receivedAt, r.values, r.json)
       continue
     }

@@ -126,7 +126,9 @@ export class TelemetryBatch {
     b[p] = 0
     b[p + 1] = FIELDS
     // The device's int8 key is not known yet: its 8 bytes are written by setKeys once the devices are locked.
+    // Zeroed until then, so the buffer never carries stale memory (and two builds of one batch are equal).
     int32(b, p + 2, 8)
+    b.fill(0, p + 6, p + 14)
     p = this.text(p + 14, msgId)
     p = timestamp(b, p, ts)
     p = timestamp(b, p, receivedAt)
