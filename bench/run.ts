@@ -30,7 +30,6 @@ import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import pino from 'pino'
 import { EmbeddedDatabase } from '../src/store/embedded.js'
-import { Store } from '../src/store/index.js'
 import {
   type GeneratorConfig,
   type GeneratorConnection,
@@ -552,10 +551,15 @@ async function mqttCeiling(): Promise<Figures> {
 
 async function peer(): Promise<Figures> {
   const url = await createDatabase('bench_peer')
-  // The same schema as iotcore's: its own migrations.
-  const store = new Store(url, log, 1)
-  await store.start()
-  await store.stop()
+  // The table a user without iotcore would make: keyed by the device's own id, with the same dedup key, time
+  // index and BRIN as iotcore's telemetry (which keys devices by an integer, a saving the peer does not get).
+  await withClient(url, (c) =>
+    c.query(`CREATE TABLE telemetry (
+      device_id text NOT NULL, msg_id text NOT NULL, ts timestamptz NOT NULL, received_at timestamptz NOT NULL,
+      values jsonb NOT NULL, PRIMARY KEY (device_id, msg_id));
+      CREATE INDEX telemetry_device_ts ON telemetry (device_id, ts);
+      CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at)`),
+  )
   const broker = await startMosquitto('peer')
   const sub = track(fork(join(HERE, 'peer.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
   try {
