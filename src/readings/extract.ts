@@ -89,6 +89,9 @@ const EMPTY = Buffer.alloc(0)
 class Scanner {
   private p: Buffer = EMPTY
   private i = 0
+  /** The bounds of the member name name() read last, quotes included. */
+  private nameStart = 0
+  private nameEnd = 0
   /** The current reading's value members: key, and the value's token (kind, bytes, number). */
   private count = 0
   private keys: KeyEntry[] = []
@@ -173,14 +176,10 @@ class Scanner {
     this.i++
     if (this.ws() === CLOSE_BRACE) return undefined
     for (;;) {
-      if (this.ws() !== QUOTE) return undefined
-      const ks = this.i
-      const h = this.string(true)
+      const h = this.name()
       if (h === undefined) return undefined
-      const ke = this.i
-      if (this.ws() !== COLON) return undefined
-      this.i++
-      this.ws()
+      const ks = this.nameStart
+      const ke = this.nameEnd
       const field = ownField(this.p, ks + 1, ke - 1)
       if (field === 0) {
         if (!this.member(ks, ke, h, 0)) return undefined
@@ -223,14 +222,10 @@ class Scanner {
       return true
     }
     for (;;) {
-      if (this.ws() !== QUOTE) return false
-      const ks = this.i
-      const h = this.string(true)
+      const h = this.name()
       if (h === undefined) return false
-      const ke = this.i
-      if (this.ws() !== COLON) return false
-      this.i++
-      this.ws()
+      const ks = this.nameStart
+      const ke = this.nameEnd
       // ts, msgId and values inside values are refused by the rule: nothing to reproduce.
       if (ownField(this.p, ks + 1, ke - 1) !== 0) return false
       if (!this.member(ks, ke, h, 1)) return false
@@ -240,6 +235,23 @@ class Scanner {
       if (d !== COMMA) return false
     }
     return true
+  }
+
+  /**
+   * A member's `"name":` and the blanks after it: the name's hash, with its bounds (quotes included) left in
+   * nameStart and nameEnd; undefined if the bytes are not that.
+   */
+  private name(): number | undefined {
+    if (this.ws() !== QUOTE) return undefined
+    const ks = this.i
+    const h = this.string(true)
+    if (h === undefined) return undefined
+    this.nameStart = ks
+    this.nameEnd = this.i
+    if (this.ws() !== COLON) return undefined
+    this.i++
+    this.ws()
+    return h
   }
 
   /** A value member whose key is the string at [ks, ke) (quotes included), hash h; its value is at i. */

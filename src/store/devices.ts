@@ -10,7 +10,7 @@ import {
 } from './keyset.js'
 import type pg from 'pg'
 import type { Db } from './pool.js'
-import { isoOrNull } from './sql.js'
+import { apiRow } from './sql.js'
 
 export interface DeviceRow {
   id: string
@@ -192,12 +192,4 @@ export class DeviceStore {
   }
 }
 
-function deviceRow(x: Record<string, any>): DeviceRow {
-  const { at: _, ...row } = x
-  return {
-    ...row,
-    createdAt: x.createdAt.toISOString(),
-    lastSeenAt: isoOrNull(x.lastSeenAt),
-    retiredAt: isoOrNull(x.retiredAt),
-  } as DeviceRow
-}
+const deviceRow = (x: Record<string, any>) => apiRow<DeviceRow>(x, ['createdAt', 'lastSeenAt', 'retiredAt'])

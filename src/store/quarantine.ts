@@ -1,6 +1,6 @@
 import type { Db } from './pool.js'
 import { after, type Keyset, type Order, orderBy, type Page, toPage, tsToUs } from './keyset.js'
-import { isoOrNull, msToTs } from './sql.js'
+import { apiRow, msToTs } from './sql.js'
 import type { QuarantineInsert } from './telemetry-write.js'
 
 /** A quarantined message as stored (the ingest writes them, see telemetry-write.ts). */
@@ -86,11 +86,4 @@ export class QuarantineStore {
   }
 }
 
-function quarantineRow(x: Record<string, any>): QuarantineRow {
-  const { at: _, ...row } = x
-  return {
-    ...row,
-    receivedAt: x.receivedAt.toISOString(),
-    replayedAt: isoOrNull(x.replayedAt),
-  } as QuarantineRow
-}
+const quarantineRow = (x: Record<string, any>) => apiRow<QuarantineRow>(x, ['receivedAt', 'replayedAt'])

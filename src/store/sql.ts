@@ -14,6 +14,16 @@ export const tsToMs = (col: string) => `(extract(epoch from ${col}) * 1000)::int
 export const isoOrNull = (d: Date | null): string | null => d?.toISOString() ?? null
 
 /**
+ * A row as the API shows it: the keyset column `at` (paging only) left out, the named timestamptz columns as
+ * ISO strings (null stays null).
+ */
+export function apiRow<T>(x: Record<string, any>, times: readonly string[]): T {
+  const { at: _, ...row } = x
+  for (const k of times) row[k] = isoOrNull(x[k])
+  return row as T
+}
+
+/**
  * PostgreSQL advisory lock ids, one per thing that runs once across processes. Never renumber one: processes
  * of two versions may share a database during an upgrade.
  */
