@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { Config } from '../config/index.js'
 import { Backoff } from '../lib/backoff.js'
+import { withDeadline } from '../lib/deadline.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
 import { extractJudged } from '../readings/extract.js'
@@ -136,7 +137,11 @@ export class Ingest {
   private async process(batch: Batch): Promise<void> {
     const started = process.hrtime.bigint()
     try {
-      const result = await deadline(this.write(batch.items, batch.attempt), BATCH_DEADLINE_MS)
+      const result = await withDeadline(
+        this.write(batch.items, batch.attempt),
+        BATCH_DEADLINE_MS,
+        `batch write timed out after ${BATCH_DEADLINE_MS / 1000} s`,
+      )
       await batch.ack()
       this.events.batch(result, batch.items.length, Number(process.hrtime.bigint() - started) / 1e9)
       if (!this.databaseUp) this.log.info('PostgreSQL is back; draining the queue')
@@ -275,14 +280,4 @@ function qrow(
     acked,
     receivedAt: env.receivedAt,
   }
-}
-
-function deadline<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`batch write timed out after ${ms / 1000} s`)), ms)
-    }),
-  ]).finally(() => clearTimeout(timer))
 }

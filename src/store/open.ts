@@ -5,6 +5,7 @@ import type { Component, Health } from '../lib/component.js'
 import { EmbeddedDatabase } from './embedded.js'
 import { Store } from './index.js'
 import { pgFault } from './outage.js'
+import { withDeadline } from '../lib/deadline.js'
 
 /** How long a start waits for an unreachable DATABASE_URL before giving up. */
 const START_WAIT_MS = 5 * 60_000
@@ -82,19 +83,11 @@ export class Database implements Component {
 
   async health(): Promise<Health> {
     if (!this.store) return { ok: false, detail: 'not open yet' }
-    let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([
-        this.store.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('no answer in time')), PING_TIMEOUT_MS)
-        }),
-      ])
+      await withDeadline(this.store.ping(), PING_TIMEOUT_MS, 'no answer in time')
       return { ok: true }
     } catch (err) {
       return { ok: false, detail: (err as Error).message }
-    } finally {
-      clearTimeout(timer)
     }
   }
 }

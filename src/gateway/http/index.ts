@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { CredentialCache } from '../../devices/index.js'
 import { IotError } from '../../errors.js'
 import { asIotError, sendError } from '../../http/errors.js'
+import { withDeadline } from '../../lib/deadline.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
 import type { Claim, IdempotencyStore } from '../../store/index.js'
@@ -49,17 +50,12 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
 
   /** The key's record, or undefined when PostgreSQL does not answer in time (logged once per outage). */
   const claim = async (req: FastifyRequest, deviceId: string, key: string, hash: string) => {
-    let timer: NodeJS.Timeout | undefined
     try {
-      const c = await Promise.race([
+      const c = await withDeadline(
         idempotency.claim(deviceId, key, hash),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`no answer within ${IDEMPOTENCY_WAIT_MS} ms`)),
-            IDEMPOTENCY_WAIT_MS,
-          )
-        }),
-      ])
+        IDEMPOTENCY_WAIT_MS,
+        `no answer within ${IDEMPOTENCY_WAIT_MS} ms`,
+      )
       unchecked = false
       return c
     } catch (err) {
@@ -70,8 +66,6 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
         )
       unchecked = true
       return undefined
-    } finally {
-      clearTimeout(timer)
     }
   }
 
@@ -123,7 +117,7 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
       const encoding = req.headers['content-encoding']
       const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxPayloadBytes)
       const key = idempotencyKey(req.headers['idempotency-key'])
-      if (key === undefined) return answer(reply, await accept(deviceId, body))
+      if (key === undefined) return accepted(reply, await accept(deviceId, body))
 
       const hash = createHash('sha256').update(body).digest('base64url')
       const c: Claim | undefined = await claim(req, deviceId, key, hash)
@@ -143,14 +137,13 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
         if (c) idempotency.release(deviceId, key).catch(() => {})
         throw err
       }
-      const json = JSON.stringify(responseBody(result))
       if (c) {
         // Best effort: unrecorded, the claim is taken over by a retry after 30 s, and its readings dedup.
         await idempotency
-          .complete(deviceId, key, 202, json)
+          .complete(deviceId, key, 202, JSON.stringify(responseBody(result)))
           .catch((err) => req.log.warn({ err: err.message }, 'the Idempotency-Key answer was not recorded'))
       }
-      return reply.code(202).type('application/json').send(json)
+      return accepted(reply, result)
     },
   )
 
@@ -160,7 +153,8 @@ export async function httpIngest(app: FastifyInstance, deps: HttpIngestDeps): Pr
   }
 }
 
-function answer(reply: FastifyReply, r: AcceptResult): FastifyReply {
+/** The 202, with or without an Idempotency-Key: one body, the one a replay answers again. */
+function accepted(reply: FastifyReply, r: AcceptResult): FastifyReply {
   return reply.code(202).send(responseBody(r))
 }
 
