@@ -49,10 +49,13 @@ export class BatchWait {
       const n = ready()
       const elapsed = Date.now() - started
       if (n >= max || (n > 0 && elapsed >= waitMs)) return true
+      let timer: NodeJS.Timeout | undefined
       await new Promise<void>((resolve) => {
         this.waiter = resolve
-        setTimeout(resolve, n > 0 ? waitMs - elapsed : idleMs)
+        timer = setTimeout(resolve, n > 0 ? waitMs - elapsed : idleMs)
       })
+      // Woken by an append, the timer would otherwise stay pending: one per wake, every commit.
+      clearTimeout(timer)
       this.waiter = undefined
     }
   }
