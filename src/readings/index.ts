@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import { createHash } from 'node:crypto'
 import { unstorable } from '../lib/text.js'
-import { parseTs } from './time.js'
+import { parseTs, typeName } from './time.js'
 
 /**
  * The reading format of CONTRACT.md and docs/guarantees.md ("The reading contract"): the one rule, applied by
@@ -506,10 +506,4 @@ function looksLike(b: Buffer): string {
   return what === undefined
     ? ''
     : `: ${what} data; send JSON uncompressed, or over HTTP declare it with Content-Encoding`
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'an array'
-  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
 }
