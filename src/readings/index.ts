@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import { createHash } from 'node:crypto'
 import { unstorable } from '../lib/text.js'
-import { parseTs } from './time.js'
+import { parseTs, typeName } from './time.js'
 
 /**
  * The reading format of CONTRACT.md and docs/guarantees.md ("The reading contract"): the one rule, applied by
@@ -315,7 +315,12 @@ function normalize(ctx: Context, el: unknown, index: number | undefined): boolea
     return reject(out, 'no_values', `${where}the reading has no values besides ts and msgId`, el, index)
   }
   // No key is in both places (refused above), so lat and lon are wherever the reading put them.
-  const position = checkPosition(values ?? positionOf(obj))
+  const position = values
+    ? checkPosition(values.lat, values.lon)
+    : checkPosition(
+        (nested as Record<string, unknown> | undefined)?.lat ?? obj.lat,
+        (nested as Record<string, unknown> | undefined)?.lon ?? obj.lon,
+      )
   if (position) return reject(out, 'invalid_value', where + position, el, index)
 
   let msgId = ''
@@ -358,12 +363,6 @@ const CANNOT_STORE = ', which PostgreSQL cannot store; remove it or send it esca
 function tooManyValues(out: Parsed, where: string, el: unknown, index: number | undefined): boolean {
   const detail = `${where}more than ${LIMITS.maxValuesPerReading} values; at most ${LIMITS.maxValuesPerReading} per reading`
   return reject(out, 'invalid_value', detail, el, index)
-}
-
-/** lat and lon wherever the reading put them, for checking without copying the values. */
-function positionOf(obj: Record<string, unknown>): Record<string, Value> {
-  const nested = obj.values as Record<string, Value> | undefined
-  return { lat: (nested?.lat ?? obj.lat) as Value, lon: (nested?.lon ?? obj.lon) as Value }
 }
 
 function keyProblem(ctx: Context, key: string): Problem | undefined {
@@ -426,8 +425,8 @@ function quote(s: string): string {
   return JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}...` : s)
 }
 
-function checkPosition(values: Record<string, Value>): string | undefined {
-  const { lat, lon } = values
+/** lat and lon wherever the reading put them: judging reads them from the parsed object, allocating nothing. */
+function checkPosition(lat: unknown, lon: unknown): string | undefined {
   if (lat !== undefined && (typeof lat !== 'number' || lat < -90 || lat > 90)) {
     return `lat ${typeof lat === 'string' ? quote(lat) : lat} must be a number of degrees from -90 to 90`
   }
@@ -506,10 +505,4 @@ function looksLike(b: Buffer): string {
   return what === undefined
     ? ''
     : `: ${what} data; send JSON uncompressed, or over HTTP declare it with Content-Encoding`
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'an array'
-  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
 }

@@ -237,7 +237,8 @@ function refuse(message: string): TsRefusal {
   return { message }
 }
 
-function typeName(v: unknown): string {
+/** The kind of a JSON value, for a message: `an array`, `a string`, `null`. */
+export function typeName(v: unknown): string {
   if (v === null) return 'null'
   if (Array.isArray(v)) return 'an array'
   return typeof v === 'object' ? 'an object' : `a ${typeof v}`
