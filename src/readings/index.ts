@@ -315,12 +315,10 @@ function normalize(ctx: Context, el: unknown, index: number | undefined): boolea
     return reject(out, 'no_values', `${where}the reading has no values besides ts and msgId`, el, index)
   }
   // No key is in both places (refused above), so lat and lon are wherever the reading put them.
+  const inValues = nested as Record<string, unknown> | undefined
   const position = values
     ? checkPosition(values.lat, values.lon)
-    : checkPosition(
-        (nested as Record<string, unknown> | undefined)?.lat ?? obj.lat,
-        (nested as Record<string, unknown> | undefined)?.lon ?? obj.lon,
-      )
+    : checkPosition(inValues?.lat ?? obj.lat, inValues?.lon ?? obj.lon)
   if (position) return reject(out, 'invalid_value', where + position, el, index)
 
   let msgId = ''
