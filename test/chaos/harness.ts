@@ -51,9 +51,11 @@ export class Rabbit {
     readonly port: number,
   ) {}
   async start(): Promise<string> {
-    this.url = (
-      await run('bash', [rabbitScript, 'start', this.dir, String(this.port)], { timeout: 180_000 })
-    ).stdout.trim()
+    this.url =
+      // Past the script's own two tries of 90 s each, so the second one gets its full time.
+      (
+        await run('bash', [rabbitScript, 'start', this.dir, String(this.port)], { timeout: 240_000 })
+      ).stdout.trim()
     return this.url
   }
   async stop(): Promise<void> {

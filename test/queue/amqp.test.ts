@@ -16,7 +16,8 @@ const script = new URL('../../../scripts/rabbitmq.sh', import.meta.url).pathname
 
 /** A private RabbitMQ node, started from Debian's package by the project's script. */
 async function rabbit(dir: string, port: number): Promise<string> {
-  return (await run('bash', [script, 'start', dir, String(port)], { timeout: 180_000 })).stdout.trim()
+  // Past scripts/rabbitmq.sh's own two tries of 90 s each, so the second one gets its full time.
+  return (await run('bash', [script, 'start', dir, String(port)], { timeout: 240_000 })).stdout.trim()
 }
 
 describe('RabbitMQ queue', () => {
