@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts or stops a private RabbitMQ node (Debian's rabbitmq-server) for tests and the chaos suite, without
 # systemd: as the rabbitmq user, its state in DIR, on loopback only.
-#   scripts/rabbitmq.sh start DIR PORT   prints the AMQP URL once the node is up
+#   scripts/rabbitmq.sh start DIR PORT [DIST_PORT]   prints the AMQP URL once the node is up
 #   scripts/rabbitmq.sh stop DIR
+# DIST_PORT is the Erlang distribution port (RabbitMQ's default: PORT + 20000, which is not a port at all when
+# PORT comes from the kernel's ephemeral range above 45535; callers that pick free ports pass one).
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=${2:?state dir}
@@ -22,12 +24,18 @@ as_rabbit() { su rabbitmq -s /bin/sh -c "$(printf '%q ' env "${env_vars[@]}" "$@
 case "$cmd" in
   start)
     port=${3:?port}
-    env_vars+=(RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="$((port + 20000))")
-    # Two tries: a node can lose a race with epmd on a busy machine; the second start is then clean.
+    dist_port=${4:-$((port + 20000))}
+    for p in "$port" "$dist_port"; do
+      if [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then echo "not a TCP port: $p (pass DIST_PORT)" >&2; exit 2; fi
+    done
+    env_vars+=(RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="$dist_port")
+    # Two tries of up to 90 s each by the clock: a node can lose a race with epmd on a busy machine; the second
+    # start is then clean. A failed try prints the node's log, so CI shows why.
     for try in 1 2; do
       as_rabbit rabbitmq-server -detached >/dev/null 2>&1 || true
-      for _ in $(seq 1 90); do
-        if as_rabbit rabbitmqctl -n "$node" await_startup >/dev/null 2>&1; then
+      deadline=$((SECONDS + 90))
+      while [ "$SECONDS" -lt "$deadline" ]; do
+        if as_rabbit rabbitmqctl -n "$node" --timeout 15 await_startup >/dev/null 2>&1; then
           echo "amqp://guest:guest@127.0.0.1:$port"
           exit 0
         fi
@@ -35,9 +43,9 @@ case "$cmd" in
       done
       as_rabbit rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
       if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; fi
-      echo "RabbitMQ did not start (try $try)" >&2
+      echo "RabbitMQ did not start (try $try); its log:" >&2
+      tail -n 30 "$dir"/log/*.log >&2 2>/dev/null || true
     done
-    tail -n 30 "$dir"/log/*.log >&2 2>/dev/null || true
     exit 1
     ;;
   stop)

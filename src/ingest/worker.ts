@@ -28,8 +28,9 @@ port.on('message', async (m: { t: string }) => {
   if (m.t !== 'stop') return
   await ingest.stop()
   await store.stop().catch(() => {})
-  // A local queue's LMDB environment is shared with the main thread (lmdb-js opens one per path per process),
-  // which closes it.
-  if (queue.kind === 'amqp') await queue.stop()
+  // Stopped here too, not left to the main thread: a local queue's stats timer would otherwise fire into an
+  // environment the main thread has closed while this thread is being terminated, which V8 cannot survive
+  // (lmdb-js counts each thread's open of one path; the environment closes with the last).
+  await queue.stop()
   port.postMessage({ t: 'stopped' })
 })

@@ -52,9 +52,12 @@ export class Rabbit {
   ) {}
   async start(): Promise<string> {
     this.url =
-      // Past the script's own two tries of 90 s each, so the second one gets its full time.
+      // Past the script's own two tries of 90 s each, so the second one gets its full time. The distribution
+      // port is picked free too: the default, port + 20000, is not a port for most of the ephemeral range.
       (
-        await run('bash', [rabbitScript, 'start', this.dir, String(this.port)], { timeout: 240_000 })
+        await run('bash', [rabbitScript, 'start', this.dir, String(this.port), String(await freePort())], {
+          timeout: 240_000,
+        })
       ).stdout.trim()
     return this.url
   }

@@ -9,6 +9,7 @@ import mqtt from 'mqtt'
 import pino from 'pino'
 import { AmqpQueue } from '../../src/queue/amqp/index.js'
 import type { Envelope } from '../../src/queue/types.js'
+import { freePort } from '../../src/store/embedded.js'
 import { type Platform, freshDatabase, startPlatform, waitFor } from '../helpers/index.js'
 
 const run = promisify(execFile)
@@ -16,18 +17,19 @@ const script = new URL('../../../scripts/rabbitmq.sh', import.meta.url).pathname
 
 /** A private RabbitMQ node, started from Debian's package by the project's script. */
 async function rabbit(dir: string, port: number): Promise<string> {
-  // Past scripts/rabbitmq.sh's own two tries of 90 s each, so the second one gets its full time.
-  return (await run('bash', [script, 'start', dir, String(port)], { timeout: 240_000 })).stdout.trim()
+  // Past scripts/rabbitmq.sh's own two tries of 90 s each, so the second one gets its full time. The
+  // distribution port is picked free too: the default, port + 20000, may be taken or not be a port.
+  const dist = String(await freePort())
+  return (await run('bash', [script, 'start', dir, String(port), dist], { timeout: 240_000 })).stdout.trim()
 }
 
 describe('RabbitMQ queue', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rmq-'))
-  const port = 30000 + Math.floor(Math.random() * 5000)
   let url = ''
   let gateway: Platform
   let ingest: Platform
   before(async () => {
-    url = await rabbit(dir, port)
+    url = await rabbit(dir, await freePort())
   })
   after(async () => {
     await gateway?.stop()
