@@ -47,6 +47,9 @@ export const QUARANTINE_REASONS = [
   'unsupported_encoding',
   'malformed_encoding',
   'device_deleted',
+  // Device protocols (src/gateway/<protocol>): a binary packet whose checksum or framing is wrong, kept as sent.
+  'bad_crc',
+  'malformed_packet',
 ] as const
 export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
 

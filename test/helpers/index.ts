@@ -73,6 +73,11 @@ export function testConfig(databaseUrl: string, dataDir: string, env: Record<str
     IOTCORE_HOST: '127.0.0.1',
     IOTCORE_HTTP_PORT: '0',
     IOTCORE_MQTT_PORT: '0',
+    // The device-protocol listeners are off unless a test turns one on (with '0': a free port).
+    IOTCORE_TELTONIKA_PORT: 'off',
+    IOTCORE_OSMAND_PORT: 'off',
+    IOTCORE_JSONL_PORT: 'off',
+    IOTCORE_SIGNAL_PORT: 'off',
     IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
     IOTCORE_QUEUE_MAX_BYTES: '256MiB',
     IOTCORE_INGEST_BATCH_MS: '10',
