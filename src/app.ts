@@ -270,9 +270,10 @@ export class App {
             queue: this.queue,
             metrics,
             adminToken: this.admin.token,
+            console: { config, ports: () => ({ http: this.httpPort, mqtt: this.mqtt?.port }) },
           })
           const { web } = await import('./web/index.js')
-          await app.register(web)
+          await app.register(web, { mapTiles: config.mapTiles })
         }
       },
     })

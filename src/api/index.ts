@@ -20,6 +20,7 @@ import {
   type Store,
   unstorable,
 } from '../store/index.js'
+import { type ConsoleDeps, consoleApi } from './console.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
 import {
   Accepted,
@@ -54,6 +55,8 @@ export interface ApiDeps {
   queue: Queue
   metrics: Metrics
   adminToken: string
+  /** The web console's routes (settings, fleet, series, live stream); absent: not served. */
+  console?: Omit<ConsoleDeps, 'store'>
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest()
@@ -436,6 +439,8 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       }
     },
   )
+
+  if (deps.console) await app.register(consoleApi, { store, ...deps.console })
 }
 
 /** A telemetry cursor's positions: one per key, null for a key that ran out. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { ConsoleQueries } from './console.js'
 import { DeviceStore } from './devices.js'
 import { IdempotencyStore } from './idempotency.js'
 import { migrate } from './migrate.js'
@@ -15,6 +16,8 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
+export type { FleetRow, Series, SeriesQuery } from './console.js'
+export { parseNotice, STORED_CHANNEL, type StoredNotice } from './stored.js'
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
@@ -52,6 +55,8 @@ export class Store implements BatchWriter {
   readonly notifications: Notifications
   /** HTTP ingest's Idempotency-Key records. */
   readonly idempotency: IdempotencyStore
+  /** The web console's reads: the fleet with latest values, charts' series. */
+  readonly console: ConsoleQueries
   private readonly db: Db
 
   constructor(
@@ -68,6 +73,7 @@ export class Store implements BatchWriter {
     this.services = new ServiceStore(this.db)
     this.notifications = new Notifications(this.db, log)
     this.idempotency = new IdempotencyStore(this.db)
+    this.console = new ConsoleQueries(this.db)
   }
 
   /** The pool itself, for tests that check what was stored; code outside the store goes through the modules. */

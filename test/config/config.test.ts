@@ -41,6 +41,7 @@ describe('config', () => {
     ['IOTCORE_OFFLINE_AFTER', '-1'],
     ['IOTCORE_LOG_LEVEL', 'loud'],
     ['IOTCORE_ADMIN_TOKEN', 'short'],
+    ['IOTCORE_MAP_TILES', 'https://tiles.example.org/tile.png'],
   ] as const) {
     test(`a bad ${name} fails at start, naming the variable`, () => {
       assert.throws(

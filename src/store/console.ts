@@ -1,0 +1,104 @@
+import { after as afterKeyset, type Keyset, orderBy, type Page, toPage, tsToUs } from './keyset.js'
+import type { Db } from './pool.js'
+import type { Point } from './queries.js'
+import { apiRow, msToTs, PG_EPOCH, tsToMs } from './sql.js'
+
+/** A live device as the console's list and map show it: the registry row and its latest value per key. */
+export interface FleetRow {
+  id: string
+  name: string
+  imei: string | null
+  createdAt: string
+  lastSeenAt: string | null
+  latest: Record<string, Point>
+}
+
+/** Several keys of one device over [from, to), bucketed: one scan for all keys. */
+export interface SeriesQuery {
+  deviceId: string
+  keys: readonly string[]
+  from: number
+  to: number
+  intervalMs: number
+}
+
+/** Columns aligned on `ts` (a chart's data as is); null where a bucket holds no number under the key. */
+export interface Series {
+  ts: number[]
+  keys: Record<string, { avg: Array<number | null>; min: Array<number | null>; max: Array<number | null> }>
+}
+
+const FLEET_COLUMNS = 'id, name, imei, created_at AS "createdAt", last_seen_at AS "lastSeenAt", latest'
+const fleetRow = (x: Record<string, any>) => apiRow<FleetRow>(x, ['createdAt', 'lastSeenAt'])
+
+/** The reads of the web console: the whole fleet a page at a time, and charts' series. */
+export class ConsoleQueries {
+  constructor(private readonly db: Db) {}
+
+  /** Live devices with their latest values, in creation order (ties by id), served by devices_created. */
+  async fleet(limit: number, after?: Keyset): Promise<Page<FleetRow>> {
+    const params: unknown[] = [limit + 1]
+    let start = ''
+    if (after) {
+      params.push(after.at, after.id)
+      start = `AND ${afterKeyset('created_at', 'id', 'asc', '$2', '$3')}`
+    }
+    const r = await this.db.query(
+      `SELECT ${FLEET_COLUMNS}, ${tsToUs('created_at')} AS at FROM devices
+       WHERE retired_at IS NULL ${start} ${orderBy('devices.created_at', 'devices.id', 'asc')} LIMIT $1`,
+      params,
+    )
+    return toPage(r.rows, limit, (x) => x.id, fleetRow)
+  }
+
+  /** The live devices among `ids`, as `fleet` has them; a retired or deleted one is left out. */
+  async fleetRows(ids: readonly string[]): Promise<FleetRow[]> {
+    const r = await this.db.query(
+      `SELECT ${FLEET_COLUMNS} FROM devices WHERE id = ANY($1::text[]) AND retired_at IS NULL`,
+      [ids],
+    )
+    return r.rows.map(fleetRow)
+  }
+
+  /**
+   * avg, min and max of each key's numbers per bucket (buckets start at the epoch, as the API's aggregates do),
+   * in one scan of telemetry_device_ts (device_pk, ts) whatever the number of keys. Buckets with no number under
+   * any key are left out.
+   */
+  async series(q: SeriesQuery): Promise<Series> {
+    const cols: string[] = []
+    const any: string[] = []
+    q.keys.forEach((_, i) => {
+      const p = `$${i + 5}`
+      const numbers = `FILTER (WHERE jsonb_typeof(values -> ${p}) = 'number')`
+      const v = `(values ->> ${p})::float8`
+      cols.push(`avg(${v}) ${numbers}, min(${v}) ${numbers}, max(${v}) ${numbers}`)
+      any.push(`count(*) ${numbers}`)
+    })
+    const r = await this.db.pool.query({
+      text: `SELECT ${tsToMs(`date_bin($4::int8 * interval '1 millisecond', ts, ${PG_EPOCH})`)} AS ts, ${cols.join(', ')}
+        FROM telemetry
+        WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)
+          AND ts >= ${msToTs('$2::int8')} AND ts < ${msToTs('$3::int8')}
+        GROUP BY 1 HAVING ${any.join(' + ')} > 0 ORDER BY 1`,
+      values: [q.deviceId, q.from, q.to, q.intervalMs, ...q.keys],
+      // Rows as arrays: the columns are positional, one triple per key.
+      rowMode: 'array',
+    })
+    const out: Series = { ts: [], keys: Object.create(null) }
+    const cells = q.keys.map((k) => {
+      const cell: Series['keys'][string] = { avg: [], min: [], max: [] }
+      out.keys[k] = cell
+      return cell
+    })
+    for (const row of r.rows as unknown[][]) {
+      out.ts.push(row[0] as number)
+      for (let i = 0; i < cells.length; i++) {
+        cells[i].avg.push(row[1 + 3 * i] as number | null)
+        cells[i].min.push(row[2 + 3 * i] as number | null)
+        cells[i].max.push(row[3 + 3 * i] as number | null)
+      }
+    }
+    return out
+  }
+}

@@ -1,0 +1,31 @@
+import { useEffect, useState } from 'preact/hooks'
+
+/** The console's pages; routes live in the URL's fragment, so the server serves one page for all of them. */
+export const PAGES = ['devices', 'map', 'charts', 'alerts', 'quarantine', 'operations'] as const
+export type Page = (typeof PAGES)[number]
+
+export interface Route {
+  page: Page
+  /** A device the page is about (#/charts/<id>, #/map/<id>, #/devices/<id>). */
+  id?: string
+}
+
+export function parseRoute(hash: string): Route {
+  const [page, id] = hash.replace(/^#\/?/, '').split('/')
+  const p = (PAGES as readonly string[]).includes(page) ? (page as Page) : 'devices'
+  return { page: p, id: id ? decodeURIComponent(id) : undefined }
+}
+
+export function href(page: Page, id?: string): string {
+  return `#/${page}${id ? `/${encodeURIComponent(id)}` : ''}`
+}
+
+export function useRoute(): Route {
+  const [route, setRoute] = useState(() => parseRoute(location.hash))
+  useEffect(() => {
+    const on = () => setRoute(parseRoute(location.hash))
+    addEventListener('hashchange', on)
+    return () => removeEventListener('hashchange', on)
+  }, [])
+  return route
+}
