@@ -62,25 +62,29 @@ export class ConsoleQueries {
 
   /**
    * avg, min and max of each key's numbers per bucket (buckets start at the epoch, as the API's aggregates do),
-   * in one scan of telemetry_device_ts (device_pk, ts) whatever the number of keys. Buckets with no number under
-   * any key are left out.
+   * in one scan of the device's rows whatever the number of keys. Buckets with no number under any key are left
+   * out. Each row's values are read once, in a subquery that OFFSET 0 keeps from being merged into the
+   * aggregates (merged, every aggregate would read the jsonb again: 4 reads per key per row, and a week of
+   * one-second readings is 604,800 rows); its few groups are then hashed in memory.
    */
   async series(q: SeriesQuery): Promise<Series> {
-    const cols: string[] = []
+    const picks: string[] = []
+    const aggs: string[] = []
     const any: string[] = []
     q.keys.forEach((_, i) => {
-      const p = `$${i + 5}`
-      const numbers = `FILTER (WHERE jsonb_typeof(values -> ${p}) = 'number')`
-      const v = `(values ->> ${p})::float8`
-      cols.push(`avg(${v}) ${numbers}, min(${v}) ${numbers}, max(${v}) ${numbers}`)
-      any.push(`count(*) ${numbers}`)
+      const v = `(values -> $${i + 5})`
+      picks.push(`CASE WHEN jsonb_typeof(${v}) = 'number' THEN ${v}::float8 END AS x${i}`)
+      aggs.push(`avg(x${i}), min(x${i}), max(x${i})`)
+      any.push(`count(x${i})`)
     })
     const r = await this.db.pool.query({
-      text: `SELECT ${tsToMs(`date_bin($4::int8 * interval '1 millisecond', ts, ${PG_EPOCH})`)} AS ts, ${cols.join(', ')}
-        FROM telemetry
-        WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)
-          AND ts >= ${msToTs('$2::int8')} AND ts < ${msToTs('$3::int8')}
-        GROUP BY 1 HAVING ${any.join(' + ')} > 0 ORDER BY 1`,
+      text: `SELECT ${tsToMs('b')} AS ts, ${aggs.join(', ')}
+        FROM (SELECT date_bin($4::int8 * interval '1 millisecond', ts, ${PG_EPOCH}) AS b, ${picks.join(', ')}
+              FROM telemetry
+              WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)
+                AND ts >= ${msToTs('$2::int8')} AND ts < ${msToTs('$3::int8')}
+              OFFSET 0) AS r
+        GROUP BY b HAVING ${any.join(' + ')} > 0 ORDER BY b`,
       values: [q.deviceId, q.from, q.to, q.intervalMs, ...q.keys],
       // Rows as arrays: the columns are positional, one triple per key.
       rowMode: 'array',

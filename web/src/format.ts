@@ -16,7 +16,9 @@ export function dateTime(ms: number | string): string {
 }
 
 export function value(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 10 ? 4 : 2)
+  // Four decimals for small numbers, two for large ones, trailing zeros dropped.
+  if (typeof v === 'number')
+    return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(Math.abs(v) < 10 ? 4 : 2)))
   if (typeof v === 'string') return v
   return JSON.stringify(v)
 }

@@ -299,7 +299,7 @@ function Shell({ signOut }: { signOut: () => void }) {
       <main id="main" class="page" tabIndex={-1}>
         {route.page === 'devices' && <DevicesPage id={route.id} />}
         {route.page === 'map' && <MapPage id={route.id} />}
-        {route.page === 'charts' && <ChartsPage id={route.id} />}
+        {route.page === 'charts' && <ChartsPage id={route.id} range={route.arg} />}
         {route.page === 'alerts' && <AlertsPage />}
         {route.page === 'quarantine' && <QuarantinePage />}
         {route.page === 'operations' && <OperationsPage />}

@@ -8,16 +8,18 @@ export interface Route {
   page: Page
   /** A device the page is about (#/charts/<id>, #/map/<id>, #/devices/<id>). */
   id?: string
+  /** The page's setting for it, e.g. the charts' time range (#/charts/<id>/7d). */
+  arg?: string
 }
 
 export function parseRoute(hash: string): Route {
-  const [page, id] = hash.replace(/^#\/?/, '').split('/')
+  const [page, id, arg] = hash.replace(/^#\/?/, '').split('/')
   const p = (PAGES as readonly string[]).includes(page) ? (page as Page) : 'devices'
-  return { page: p, id: id ? decodeURIComponent(id) : undefined }
+  return { page: p, id: id ? decodeURIComponent(id) : undefined, arg: arg || undefined }
 }
 
-export function href(page: Page, id?: string): string {
-  return `#/${page}${id ? `/${encodeURIComponent(id)}` : ''}`
+export function href(page: Page, id?: string, arg?: string): string {
+  return `#/${page}${id ? `/${encodeURIComponent(id)}` : ''}${id && arg ? `/${arg}` : ''}`
 }
 
 export function useRoute(): Route {

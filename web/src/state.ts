@@ -114,6 +114,38 @@ export function useFleet(): number {
   return v
 }
 
+/**
+ * One device as the fleet has it, read alone when the fleet is not loaded (a chart opened by its URL need not
+ * wait for 10,000 devices); undefined while loading, null if there is no such live device.
+ */
+export function useDevice(id: string | undefined): FleetDevice | null | undefined {
+  const version = useFleet()
+  const [alone, setAlone] = useState<FleetDevice | null | undefined>(undefined)
+  useEffect(() => {
+    setAlone(undefined)
+    if (!id || fleet.devices.has(id)) return
+    let stop = false
+    Promise.all([
+      get<FleetDevice & { retiredAt: string | null }>(`/devices/${encodeURIComponent(id)}`),
+      get<{ values: FleetDevice['latest'] }>(`/devices/${encodeURIComponent(id)}/latest`),
+    ]).then(
+      ([d, l]) => {
+        if (stop) return
+        // Kept in the fleet, where the live stream's updates for it land.
+        if (!d.retiredAt) fleet.put({ ...d, latest: l.values })
+        else setAlone(null)
+      },
+      () => !stop && setAlone(null),
+    )
+    return () => {
+      stop = true
+    }
+  }, [id])
+  if (!id) return undefined
+  void version
+  return fleet.devices.get(id) ?? alone
+}
+
 /** Re-renders every `ms`, for what depends on the clock (online turns offline with no event). */
 export function useTick(ms: number): number {
   const [t, setT] = useState(0)

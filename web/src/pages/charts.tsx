@@ -3,7 +3,7 @@ import { get, qs, type Series } from '../api'
 import { useStreamEvents } from '../bus'
 import { dateTime, toLocalInput } from '../format'
 import { href } from '../route'
-import { fleet, server, useFleet } from '../state'
+import { server, useDevice } from '../state'
 import { TimeChart } from '../ui/chart'
 import { DevicePicker } from '../ui/device-picker'
 
@@ -35,12 +35,8 @@ interface View {
   live: boolean
 }
 
-export function ChartsPage({ id }: { id?: string }) {
-  const version = useFleet()
-  useEffect(() => {
-    if (!fleet.loaded) void fleet.load().catch(() => {})
-  }, [])
-  const device = id ? fleet.devices.get(id) : undefined
+export function ChartsPage({ id, range }: { id?: string; range?: string }) {
+  const device = useDevice(id)
   const numericKeys = useMemo(
     () =>
       device
@@ -48,7 +44,7 @@ export function ChartsPage({ id }: { id?: string }) {
             .filter((k) => typeof device.latest[k].value === 'number')
             .sort((a, b) => Number(POSITION.has(a)) - Number(POSITION.has(b)) || a.localeCompare(b))
         : [],
-    [device, version],
+    [device],
   )
   return (
     <section class="panel" aria-labelledby="charts-title">
@@ -61,19 +57,27 @@ export function ChartsPage({ id }: { id?: string }) {
           </a>
         )}
       </div>
-      {id && !device && fleet.loaded && <p class="empty">No live device {id}.</p>}
+      {id && device === null && <p class="empty">No live device {id}.</p>}
       {device && numericKeys.length === 0 && <p class="empty">{device.name} has sent no numbers yet.</p>}
-      {device && numericKeys.length > 0 && <DeviceCharts key={device.id} id={device.id} keys={numericKeys} />}
+      {device && numericKeys.length > 0 && (
+        <DeviceCharts
+          key={device.id}
+          id={device.id}
+          keys={numericKeys}
+          range={range && (range in RANGES || range === 'custom') ? (range as RangeName) : '1h'}
+        />
+      )}
     </section>
   )
 }
 
-function DeviceCharts({ id, keys }: { id: string; keys: string[] }) {
+/** A device's charts; the preset range is in the URL (#/charts/<id>/7d), so a view can be shared. */
+function DeviceCharts({ id, keys, range }: { id: string; keys: string[]; range: RangeName }) {
   const [chosen, setChosen] = useState<string[]>(() => {
     const plain = keys.filter((k) => !POSITION.has(k))
     return (plain.length ? plain : keys).slice(0, 3)
   })
-  const [range, setRange] = useState<RangeName>('1h')
+  const setRange = (r: RangeName) => (location.hash = href('charts', id, r))
   const [custom, setCustom] = useState(() => ({ from: server.now() - 86_400_000, to: server.now() }))
   const [zoom, setZoom] = useState<{ from: number; to: number } | null>(null)
   const [series, setSeries] = useState<Series | null>(null)

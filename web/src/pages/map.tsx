@@ -25,12 +25,41 @@ function cssVar(name: string): string {
 }
 
 /**
+ * Natural Earth's rings are spherical: an edge across the antimeridian (Chukotka, Fiji) joins 179° to -179°
+ * the short way round, which a flat map draws across the whole world. Each ring's longitudes are unwrapped
+ * (each within 180° of the one before, so the ring runs on past 180°), and a ring around a pole (Antarctica)
+ * is closed along that pole.
+ */
+function unwrap(geo: GeoJSON.Feature | GeoJSON.FeatureCollection): void {
+  const ring = (r: number[][]) => {
+    for (let i = 1; i < r.length; i++) {
+      const d = r[i][0] - r[i - 1][0]
+      if (d > 180) r[i][0] -= 360 * Math.round(d / 360)
+      else if (d < -180) r[i][0] += 360 * Math.round(-d / 360)
+    }
+    const span = r[r.length - 1][0] - r[0][0]
+    if (Math.abs(span) >= 180) {
+      const pole = r[0][1] < 0 ? -90 : 90
+      r.push([r[r.length - 1][0], pole], [r[0][0], pole], r[0])
+    }
+  }
+  const geometry = (g: GeoJSON.Geometry) => {
+    if (g.type === 'Polygon') g.coordinates.forEach(ring)
+    else if (g.type === 'MultiPolygon') for (const p of g.coordinates) p.forEach(ring)
+  }
+  if (geo.type === 'FeatureCollection') for (const f of geo.features) geometry(f.geometry)
+  else geometry(geo.geometry)
+}
+
+/**
  * The world outline from Natural Earth (world-atlas, bundled): land and country borders, drawn under
  * everything, so the map means something with no tile server and no network.
  */
 function outline(): L.Layer {
   const topo = countries as unknown as Topology<{ land: GeometryCollection; countries: GeometryCollection }>
-  const land = L.geoJSON(feature(topo, topo.objects.land) as any, {
+  const landGeo = feature(topo, topo.objects.land) as GeoJSON.Feature | GeoJSON.FeatureCollection
+  unwrap(landGeo)
+  const land = L.geoJSON(landGeo as any, {
     style: { color: cssVar('--map-coast'), weight: 1, fillColor: cssVar('--map-land'), fillOpacity: 1 },
     interactive: false,
   })

@@ -1,4 +1,4 @@
-import { useMemo, useState } from 'preact/hooks'
+import { useEffect, useMemo, useState } from 'preact/hooks'
 import { fleet, useFleet } from '../state'
 
 /** Choose a device by name, id or IMEI: the first matches of the fleet, however large. */
@@ -7,6 +7,10 @@ export function DevicePicker(props: { value?: string; choose: (id: string) => vo
   const [q, setQ] = useState('')
   const [searching, setSearching] = useState(false)
   const open = searching || !props.value
+  // The whole fleet is read only when someone searches it.
+  useEffect(() => {
+    if (open && !fleet.loaded) void fleet.load().catch(() => {})
+  }, [open])
   const current = props.value ? fleet.devices.get(props.value) : undefined
   const hits = useMemo(() => {
     const s = q.trim().toLowerCase()

@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { type Platform, startPlatform } from '../helpers/index.js'
+import { openSse } from '../helpers/sse.js'
+
+describe('the live stream across processes', () => {
+  let ingest: Platform
+  let api: Platform
+  before(async () => {
+    // Two platforms on one database: devices publish to the first, whose ingest stores; the second only serves
+    // the API, and its stream hears of the first's commits through PostgreSQL.
+    ingest = await startPlatform()
+    api = await startPlatform({ IOTCORE_ROLES: 'api' }, { databaseUrl: ingest.databaseUrl })
+  })
+  after(async () => {
+    await api?.stop()
+    await ingest?.stop()
+  })
+
+  test("an API process's stream carries what another process's ingest stored, and the ingest rate", async () => {
+    const dev = await ingest.createDevice('elsewhere')
+    const sse = await openSse(`${api.api}/stream?topics=telemetry,status,ingest`)
+    try {
+      await sse.next('ready')
+      assert.equal((await ingest.postTelemetry(dev, { msgId: 'm1', speed: 33 })).status, 202)
+      const e = await sse.next('telemetry', (d) => d.some((u: any) => u.id === dev.id))
+      assert.equal(e.data.find((u: any) => u.id === dev.id).latest.speed.value, 33)
+      await sse.next('ingest', (d) => d.stored >= 1)
+      // A device created through the other process shows as a status change here.
+      const other = await ingest.createDevice('made-there')
+      await sse.next('status', (d) =>
+        d.some((x: any) => x.id === other.id && x.device?.name === 'made-there'),
+      )
+    } finally {
+      sse.close()
+    }
+  })
+})
