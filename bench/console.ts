@@ -135,6 +135,7 @@ async function main(): Promise<void> {
             timeout: 60_000,
           },
         )
+        chartCpu.push((cpu() - cpu0) * 1000)
         chart.push(
           await page.evaluate(() => performance.getEntriesByName('iotcore:chart-drawn')[0].startTime),
         )

@@ -246,6 +246,9 @@ export async function consoleApi(root: FastifyInstance, deps: ConsoleDeps): Prom
         'cache-control': 'no-cache, no-transform',
         // nginx would otherwise buffer the stream
         'x-accel-buffering': 'no',
+        // A stream holds its connection to the end; closed with it, it cannot keep a stopping server waiting
+        // for an idle keep-alive connection.
+        connection: 'close',
       })
       let open = true
       const write = (s: string) => {

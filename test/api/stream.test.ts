@@ -12,8 +12,9 @@ describe('the live stream across processes', () => {
     ingest = await startPlatform()
     api = await startPlatform({ IOTCORE_ROLES: 'api' }, { databaseUrl: ingest.databaseUrl })
   })
+  let apiStopped = false
   after(async () => {
-    await api?.stop()
+    if (!apiStopped) await api?.stop()
     await ingest?.stop()
   })
 
@@ -34,5 +35,13 @@ describe('the live stream across processes', () => {
     } finally {
       sse.close()
     }
+  })
+
+  test('a stopping process ends its open streams rather than waiting for them', async () => {
+    const sse = await openSse(`${api.api}/stream`)
+    await sse.next('ready')
+    apiStopped = true
+    await api.stop()
+    assert.equal(await sse.ended, true)
   })
 })
