@@ -79,6 +79,8 @@ export function MapPage({ id }: { id?: string }) {
   const lastDraw = useRef(0)
   const fitted = useRef(false)
   const [count, setCount] = useState(0)
+  // The track panel's effects run before this page's (children first): it waits for the map as state.
+  const [ready, setReady] = useState<L.Map | null>(null)
   const [error, setError] = useState<string>()
 
   useOnReady(() =>
@@ -95,6 +97,7 @@ export function MapPage({ id }: { id?: string }) {
     else outline().addTo(m)
     clusters.current = L.layerGroup().addTo(m)
     map.current = m
+    setReady(m)
     m.on('moveend', () => draw())
     return () => {
       m.remove()
@@ -199,7 +202,7 @@ export function MapPage({ id }: { id?: string }) {
         )}
         <section ref={box} class="map" aria-label="Map of device positions" />
       </section>
-      <TrackPanel id={id} map={map} />
+      <TrackPanel id={id} map={ready} />
     </div>
   )
 }
@@ -209,7 +212,7 @@ function escapeHtml(s: string): string {
 }
 
 /** A device's track over a range: its positions in order, kept growing live when the range ends now. */
-function TrackPanel({ id, map }: { id?: string; map: { current: L.Map | null } }) {
+function TrackPanel({ id, map }: { id?: string; map: L.Map | null }) {
   const [range, setRange] = useState<TrackRange>('24h')
   const [track, setTrack] = useState<{ points: number; from: number; partial: boolean } | 'loading' | null>(
     null,
@@ -220,7 +223,7 @@ function TrackPanel({ id, map }: { id?: string; map: { current: L.Map | null } }
   const lastTs = useRef(0)
 
   useEffect(() => {
-    const m = map.current
+    const m = map
     if (!id || !m) return
     let cancelled = false
     const to = server.now() + 1
@@ -272,7 +275,7 @@ function TrackPanel({ id, map }: { id?: string; map: { current: L.Map | null } }
       line.current = null
       head.current = null
     }
-  }, [id, range])
+  }, [id, range, map])
 
   // The track follows the device as its positions are stored.
   useStreamEvents((e) => {
@@ -292,7 +295,7 @@ function TrackPanel({ id, map }: { id?: string; map: { current: L.Map | null } }
           weight: 2,
           fillColor: cssVar('--accent'),
           fillOpacity: 1,
-        }).addTo(map.current!)
+        }).addTo(map!)
       setTrack((t) => (t && t !== 'loading' ? { ...t, points: t.points + 1 } : t))
     }
   })
