@@ -16,6 +16,7 @@ import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
 import { type Component, type Health, Lifecycle, type Part, builtAtStart } from './lib/component.js'
+import { Certificates } from './lib/tls.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
@@ -37,6 +38,8 @@ export class App {
   store!: Store
   queue!: Queue
   credentials: CredentialCache | undefined
+  /** The TLS certificate (IOTCORE_TLS_CERT/KEY), for every listener that serves TLS; undefined: no TLS. */
+  tls: Certificates | undefined
   mqtt: MqttGateway | undefined
   sessions: Sessions | undefined
   ingest: Ingest | IngestThread | undefined
@@ -70,6 +73,8 @@ export class App {
     const gateway = this.has('gateway')
     const http = config.httpPort !== null
     const plan: Array<[runs: boolean, make: () => Component]> = [
+      // First: a certificate that cannot be used stops the start before anything else is up.
+      [config.tlsCert !== undefined && (http || gateway), () => this.tlsComponent()],
       [every, () => this.databaseComponent()],
       [every, () => this.queueComponent()],
       [every, () => this.heartbeatComponent()],
@@ -104,6 +109,14 @@ export class App {
 
   private child(component: string): Logger {
     return this.log.child({ component })
+  }
+
+  /** Made before the components that serve TLS are (the HTTP server takes it when it is made). */
+  private tlsComponent(): Component {
+    const { tlsCert, tlsKey, tlsCa } = this.config
+    const files = { cert: tlsCert!, key: tlsKey!, ...(tlsCa ? { ca: tlsCa } : {}) }
+    this.tls = new Certificates(files, this.child('tls'))
+    return this.tls
   }
 
   private databaseComponent(): Component {
@@ -209,6 +222,8 @@ export class App {
           {
             host: config.host,
             port: config.mqttPort,
+            mqttsPort: config.mqttsPort,
+            tls: this.tls,
             maxPayloadBytes: config.maxPayloadBytes,
             connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
             maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
@@ -222,7 +237,9 @@ export class App {
           this.sessions,
         )),
       (mqtt) => ({
-        ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
+        ok:
+          (config.mqttPort === null || (mqtt?.port ?? 0) > 0) &&
+          (!this.tls || config.mqttsPort === null || (mqtt?.tlsPort ?? 0) > 0),
         connections: mqtt?.connections.size ?? 0,
       }),
     )
@@ -249,6 +266,7 @@ export class App {
       port: config.httpPort!,
       bodyLimit: config.maxPayloadBytes,
       log: this.child('http'),
+      tls: this.tls,
       routes: async (app) => {
         await app.register(ops, { readiness: () => this.readiness(), metrics, queue: this.queue })
         if (this.has('gateway')) {

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
+import type { ClientCertificate } from '../../lib/tls.js'
 import type { AckSink, Transport } from '../../queue/types.js'
 import { TOKEN_QOS2, ackToken, ackTokens } from './acks.js'
 import { ConnState, PacketType, ReasonCode } from './codes.js'
@@ -35,6 +36,10 @@ export class Connection implements AckSink {
    * credential still holds it, the connection may stay; a rotation or a delete cuts it (gateway.ts).
    */
   tokenHash = ''
+  /** The client certificate presented over MQTTS with IOTCORE_TLS_CA (lib/tls.ts), or null. */
+  certificate: ClientCertificate | null = null
+  /** Authenticated by that certificate, with no token: a token rotation does not cut it (gateway.ts). */
+  byCertificate = false
   clientId: string | undefined
   telemetryTopic = ''
   telemetryTopicBytes: Buffer | null = null
