@@ -7,7 +7,8 @@ import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
  * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token,
- * or over MQTTS a client certificate whose CN is the device id. Authentication is asynchronous; until it ends, nothing the client sent after the CONNECT is read.
+ * or over MQTTS a client certificate whose CN is the device id. Authentication is asynchronous; until it ends,
+ * nothing the client sent after the CONNECT is read.
  */
 export function handleConnect(c: Connection, p: IConnectPacket): void {
   c.version = p.protocolVersion ?? 4
