@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test'
 import { type Server, type TLSSocket, connect, createServer } from 'node:tls'
 import pino from 'pino'
 import { isIotError } from '../../src/errors.js'
-import { Certificates, type TlsFiles } from '../../src/lib/tls.js'
+import { Certificates, type TlsFiles, clientCertificate } from '../../src/lib/tls.js'
 import { waitFor } from '../helpers/index.js'
 import { type KeyPair, Pki, servedSerial } from '../helpers/pki.js'
 
@@ -178,6 +178,42 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
       pki.replace(second.key, f.key)
       await waitFor(async () => (await servedSerial(port, ca.cert)) === second.serial, 20_000, 'the fix')
       assert.equal(certs.health().detail, undefined)
+    } finally {
+      server.close()
+      await certs.stop()
+    }
+  })
+
+  test('client certificates are checked against the CA bundle, which is reloaded with the certificate', async () => {
+    const fleet = pki.ca('fleet CA')
+    const newFleet = pki.ca('new fleet CA')
+    const device = pki.issue(newFleet, 'd1', 'client')
+    const f = files('ca', join(pki.dir, 'ca', 'bundle.pem'))
+    writeFileSync(f.ca!, readFileSync(fleet.cert))
+    const certs = new Certificates(f, pino({ level: 'silent' }))
+    await certs.start()
+    const server = createServer(certs.serverOptions(true), (s) => {
+      s.end(JSON.stringify(clientCertificate(s)))
+    })
+    certs.track(server, true)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    /** What the server made of the client's certificate, in a new handshake. */
+    const seen = (key?: KeyPair) =>
+      new Promise<string>((resolve, reject) => {
+        const opts = key ? { cert: readFileSync(key.cert), key: readFileSync(key.key) } : {}
+        const s = connect({ host: '127.0.0.1', port: portOf(server), ca: readFileSync(ca.cert), ...opts })
+        let text = ''
+        s.on('data', (d: Buffer) => {
+          text += d
+        })
+        s.on('end', () => resolve(text))
+        s.on('error', reject)
+      })
+    try {
+      assert.equal(await seen(), 'null')
+      assert.match(await seen(device), /"untrusted":"UNABLE_TO_VERIFY_LEAF_SIGNATURE"/)
+      writeFileSync(f.ca!, Buffer.concat([readFileSync(fleet.cert), readFileSync(newFleet.cert)]))
+      await waitFor(async () => (await seen(device)) === '{"cn":"d1"}', 20_000, 'the new CA bundle')
     } finally {
       server.close()
       await certs.stop()
