@@ -7,6 +7,7 @@ import type { AckSink, Queue, Transport } from '../../queue/types.js'
 import { MetricsSink } from './acks.js'
 import { ConnState, ReasonCode } from './codes.js'
 import { Connection } from './connection.js'
+import { MqttCommands } from './downlink.js'
 import { type FrameScan, scanFrames } from './framing.js'
 import { silenceWhy } from './handlers/connect.js'
 import { SharedParser } from './parser.js'
@@ -66,6 +67,8 @@ export class MqttGateway {
   private readonly parked = new Map<string, { window: ResendWindow; expires: number }>()
   private sweeps = 0
   private unwatch: (() => void) | undefined
+  /** Downlink commands to the devices connected here. */
+  readonly commands = new MqttCommands(this)
   port = 0
 
   constructor(
@@ -143,6 +146,7 @@ export class MqttGateway {
   /** @internal */
   closed(c: Connection): void {
     if (this.connections.delete(c)) this.metrics.mqttConnections.dec()
+    this.commands.closed(c)
     if (c.clientId !== undefined && this.byClientId.get(c.clientId) === c) this.byClientId.delete(c.clientId)
   }
 
