@@ -3,6 +3,7 @@ import { describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { type Device, type Platform, waitFor } from '../../helpers/index.js'
 import type { AnyPacket, RawMqtt } from '../../helpers/mqtt-raw.js'
+import { filterMatches } from '../../../src/gateway/mqtt/topics.js'
 import { MqttSuite, publish } from './helpers.js'
 
 /** A command as GET /devices/:id/commands/:cid shows it. */
@@ -286,5 +287,31 @@ describe('MQTT downlink commands', () => {
       return c.status === 'failed' && c
     })
     assert.match(failed.error, /sent 5 times/)
+  })
+})
+
+describe('MQTT topic filters', () => {
+  test('a filter matches a topic level by level: + one level, # the rest and the parent level', () => {
+    const topic = 'devices/d1/commands'
+    for (const f of [
+      'devices/d1/commands',
+      'devices/d1/+',
+      'devices/+/commands',
+      'devices/d1/#',
+      'devices/#',
+      '#',
+      'devices/d1/commands/#',
+    ])
+      assert.equal(filterMatches(f, topic), true, f)
+    for (const f of [
+      'devices/d1',
+      'devices/d1/commands/ack',
+      'devices/d1/+/+',
+      'devices/d2/#',
+      'devices/d1/command',
+      '+/+',
+      'devices/d1/commands/+',
+    ])
+      assert.equal(filterMatches(f, topic), false, f)
   })
 })
