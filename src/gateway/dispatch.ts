@@ -34,6 +34,9 @@ export interface DispatcherOptions {
  * next connection, here or on another process. Two processes, or two connections of one device, never hold
  * one command at once.
  *
+ * It lives with the gateways, not in the store or the API: it runs with the gateway role, in each gateway
+ * process, and drives the gateways' channels (commands.ts), while the store only keeps the commands.
+ *
  * Which devices are connected here it learns from the channels' onConnect; a channel cannot tell it when they
  * leave, so the set is a hint: a device found gone when its command is handed over (no channel sends it) is
  * dropped from it, and the command given back to the queue for a process that does hold the device.

@@ -4,7 +4,7 @@ import type { MqttClient } from 'mqtt'
 import { type Device, type Platform, waitFor } from '../../helpers/index.js'
 import type { AnyPacket, RawMqtt } from '../../helpers/mqtt-raw.js'
 import { filterMatches } from '../../../src/gateway/mqtt/topics.js'
-import { MqttSuite, publish } from './helpers.js'
+import { MqttSuite, openClient, publish } from './helpers.js'
 
 /** A command as GET /devices/:id/commands/:cid shows it. */
 async function command(p: Platform, deviceId: string, id: string): Promise<any> {
@@ -82,7 +82,10 @@ describe('MQTT downlink commands', () => {
 
   test('MQTT 5: the command carries Response Topic and Correlation Data, and an answer on the Response Topic with only the Correlation Data is taken', async () => {
     const dev = await s.p.createDevice('cmd-v5')
-    const client = await s.client(5, dev)
+    const { client, connack } = await openClient(s.url, 5, dev)
+    s.track(client)
+    // No Subscription Identifier would come back with a command: the CONNACK says they are unavailable.
+    assert.equal(connack.properties?.subscriptionIdentifiersAvailable, false)
     const got = inbox(client)
     await client.subscribeAsync(`devices/${dev.id}/commands`, { qos: 1 })
     const cmd = await sendCommand(s.p, dev.id, { name: 'locate' })

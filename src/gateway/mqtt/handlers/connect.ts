@@ -68,6 +68,9 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
     properties.maximumPacketSize = c.gw.maxPacketSize
     properties.retainAvailable = false
     properties.sharedSubscriptionAvailable = false
+    // A command sent for a subscription would carry its Subscription Identifier [MQTT-3.3.4-3]; sessions keep
+    // only filters and QoS, so identifiers are announced unavailable (§3.2.2.3.12).
+    properties.subscriptionIdentifiersAvailable = false
     properties.topicAliasMaximum = 0
     // What the gateway may send this client: its Receive Maximum and Maximum Packet Size (downlink.ts).
     c.downlink = connectLimits(c.version, p.properties)

@@ -138,9 +138,11 @@ function deliver(
 
 /**
  * A device's answer to a command, on `devices/<id>/commands/ack`: handed to the commands dispatcher
- * (downlink.ts), not queued as a reading. Acknowledged at once, as a refusal is; a malformed one is ignored
- * (logged), and v5 says why with PUBACK/PUBREC 0x99 Payload format invalid, which ends a QoS 2 exchange
- * [MQTT-4.3.3-9]. A QoS 2 answer resent before its PUBREL was answered above, and is not handed over twice.
+ * (downlink.ts), not queued as a reading. Acknowledged at once, as a refusal is: like one, its PUBACK may pass
+ * those of earlier readings still being made durable, where [MQTT-4.6.0-2] asks for the publishes' order. A
+ * malformed one is ignored (logged), and v5 says why with PUBACK/PUBREC 0x99 Payload format invalid, which
+ * ends a QoS 2 exchange [MQTT-4.3.3-9]. A QoS 2 answer resent before its PUBREL was answered above, and is not
+ * handed over twice.
  */
 function commandAnswer(c: Connection, p: IPublishPacket, qos: number, pid: number, payload: Buffer): void {
   const malformed = c.gw.commands.reply(c, payload, p.properties?.correlationData)
