@@ -254,6 +254,26 @@ describe('MQTT downlink commands', () => {
     assert.match(tooBig.error, /Maximum Packet Size of 128/)
   })
 
+  test('a connection taking over the client id gets the command its predecessor did not acknowledge; a resumed session gets commands without subscribing again', async () => {
+    const dev = await s.p.createDevice('cmd-takeover')
+    const cmd = await sendCommand(s.p, dev.id, { name: 'handover' })
+    const first = await s.raw(4, dev, { clientId: 'tracker', clean: false })
+    await rawSubscribe(first, dev)
+    assert.equal(JSON.parse(String((await first.next()).payload)).id, cmd.id)
+    const second = await s.raw(4, dev, { clientId: 'tracker', clean: false })
+    await first.waitClosed()
+    // The session was kept (clean session 0): its subscription takes the command without a SUBSCRIBE.
+    const again = await second.next()
+    assert.equal(again.cmd, 'publish')
+    assert.equal(JSON.parse(String(again.payload)).id, cmd.id)
+    second.send({ cmd: 'puback', messageId: again.messageId })
+    const c = await waitFor(async () => {
+      const x = await command(s.p, dev.id, cmd.id)
+      return x.status === 'delivered' && x
+    })
+    assert.equal(c.attempts, 2)
+  })
+
   test('a command whose connection closes before its PUBACK goes out again on the next connection, and fails after five such sends', async () => {
     const dev = await s.p.createDevice('cmd-lost')
     const cmd = await sendCommand(s.p, dev.id, { name: 'again' })
