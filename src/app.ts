@@ -4,9 +4,10 @@ import type { Logger } from 'pino'
 import type { WebSocketServer } from 'ws'
 import { type AdminToken, adminToken } from './api/admin-token.js'
 import { api } from './api/index.js'
-import { DeviceBody, QuarantineItem } from './api/schemas.js'
+import { CommandBody, DeviceBody, QuarantineItem } from './api/schemas.js'
 import type { Config, Role } from './config/index.js'
 import { CredentialCache, Devices } from './devices/index.js'
+import { CommandDispatcher } from './gateway/dispatch.js'
 import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
@@ -27,6 +28,11 @@ import { Database } from './store/open.js'
 
 /** How often a stop looks whether the appends already acknowledged have landed. */
 const APPENDS_POLL_MS = 5
+/**
+ * A process this many heartbeats silent is gone, as the organizer reports it: the commands it was sending are
+ * queued again for the device's next connection.
+ */
+const GONE_AFTER_BEATS = 3
 
 /**
  * The one place that wires the platform: a map from roles to components, started in order and stopped in
@@ -42,6 +48,7 @@ export class App {
   tls: Certificates | undefined
   mqtt: MqttGateway | undefined
   sessions: Sessions | undefined
+  commands: CommandDispatcher | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
@@ -81,6 +88,8 @@ export class App {
       [this.has('organizer'), () => this.organizerComponent()],
       [gateway, () => this.credentialsComponent()],
       [gateway, () => this.sessionsComponent()],
+      // Before the listeners, which attach their command channels to it as they are built.
+      [gateway, () => this.commandsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
       [http, () => this.httpComponent()],
@@ -191,6 +200,19 @@ export class App {
     return this.built('mqtt-sessions', (log) => (this.sessions = new Sessions(this.store, log)))
   }
 
+  private commandsComponent(): Component {
+    const { checkIntervalSeconds } = this.config
+    return this.built(
+      'commands',
+      (log) =>
+        (this.commands = new CommandDispatcher(
+          this.store,
+          { serviceId: this.heartbeat!.id, silentAfterSeconds: checkIntervalSeconds * GONE_AFTER_BEATS },
+          log,
+        )),
+    )
+  }
+
   private ingestComponent(): Component {
     const { config, metrics } = this
     return this.built(
@@ -217,8 +239,8 @@ export class App {
     const { config } = this
     return this.built(
       'mqtt',
-      (log) =>
-        (this.mqtt = new MqttGateway(
+      (log) => {
+        const mqtt = new MqttGateway(
           {
             host: config.host,
             port: config.mqttPort,
@@ -235,7 +257,11 @@ export class App {
           this.metrics,
           log,
           this.sessions,
-        )),
+        )
+        this.commands!.attach(mqtt.commands)
+        mqtt.commands.outcomes = this.commands
+        return (this.mqtt = mqtt)
+      },
       (mqtt) => ({
         ok:
           (config.mqttPort === null || (mqtt?.port ?? 0) > 0) &&
@@ -281,6 +307,7 @@ export class App {
         if (this.has('api')) {
           app.addSchema(DeviceBody)
           app.addSchema(QuarantineItem)
+          app.addSchema(CommandBody)
           await app.register(api, {
             prefix: '/api/v1',
             store: this.store,

@@ -4,6 +4,7 @@ import type { ClientCertificate } from '../../lib/tls.js'
 import type { AckSink, Transport } from '../../queue/types.js'
 import { TOKEN_QOS2, ackToken, ackTokens } from './acks.js'
 import { ConnState, PacketType, ReasonCode } from './codes.js'
+import type { Downlink } from './downlink.js'
 import { decodePublish } from './fast-publish.js'
 import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
@@ -63,6 +64,8 @@ export class Connection implements AckSink {
   /** Receive stamps of the latest QoS 1/2 publishes, for resends (resends.ts); made on the first one. */
   resends: ResendWindow | null = null
   will: IConnectPacket['will'] | null = null
+  /** Commands to the device on this connection (downlink.ts); made when it subscribes to them. */
+  downlink: Downlink | null = null
 
   constructor(
     readonly gw: MqttGateway,

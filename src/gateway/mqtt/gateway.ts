@@ -9,6 +9,7 @@ import { type Listener, listen } from '../listen.js'
 import { MetricsSink } from './acks.js'
 import { ConnState, ReasonCode } from './codes.js'
 import { Connection } from './connection.js'
+import { MqttCommands } from './downlink.js'
 import { type FrameScan, scanFrames } from './framing.js'
 import { silenceWhy } from './handlers/connect.js'
 import { SharedParser } from './parser.js'
@@ -72,6 +73,8 @@ export class MqttGateway {
   private readonly parked = new Map<string, { window: ResendWindow; expires: number }>()
   private sweeps = 0
   private unwatch: (() => void) | undefined
+  /** Downlink commands to the devices connected here. */
+  readonly commands = new MqttCommands(this)
   port = 0
   /** The MQTTS port bound, or 0. */
   tlsPort = 0
@@ -159,6 +162,7 @@ export class MqttGateway {
   /** @internal */
   closed(c: Connection): void {
     if (this.connections.delete(c)) this.metrics.mqttConnections.dec()
+    this.commands.closed(c)
     if (c.clientId !== undefined && this.byClientId.get(c.clientId) === c) this.byClientId.delete(c.clientId)
   }
 

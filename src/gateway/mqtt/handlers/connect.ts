@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
 import { CONNACK_V3, ConnState, ReasonCode } from '../codes.js'
 import type { Connection } from '../connection.js'
+import { connectLimits } from '../downlink.js'
 import { NEVER_EXPIRES } from '../sessions.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
@@ -104,7 +105,12 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
     properties.maximumPacketSize = c.gw.maxPacketSize
     properties.retainAvailable = false
     properties.sharedSubscriptionAvailable = false
+    // A command sent for a subscription would carry its Subscription Identifier [MQTT-3.3.4-3]; sessions keep
+    // only filters and QoS, so identifiers are announced unavailable (§3.2.2.3.12).
+    properties.subscriptionIdentifiersAvailable = false
     properties.topicAliasMaximum = 0
+    // What the gateway may send this client: its Receive Maximum and Maximum Packet Size (downlink.ts).
+    c.downlink = connectLimits(c.version, p.properties)
     if (p.clientId === '') {
       // [MQTT-3.2.2-16] an empty client id gets one assigned.
       p.clientId = `${deviceId}-${randomBytes(4).toString('hex')}`
@@ -191,6 +197,8 @@ function accept(
       { protocolVersion: c.version },
     ),
   )
+  // A resumed session's subscriptions may already take commands.
+  c.gw.commands.update(c)
   c.resumeAfterConnect()
 }
 
