@@ -12,6 +12,8 @@ export const ErrorCodes = {
   IOT_ERR_DEVICE_RETIRED: { status: 409, message: "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it" },
   IOT_ERR_DEVICE_CONFLICT: { status: 409, message: 'A device with this %s already exists; choose another or delete it first' },
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
+  IOT_ERR_ALERT_NOT_FOUND: { status: 404, message: "Alert '%s' does not exist; list alerts with GET /api/v1/alerts" },
+  IOT_ERR_WEBHOOK_NOT_FOUND: { status: 404, message: "Webhook '%s' does not exist; list webhooks with GET /api/v1/webhooks" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
   IOT_ERR_UNSTORABLE_TEXT: { status: 400, message: '%s, which PostgreSQL cannot store in text; remove it' },

@@ -68,6 +68,11 @@ export class MqttGateway {
   private unwatch: (() => void) | undefined
   port = 0
 
+  /** Whether the TCP listener is bound (the service checks watch it). */
+  get listening(): boolean {
+    return this.server?.listening ?? false
+  }
+
   constructor(
     readonly opts: MqttGatewayOptions,
     readonly queue: Queue,
