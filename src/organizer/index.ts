@@ -188,7 +188,10 @@ export class Organizer {
     this.silent.clear()
     for (const id of now) this.silent.add(id)
     // A forgotten service is gone, not beating again.
-    for (const id of await this.store.services.forget(FORGET_AFTER_SECONDS)) this.silent.delete(id)
+    for (const id of await this.store.services.forget(FORGET_AFTER_SECONDS)) {
+      this.silent.delete(id)
+      now.delete(id)
+    }
     // Whatever beats again, stopped cleanly or was forgotten has its alert cleared, including alerts a
     // leader before this one raised.
     const over = (await this.store.alerts.activeSubjects('service', SILENT)).filter((id) => !now.has(id))

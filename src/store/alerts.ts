@@ -267,9 +267,10 @@ export class AlertStore {
 
   /** Events after `seq`, oldest first, at most `limit`. */
   async eventsAfter(seq: number, limit: number): Promise<OutboxEvent[]> {
+    // events.id, not id: a bare name in ORDER BY means the output column, here the uid.
     const r = await this.db.query(
       `SELECT id AS seq, uid::text AS id, type, created_at AS "createdAt", data FROM events
-       WHERE id > $1 ORDER BY id LIMIT $2`,
+       WHERE events.id > $1 ORDER BY events.id LIMIT $2`,
       [seq, limit],
     )
     return r.rows.map((x) => ({ ...x, createdAt: x.createdAt.toISOString() }))

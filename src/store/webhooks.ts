@@ -108,7 +108,7 @@ export class WebhookStore {
 
   /** Oldest first: there are few. */
   async list(): Promise<WebhookRow[]> {
-    const r = await this.db.query(`SELECT ${WEBHOOK_COLUMNS} FROM webhooks ORDER BY id`)
+    const r = await this.db.query(`SELECT ${WEBHOOK_COLUMNS} FROM webhooks ORDER BY webhooks.id`)
     return r.rows.map(webhookRow)
   }
 

@@ -51,7 +51,7 @@ describe('organizer', () => {
     }
   })
 
-  test('the leader reports a silent service once, again when it beats, and forgets week-old ones', async () => {
+  test('the leader reports a silent service once with an alert, clears it when it beats, and forgets week-old ones', async () => {
     const store = await freshStore()
     const rec = recordingLog()
     const o = organizer(store, 10, rec.log)
@@ -71,9 +71,17 @@ describe('organizer', () => {
       const silent = () => rec.lines.filter((l) => l.msg === 'service silent').map((l) => l.service)
       assert.deepEqual(silent().sort(), ['gone', 'quiet'])
       assert.deepEqual((await store.services.list(10)).map((s) => s.id).sort(), ['fine', 'quiet'])
+      // The silent one has an alert; the forgotten one's is cleared with it.
+      assert.deepEqual(await store.alerts.activeSubjects('service', 'silent'), ['quiet'])
       await store.services.beat({ id: 'quiet', roles: ['gateway'], host: 'h', pid: 1, startedAt: started })
       await o.tick()
       assert.ok(rec.lines.some((l) => l.msg === 'service beating again' && l.service === 'quiet'))
+      assert.deepEqual(await store.alerts.activeSubjects('service', 'silent'), [])
+      const silentAlerts = await store.alerts.list({ type: 'silent', limit: 10, order: 'asc' })
+      assert.deepEqual(silentAlerts.items.map((a) => [a.service, a.status]).sort(), [
+        ['gone', 'cleared'],
+        ['quiet', 'cleared'],
+      ])
       assert.ok(!rec.lines.some((l) => l.msg === 'service beating again' && l.service === 'gone'))
     } finally {
       await o.stop()
