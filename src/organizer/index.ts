@@ -92,6 +92,8 @@ export class Organizer {
   private readonly deliverer: Deliverer
   private listener: Listener | undefined
   private readonly silent = new Set<string>()
+  private delivering: Promise<void> | undefined
+  private deliverAgain = false
   leader = false
 
   constructor(
@@ -127,6 +129,7 @@ export class Organizer {
   async stop(): Promise<void> {
     this.deliverer.stop()
     await this.scheduler.stop()
+    await this.delivering
     await this.listener?.stop()
     this.leader = false
     await this.lock.release()
@@ -143,9 +146,21 @@ export class Organizer {
     return this.scheduler.run('webhooks')
   }
 
-  /** An event was committed: its deliveries go out now rather than at the next poll. */
+  /**
+   * An event was committed: its deliveries go out now rather than at the next poll. One announced while a run
+   * is under way (which may have looked before the event was there) gets a run after it.
+   */
   private deliverSoon(): void {
-    this.deliver().catch(() => {})
+    this.deliverAgain = true
+    if (this.delivering) return
+    this.delivering = (async () => {
+      while (this.deliverAgain) {
+        this.deliverAgain = false
+        await this.deliver()
+      }
+    })().finally(() => {
+      this.delivering = undefined
+    })
   }
 
   /** Runs `job` if this process leads (taking the lead if it is free). */
