@@ -46,6 +46,8 @@ export class AlertStream {
       notify: () => this.read(),
       resumed: () => this.read(),
     })
+    // An event committed between the first read of the last id and the LISTEN was announced unheard.
+    this.read()
     this.keepalive = setInterval(() => {
       for (const c of this.clients) c.res.write(': keepalive\n\n')
     }, KEEPALIVE_MS)

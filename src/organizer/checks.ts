@@ -121,6 +121,7 @@ export class ServiceChecks {
   async start(): Promise<void> {
     this.balance = new CounterBalance(await this.snapshot())
     this.scheduler.add('checks', this.opts.intervalSeconds, () => this.round())
+    await this.runOnce()
     this.scheduler.start()
   }
 

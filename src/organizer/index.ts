@@ -76,6 +76,8 @@ const DELIVERY_POLL_SECONDS = 5
 /** Outbox housekeeping: hourly, removing what was finished this long ago. */
 const PRUNE_EVERY_SECONDS = 3600
 const KEEP_FINISHED_SECONDS = 30 * 86_400
+/** Offline alerts opened per sweep at most, so a fleet gone silent at once opens them over a few rounds. */
+const OFFLINE_PER_SWEEP = 1000
 /** The alert a silent service gets (the service being its heartbeat id). */
 export const SILENT = 'silent'
 
@@ -94,6 +96,8 @@ export class Organizer {
   private readonly silent = new Set<string>()
   private delivering: Promise<void> | undefined
   private deliverAgain = false
+  /** When this process took the lead: the organizer has watched the devices since. */
+  private leadingSince = new Date()
   leader = false
 
   constructor(
@@ -123,6 +127,8 @@ export class Organizer {
       resumed: () => this.deliverSoon(),
     })
     await this.tick()
+    // Deliveries left pending by an earlier leader, or while no process led, go out now.
+    this.deliverSoon()
     this.scheduler.start()
   }
 
@@ -167,7 +173,10 @@ export class Organizer {
   private async led(job: () => Promise<unknown>): Promise<unknown> {
     const was = this.leader
     this.leader = await this.lock.tryAcquire()
-    if (this.leader && !was) this.log.info('this process leads the organizer')
+    if (this.leader && !was) {
+      this.leadingSince = new Date()
+      this.log.info('this process leads the organizer')
+    }
     if (!this.leader) return SKIPPED
     return job()
   }
@@ -215,7 +224,12 @@ export class Organizer {
 
   private async sweepOffline(): Promise<void> {
     const lag = this.queue?.stats().oldestAgeSeconds ?? 0
-    const { opened, cleared } = await this.store.alerts.sweepOffline(this.opts.offlineAfterSeconds, lag)
+    const { opened, cleared } = await this.store.alerts.sweepOffline(
+      this.opts.offlineAfterSeconds,
+      lag,
+      this.leadingSince,
+      OFFLINE_PER_SWEEP,
+    )
     if (opened.length + cleared.length > 0)
       this.log.info({ offline: opened.length, back: cleared.length }, 'devices offline and back online')
   }

@@ -10,7 +10,8 @@ export type JobRun = () => Promise<unknown>
 interface Job {
   readonly name: string
   readonly fn: JobRun
-  readonly cron: Cron
+  readonly everySeconds: number
+  cron: Cron | undefined
   running: Promise<void> | undefined
   /** Failed runs in a row: the first is a warning, the rest (an outage, say) are only debug lines. */
   failures: number
@@ -31,21 +32,26 @@ export class Scheduler {
     private readonly log: Logger,
   ) {}
 
-  /** Adds a job, paused until start(). */
+  /** Adds a job; it runs from start() on. */
   add(name: string, everySeconds: number, fn: JobRun): void {
-    const cron = new Cron('* * * * * *', {
-      interval: everySeconds,
-      paused: true,
-      unref: true,
-      // run() already keeps one run at a time; this keeps croner from even calling it meanwhile.
-      protect: true,
-    })
-    this.jobs.set(name, { name, fn, cron, running: undefined, failures: 0 })
-    cron.schedule(() => this.run(name))
+    this.jobs.set(name, { name, fn, everySeconds, cron: undefined, running: undefined, failures: 0 })
   }
 
+  /** Schedules every job, its first run one period from now (a process runs its first round as it starts). */
   start(): void {
-    for (const j of this.jobs.values()) j.cron.resume()
+    for (const j of this.jobs.values()) {
+      j.cron = new Cron(
+        '* * * * * *',
+        {
+          interval: j.everySeconds,
+          startAt: new Date(Date.now() + j.everySeconds * 1000),
+          unref: true,
+          // run() already keeps one run at a time; this keeps croner from even calling it meanwhile.
+          protect: true,
+        },
+        () => this.run(j.name),
+      )
+    }
   }
 
   /** Runs the job now; if a run is going, resolves when that one ends instead of starting another. */
@@ -62,7 +68,7 @@ export class Scheduler {
   /** No run starts after this; resolves once the runs going have ended. */
   async stop(): Promise<void> {
     this.stopped = true
-    for (const j of this.jobs.values()) j.cron.stop()
+    for (const j of this.jobs.values()) j.cron?.stop()
     await Promise.all([...this.jobs.values()].map((j) => j.running))
   }
 

@@ -218,20 +218,26 @@ export class AlertStore {
 
   /**
    * Devices silent for `offlineAfterSeconds` (plus `graceSeconds`, the ingest's lag: a reading still queued
-   * is a sign of life not yet written) get an `offline` alert; those that sent since, and those retired or
-   * deleted, get theirs cleared. A device that never sent is not offline: it was never online.
+   * is a sign of life not yet written) while someone watched (since `watchedSince`: silence while the platform
+   * was down is not the device's) get an `offline` alert, at most `limit` per sweep, the longest silent first;
+   * those that sent since, and those retired or deleted, get theirs cleared. A device that never sent is not
+   * offline: it was never online.
    */
   sweepOffline(
     offlineAfterSeconds: number,
     graceSeconds: number,
+    watchedSince: Date,
+    limit: number,
   ): Promise<{ opened: AlertRow[]; cleared: AlertRow[] }> {
     return this.db.transaction(async (c) => {
       const silent = await c.query(
         `SELECT d.id, d.last_seen_at FROM devices d
-         WHERE d.retired_at IS NULL AND d.last_seen_at < now() - make_interval(secs => $1)
+         WHERE d.retired_at IS NULL AND d.last_seen_at IS NOT NULL
+           AND greatest(d.last_seen_at, $3) < now() - make_interval(secs => $1)
            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.status = 'active' AND a.subject_kind = 'device'
-                           AND a.subject_id = d.id AND a.type = $2)`,
-        [offlineAfterSeconds + graceSeconds, OFFLINE],
+                           AND a.subject_id = d.id AND a.type = $2)
+         ORDER BY d.last_seen_at LIMIT $4`,
+        [offlineAfterSeconds + graceSeconds, OFFLINE, watchedSince, limit],
       )
       const opened = await raiseWith(
         c,

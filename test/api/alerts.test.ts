@@ -163,6 +163,16 @@ describe('api: alerts and webhooks', () => {
     }
   })
 
+  test('the OpenAPI document lists the alerts and webhooks routes', async () => {
+    const doc = await (await fetch(`${p.base}/docs/json`)).json()
+    assert.ok(doc.paths['/api/v1/alerts'].get)
+    assert.ok(doc.paths['/api/v1/alerts/stream'].get)
+    assert.ok(doc.paths['/api/v1/alerts/{id}/ack'].post)
+    assert.ok(doc.paths['/api/v1/webhooks'].post)
+    assert.ok(doc.paths['/api/v1/webhooks/{id}/deliveries'].get)
+    assert.deepEqual(doc.paths['/api/v1/webhooks/{id}/test'].post.tags, ['webhooks'])
+  })
+
   test('a platform stops while a stream is open', async () => {
     const other = await startPlatform()
     const stream = new SseClient()

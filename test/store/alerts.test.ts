@@ -151,6 +151,48 @@ describe('store: alerts', () => {
     assert.equal(await store.alerts.clearById('1; DROP TABLE alerts'), undefined)
   })
 
+  test('the offline sweep: silence while watched, the longest silent first, cleared on return, retirement or deletion', async () => {
+    const ids = ['sw-a', 'sw-b', 'sw-c', 'sw-never', 'sw-retired']
+    for (const id of ids) await store.devices.create({ id, name: id, tokenHash: `h-${id}` })
+    const silentFor = (id: string, s: number) =>
+      store.pool.query(`UPDATE devices SET last_seen_at = now() - make_interval(secs => $2) WHERE id = $1`, [
+        id,
+        s,
+      ])
+    await silentFor('sw-a', 3600)
+    await silentFor('sw-b', 1800)
+    await silentFor('sw-c', 10)
+    await silentFor('sw-retired', 3600)
+    await store.devices.retire('sw-retired')
+    const offline = async () =>
+      (await store.alerts.activeSubjects('device', 'offline')).filter((id) => id.startsWith('sw-'))
+
+    // Watched only for a moment (a restart): silence from before does not count yet.
+    const none = await store.alerts.sweepOffline(60, 0, new Date(), 1000)
+    assert.deepEqual(
+      none.opened.filter((a) => a.deviceId!.startsWith('sw-')),
+      [],
+    )
+    const longAgo = new Date(Date.now() - 86_400_000)
+    const first = await store.alerts.sweepOffline(60, 0, longAgo, 1)
+    assert.deepEqual(
+      first.opened.map((a) => a.deviceId),
+      ['sw-a'],
+      'at most `limit`, the longest silent first',
+    )
+    await store.alerts.sweepOffline(60, 0, longAgo, 1000)
+    assert.deepEqual((await offline()).sort(), ['sw-a', 'sw-b'], 'not c (10 s), nor never-sent, nor retired')
+    // Silent 1800 s is within 60 s plus a lag of 3600 s: a reading may be queued.
+    await store.alerts.sweepOffline(60, 3600, longAgo, 1000)
+    assert.deepEqual((await offline()).sort(), ['sw-a', 'sw-b'], 'nothing is opened twice')
+
+    await silentFor('sw-a', 0)
+    await store.devices.delete('sw-b')
+    const back = await store.alerts.sweepOffline(60, 0, longAgo, 1000)
+    assert.deepEqual(back.cleared.map((a) => a.deviceId).sort(), ['sw-a', 'sw-b'])
+    assert.deepEqual(await offline(), [])
+  })
+
   test('event ids are committed in id order, so a reader following the ids misses none', async () => {
     // Transactions that each emit, racing: whatever order they commit in, a reader that polls "after the last
     // id seen" while they run ends up with every event, each once.
