@@ -325,7 +325,9 @@ export class ServiceChecks {
       severity: 'critical',
       gatesReadiness: false,
       run: async () => {
-        if (await this.othersShareTheQueue()) return undefined
+        // Without the services (PostgreSQL down: its own check says so) the balance cannot be judged.
+        const shared = await this.othersShareTheQueue().catch(() => undefined)
+        if (shared !== false) return undefined
         const s = await this.snapshot()
         const v = this.balance!.observe(s)
         if (v.state === 'busy' || v.state === 'unconfirmed') return undefined

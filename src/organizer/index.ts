@@ -62,7 +62,7 @@ export class Heartbeat {
  * pid in it, would leave those open for good).
  */
 export function serviceName(roles: readonly string[]): string {
-  return `${hostname()}:${roles.join('+')}`
+  return `${hostname()}:${roles.join(',')}`
 }
 
 export interface OrganizerOptions {
@@ -96,6 +96,7 @@ export class Organizer {
   private readonly silent = new Set<string>()
   private delivering: Promise<void> | undefined
   private deliverAgain = false
+  private acquiring: Promise<boolean> | undefined
   /** When this process took the lead: the organizer has watched the devices since. */
   private leadingSince = new Date()
   leader = false
@@ -172,7 +173,11 @@ export class Organizer {
   /** Runs `job` if this process leads (taking the lead if it is free). */
   private async led(job: () => Promise<unknown>): Promise<unknown> {
     const was = this.leader
-    this.leader = await this.lock.tryAcquire()
+    // Jobs due together share one attempt: two at once could each open a connection for the lock.
+    this.acquiring ??= this.lock.tryAcquire().finally(() => {
+      this.acquiring = undefined
+    })
+    this.leader = await this.acquiring
     if (this.leader && !was) {
       this.leadingSince = new Date()
       this.log.info('this process leads the organizer')

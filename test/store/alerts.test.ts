@@ -208,18 +208,20 @@ describe('store: alerts', () => {
       }
     })()
     const from = last
+    // Six writers at once, as many as the pool has connections besides the reader's, each raising in turn.
     await Promise.all(
-      Array.from({ length: 100 }, (_, i) =>
-        store.alerts.raise([
-          { subject: { kind: 'device', id: `order-${i}` }, type: 'offline', severity: 'major' },
-        ]),
-      ),
+      Array.from({ length: 6 }, async (_, w) => {
+        for (let i = 0; i < 20; i++)
+          await store.alerts.raise([
+            { subject: { kind: 'device', id: `order-${w}-${i}` }, type: 'offline', severity: 'major' },
+          ])
+      }),
     )
     running = false
     await reader
     for (const e of await store.alerts.eventsAfter(last, 1000)) seen.push(e.seq)
     const expected = (await store.alerts.eventsAfter(from, 1000)).map((e) => e.seq)
-    assert.equal(expected.length, 100)
+    assert.equal(expected.length, 120)
     assert.deepEqual(seen, expected)
   })
 })
