@@ -120,18 +120,25 @@ export class AlertStore {
   constructor(private readonly db: Db) {}
 
   /**
-   * Opens or bumps one alert per (subject, type) in the list, in one transaction. Batch-friendly: raises of one
-   * (subject, type) in the list count as one bump of their summed count. Returns each alert as it is now.
+   * Opens or bumps one alert per (subject, type) given, in one transaction. Batch-friendly (an ingest batch
+   * raising for many devices): raises of one (subject, type) in the list count as one bump of their summed
+   * count. Returns each alert as it is now.
    */
-  raise(raises: readonly AlertRaise[]): Promise<RaiseResult[]> {
-    if (raises.length === 0) return Promise.resolve([])
-    return this.db.transaction((c) => raiseWith(c, raises))
+  raise(raises: AlertRaise | readonly AlertRaise[]): Promise<RaiseResult[]> {
+    const list = isList(raises) ? raises : [raises]
+    if (list.length === 0) return Promise.resolve([])
+    return this.db.transaction((c) => raiseWith(c, list))
   }
 
   /** Clears the active alert of each (subject, type), where there is one; returns those it cleared. */
-  clear(which: ReadonlyArray<{ subject: Subject; type: string }>): Promise<AlertRow[]> {
-    if (which.length === 0) return Promise.resolve([])
-    return this.db.transaction((c) => clearWith(c, which))
+  clear(subject: Subject, type: string): Promise<AlertRow[]>
+  clear(which: readonly Clear[]): Promise<AlertRow[]>
+  clear(which: Subject | readonly Clear[], type?: string): Promise<AlertRow[]> {
+    const list = Array.isArray(which)
+      ? (which as readonly Clear[])
+      : [{ subject: which as Subject, type: type! }]
+    if (list.length === 0) return Promise.resolve([])
+    return this.db.transaction((c) => clearWith(c, list))
   }
 
   async get(id: string): Promise<AlertRow | undefined> {
@@ -283,6 +290,14 @@ export class AlertStore {
   }
 }
 
+/** Which alert to clear: a subject's active one of a type. */
+export interface Clear {
+  subject: Subject
+  type: string
+}
+
+const isList = <T extends object>(x: T | readonly T[]): x is readonly T[] => Array.isArray(x)
+
 /** The offline alert's type (IOTCORE_OFFLINE_AFTER). */
 export const OFFLINE = 'offline'
 
@@ -341,10 +356,7 @@ export async function raiseWith(c: pg.ClientBase, raises: readonly AlertRaise[])
 }
 
 /** AlertStore.clear inside a transaction of the caller's. */
-export async function clearWith(
-  c: pg.ClientBase,
-  which: ReadonlyArray<{ subject: Subject; type: string }>,
-): Promise<AlertRow[]> {
+export async function clearWith(c: pg.ClientBase, which: readonly Clear[]): Promise<AlertRow[]> {
   if (which.length === 0) return []
   const r = await c.query(
     `UPDATE alerts a SET status = 'cleared', cleared_at = now()

@@ -26,6 +26,7 @@ export {
   type AlertRaise,
   type AlertRow,
   type AlertStatus,
+  type Clear,
   clearWith,
   EVENT_TYPES,
   EVENTS_CHANNEL,

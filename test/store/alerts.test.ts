@@ -83,6 +83,21 @@ describe('store: alerts', () => {
     assert.deepEqual(await store.alerts.clear([{ subject: subjects[0], type: 'stuck' }]), [], 'nothing left')
   })
 
+  test('one raise and one clear by subject and type, as a caller with a single condition writes them', async () => {
+    const subject: Subject = { kind: 'device', id: 'single' }
+    const [a] = await store.alerts.raise({
+      subject,
+      type: 'device_check',
+      severity: 'major',
+      details: { n: 5 },
+    })
+    assert.equal(a.opened, true)
+    const [cleared] = await store.alerts.clear(subject, 'device_check')
+    assert.equal(cleared.id, a.id)
+    assert.equal(cleared.status, 'cleared')
+    assert.deepEqual(await store.alerts.clear(subject, 'device_check'), [])
+  })
+
   test('raises of one new alert from many connections at once open it once and count every raise', async () => {
     const subject: Subject = { kind: 'service', id: 'host:all' }
     const results = await Promise.all(
