@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { WebSocketServer } from 'ws'
 import { type AdminToken, adminToken } from './api/admin-token.js'
+import { AlertStream } from './api/alert-stream.js'
 import { api } from './api/index.js'
 import { CommandBody, DeviceBody, QuarantineItem } from './api/schemas.js'
 import type { Config, Role } from './config/index.js'
@@ -20,7 +21,8 @@ import { type Component, type Health, Lifecycle, type Part, builtAtStart } from 
 import { Certificates } from './lib/tls.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
-import { Heartbeat, Organizer } from './organizer/index.js'
+import { type Listening, ServiceChecks } from './organizer/checks.js'
+import { Heartbeat, Organizer, serviceName } from './organizer/index.js'
 import { createQueue } from './queue/index.js'
 import type { Queue } from './queue/types.js'
 import type { Store } from './store/index.js'
@@ -52,6 +54,8 @@ export class App {
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
+  alertStream: AlertStream | undefined
+  checks: ServiceChecks | undefined
   http: FastifyInstance | undefined
   httpPort = 0
   admin!: AdminToken
@@ -79,6 +83,7 @@ export class App {
     const every = true
     const gateway = this.has('gateway')
     const http = config.httpPort !== null
+    const api = http && this.has('api')
     const plan: Array<[runs: boolean, make: () => Component]> = [
       // First: a certificate that cannot be used stops the start before anything else is up.
       [config.tlsCert !== undefined && (http || gateway), () => this.tlsComponent()],
@@ -92,9 +97,11 @@ export class App {
       [gateway, () => this.commandsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
+      [api, () => this.alertStreamComponent()],
       [http, () => this.httpComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
+      [every, () => this.checksComponent()],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
   }
@@ -181,14 +188,61 @@ export class App {
     const { roles, checkIntervalSeconds } = this.config
     return this.built(
       'heartbeat',
-      (log) => (this.heartbeat = new Heartbeat(this.store, roles, checkIntervalSeconds, log)),
+      (log) => (this.heartbeat = new Heartbeat(this.store, roles, checkIntervalSeconds, this.metrics, log)),
     )
   }
 
   private organizerComponent(): Component {
+    const { checkIntervalSeconds, offlineAfterSeconds, webhookRetryForSeconds } = this.config
     return this.built(
       'organizer',
-      (log) => (this.organizer = new Organizer(this.store, this.config.checkIntervalSeconds, log)),
+      (log) =>
+        (this.organizer = new Organizer(
+          this.store,
+          { checkIntervalSeconds, offlineAfterSeconds, webhookRetryForSeconds },
+          this.queue,
+          this.metrics,
+          log,
+        )),
+    )
+  }
+
+  /** The SSE streams' one LISTEN; started before the HTTP server, whose close ends their requests first. */
+  private alertStreamComponent(): Component {
+    return this.built('alert-stream', (log) => (this.alertStream = new AlertStream(this.store, log)))
+  }
+
+  /**
+   * The service checks of this process (checks.ts). Started last, once the listeners it checks are bound, and
+   * stopped first, so a graceful stop closing them raises no alert.
+   */
+  private checksComponent(): Component {
+    const { config } = this
+    const listeners: Listening[] = []
+    if (config.httpPort !== null)
+      listeners.push({ name: 'http', listening: () => this.http?.server.listening ?? false })
+    if (this.has('gateway') && config.mqttPort !== null)
+      listeners.push({ name: 'mqtt', listening: () => this.mqtt?.listening ?? false })
+    return this.built(
+      'checks',
+      (log) =>
+        (this.checks = new ServiceChecks(
+          this.store,
+          this.queue,
+          this.metrics,
+          {
+            service: serviceName(config.roles),
+            heartbeatId: () => this.heartbeat?.id,
+            roles: config.roles,
+            dataDir: config.dataDir,
+            intervalSeconds: config.checkIntervalSeconds,
+            maxIngestLagSeconds: config.maxIngestLagSeconds,
+            minFreeDiskBytes: config.minFreeDiskBytes,
+            listeners,
+          },
+          log,
+        )),
+      (checks) => checks?.health() ?? { ok: false, detail: 'not started' },
     )
   }
 
@@ -315,6 +369,7 @@ export class App {
             queue: this.queue,
             metrics,
             adminToken: this.admin.token,
+            alertStream: this.alertStream!,
           })
           const { web } = await import('./web/index.js')
           await app.register(web)

@@ -13,6 +13,8 @@ export const ErrorCodes = {
   IOT_ERR_DEVICE_CONFLICT: { status: 409, message: 'A device with this %s already exists; choose another or delete it first' },
   IOT_ERR_COMMAND_NOT_FOUND: { status: 404, message: "Command '%s' of device '%s' does not exist; list the device's commands with GET /api/v1/devices/:id/commands" },
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
+  IOT_ERR_ALERT_NOT_FOUND: { status: 404, message: "Alert '%s' does not exist; list alerts with GET /api/v1/alerts" },
+  IOT_ERR_WEBHOOK_NOT_FOUND: { status: 404, message: "Webhook '%s' does not exist; list webhooks with GET /api/v1/webhooks" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
   IOT_ERR_UNSTORABLE_TEXT: { status: 400, message: '%s, which PostgreSQL cannot store in text; remove it' },

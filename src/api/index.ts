@@ -21,6 +21,8 @@ import {
   type Store,
   unstorable,
 } from '../store/index.js'
+import type { AlertStream } from './alert-stream.js'
+import { alertRoutes } from './alerts.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
 import {
   Accepted,
@@ -62,6 +64,8 @@ export interface ApiDeps {
   queue: Queue
   metrics: Metrics
   adminToken: string
+  /** The alert events' SSE streams of this process. */
+  alertStream: AlertStream
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest()
@@ -145,23 +149,34 @@ export function parseInterval(raw: string): number {
 }
 
 /** The OpenAPI tags of the admin API, one per resource. */
-type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine' | 'commands'
+type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine' | 'commands' | 'alerts' | 'webhooks'
 
 /**
  * A route's options: its schema (validation, handler types, OpenAPI), documented under `tag` and as needing
  * the admin token, as every route of this API does.
  */
-function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
+export function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
   return { schema: { security: [{ admin: [] }], tags: [tag], summary, ...schema } }
 }
 
 /**
- * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer. Its summary
- * says it comes a page at a time, and a request that asks for an offset is refused.
+ * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer, `params`
+ * its path's, if any. Its summary says it comes a page at a time, and a request that asks for an offset is
+ * refused.
  */
-function listRoute<Q extends TSchema, L extends TSchema>(tag: Tag, summary: string, querystring: Q, list: L) {
+export function listRoute<Q extends TSchema, L extends TSchema, P extends TSchema = TSchema>(
+  tag: Tag,
+  summary: string,
+  querystring: Q,
+  list: L,
+  params?: P,
+) {
   return {
-    ...adminRoute(tag, `${summary}, a page at a time`, { querystring, response: { 200: list } }),
+    ...adminRoute(tag, `${summary}, a page at a time`, {
+      querystring,
+      response: { 200: list },
+      ...(params ? { params } : {}),
+    }),
     preHandler: refuseOffset,
   }
 }
@@ -185,6 +200,8 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     checkStorable('path parameter', req.params)
     checkStorable('query parameter', req.query)
   })
+
+  await app.register(alertRoutes, { store, stream: deps.alertStream })
 
   app.post(
     '/devices',

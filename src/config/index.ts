@@ -23,6 +23,14 @@ export const DEFAULTS = {
   /** Seconds of silence before a device counts as offline (CONTRACT.md). */
   offlineAfterSeconds: 600,
   checkIntervalSeconds: 30,
+  /** Stripe's retry period: a receiver down over a weekend still gets every event. */
+  webhookRetryForSeconds: 3 * 86_400,
+  /** The age of the oldest queued reading past which the ingest counts as lagging: well past a backlog
+   * drained after a short database restart (seconds), short of an operator noticing on their own. */
+  maxIngestLagSeconds: 300,
+  /** Free disk in the data dir below which a service alert opens: room for PostgreSQL's WAL to grow and for
+   * an operator to act before the queue's budget, or PostgreSQL, runs out of disk. */
+  minFreeDiskBytes: 1024 ** 3,
   /** A socket that has not sent CONNECT within this many seconds is closed, so idle scanners cannot hold
    * file descriptors. */
   mqttConnectTimeoutSeconds: 10,
@@ -79,6 +87,10 @@ export interface Config {
   readonly maxPayloadBytes: number
   readonly offlineAfterSeconds: number
   readonly checkIntervalSeconds: number
+  /** How long a webhook delivery is retried before it is given up. */
+  readonly webhookRetryForSeconds: number
+  readonly maxIngestLagSeconds: number
+  readonly minFreeDiskBytes: number
   readonly mqttConnectTimeoutSeconds: number
   readonly mqttMaxKeepaliveSeconds: number
   readonly mqttIdleLimitSeconds: number
@@ -237,6 +249,15 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     maxPayloadBytes: int(env, 'IOTCORE_MAX_PAYLOAD_BYTES', DEFAULTS.maxPayloadBytes, 1024, 64 * 1024 * 1024),
     offlineAfterSeconds: int(env, 'IOTCORE_OFFLINE_AFTER', DEFAULTS.offlineAfterSeconds, 1, 365 * 86400),
     checkIntervalSeconds: int(env, 'IOTCORE_CHECK_INTERVAL', DEFAULTS.checkIntervalSeconds, 1, 86400),
+    webhookRetryForSeconds: int(
+      env,
+      'IOTCORE_WEBHOOK_RETRY_FOR',
+      DEFAULTS.webhookRetryForSeconds,
+      1,
+      30 * 86400,
+    ),
+    maxIngestLagSeconds: int(env, 'IOTCORE_MAX_INGEST_LAG', DEFAULTS.maxIngestLagSeconds, 1, 7 * 86400),
+    minFreeDiskBytes: bytes(env, 'IOTCORE_MIN_FREE_DISK') ?? DEFAULTS.minFreeDiskBytes,
     mqttConnectTimeoutSeconds: int(
       env,
       'IOTCORE_MQTT_CONNECT_TIMEOUT',

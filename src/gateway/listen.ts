@@ -23,6 +23,8 @@ export interface Listener {
   readonly port: number
   /** True if the listener takes TLS. */
   readonly secure: boolean
+  /** Still bound (the service checks watch it). */
+  readonly listening: boolean
   /**
    * Stops accepting; resolves once every connection it accepted has closed, so call it, end those
    * connections, then await it.
@@ -68,6 +70,9 @@ export async function listen(opts: ListenOptions, onConnection: (socket: Socket)
   return {
     port,
     secure: tls !== undefined,
+    get listening() {
+      return server.listening
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   }
 }

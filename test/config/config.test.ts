@@ -29,6 +29,22 @@ describe('config', () => {
     assert.equal(loadConfig({ IOTCORE_QUEUE_MAX_BYTES: '10485760' }).queueMaxBytes, 10485760)
   })
 
+  test('the alerts settings: webhook retries for 3 days by default, sizes and seconds as given', () => {
+    const d = loadConfig({})
+    assert.equal(d.webhookRetryForSeconds, 3 * 86_400)
+    assert.equal(d.maxIngestLagSeconds, 300)
+    assert.equal(d.minFreeDiskBytes, 1024 ** 3)
+    const c = loadConfig({
+      IOTCORE_WEBHOOK_RETRY_FOR: '60',
+      IOTCORE_MAX_INGEST_LAG: '5',
+      IOTCORE_MIN_FREE_DISK: '2GiB',
+    })
+    assert.deepEqual(
+      [c.webhookRetryForSeconds, c.maxIngestLagSeconds, c.minFreeDiskBytes],
+      [60, 5, 2 * 1024 ** 3],
+    )
+  })
+
   test('roles come from the flag', () => {
     assert.deepEqual(loadConfig({}, { roles: 'gateway,ingest' }).roles, ['gateway', 'ingest'])
   })
@@ -42,6 +58,9 @@ describe('config', () => {
     ['IOTCORE_OFFLINE_AFTER', '-1'],
     ['IOTCORE_LOG_LEVEL', 'loud'],
     ['IOTCORE_ADMIN_TOKEN', 'short'],
+    ['IOTCORE_WEBHOOK_RETRY_FOR', '0'],
+    ['IOTCORE_MAX_INGEST_LAG', 'soon'],
+    ['IOTCORE_MIN_FREE_DISK', '10kB'],
   ] as const) {
     test(`a bad ${name} fails at start, naming the variable`, () => {
       assert.throws(

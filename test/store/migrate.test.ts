@@ -14,7 +14,10 @@ describe('store: migrations', () => {
     try {
       const applied = await Promise.all(stores.map((s) => s.migrate()))
       const all = migrations.map((m) => m.version)
-      assert.deepEqual(applied.flat().sort(), all)
+      assert.deepEqual(
+        applied.flat().sort((a, b) => a - b),
+        all,
+      )
       const recorded = await stores[0].pool.query('SELECT version FROM iotcore_migrations ORDER BY version')
       assert.deepEqual(
         recorded.rows.map((r) => r.version),

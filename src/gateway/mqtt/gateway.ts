@@ -79,6 +79,11 @@ export class MqttGateway {
   /** The MQTTS port bound, or 0. */
   tlsPort = 0
 
+  /** Whether the TCP listeners are bound (the service checks watch them). */
+  get listening(): boolean {
+    return this.listeners.length > 0 && this.listeners.every((l) => l.listening)
+  }
+
   constructor(
     readonly opts: MqttGatewayOptions,
     readonly queue: Queue,

@@ -233,4 +233,88 @@ CREATE INDEX commands_queued_expiry ON commands (expires_at) WHERE status = 'que
 CREATE INDEX commands_sent_by ON commands (sent_by) WHERE status = 'sent';
 `,
   },
+  {
+    version: 9,
+    name: 'alerts, the events outbox, webhooks and their deliveries',
+    sql: `
+-- Alerts (store/alerts.ts). A subject, a device or a service, has at most one active alert of a type: a raise
+-- while one is active bumps it (count, last_seen, severity, details). Clearing closes it for good: the unique
+-- index covers active rows only, so the next raise opens a new row and a cleared alert is never reused
+-- (ThingsBoard #7811), and clearing is a plain state change any process can make (ThingsBoard #7909).
+-- Acknowledging is independent of it: active or cleared, unacknowledged or acknowledged.
+CREATE TABLE alerts (
+  id              bigserial PRIMARY KEY,
+  subject_kind    text NOT NULL CHECK (subject_kind IN ('device', 'service')),
+  subject_id      text NOT NULL,
+  type            text NOT NULL,
+  severity        text NOT NULL CHECK (severity IN ('critical', 'major', 'minor', 'warning')),
+  status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'cleared')),
+  first_seen      timestamptz NOT NULL,
+  last_seen       timestamptz NOT NULL,
+  count           int8 NOT NULL,
+  details         jsonb NOT NULL DEFAULT '{}',
+  acknowledged_at timestamptz,
+  cleared_at      timestamptz
+);
+CREATE UNIQUE INDEX alerts_one_active ON alerts (subject_kind, subject_id, type) WHERE status = 'active';
+-- GET /alerts pages by (first_seen, id), a key a bump does not move; by subject when one is asked for.
+CREATE INDEX alerts_first_seen ON alerts (first_seen, id);
+CREATE INDEX alerts_subject ON alerts (subject_kind, subject_id, first_seen);
+
+-- The outbox: every alert event (opened, acknowledged, cleared) and webhook test, written in the transaction
+-- that made it, under an advisory lock taken just before, so ids are committed in id order: a reader that has
+-- seen id n has seen every event before it (the SSE streams and the deliverer read by id).
+CREATE TABLE events (
+  id         bigserial PRIMARY KEY,
+  uid        uuid NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+  type       text NOT NULL,
+  alert_id   int8 REFERENCES alerts (id) ON DELETE CASCADE,
+  data       jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_created ON events (created_at);
+
+-- Webhooks: where events are POSTed, signed with the secret (and, during a rotation, the previous one).
+CREATE TABLE webhooks (
+  id                  bigserial PRIMARY KEY,
+  url                 text NOT NULL,
+  -- the event types it gets; NULL: all
+  events              text[],
+  secret              text NOT NULL,
+  previous_secret     text,
+  previous_expires_at timestamptz,
+  created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- One delivery per (webhook, event), made with the event, in its transaction: a receiver gets each event
+-- once (retries of one delivery carry the same event id), and one created while it was down waits here.
+CREATE TABLE webhook_deliveries (
+  id          bigserial PRIMARY KEY,
+  webhook_id  int8 NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+  event_id    int8 NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+  -- the event's alert: deliveries of one alert to one webhook go in id order, each after the one before
+  alert_id    int8,
+  status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts    int NOT NULL DEFAULT 0,
+  next_at     timestamptz NOT NULL DEFAULT now(),
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, alert_id, id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_list ON webhook_deliveries (webhook_id, created_at, id);
+
+CREATE TABLE webhook_attempts (
+  id          bigserial PRIMARY KEY,
+  delivery_id int8 NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+  at          timestamptz NOT NULL DEFAULT now(),
+  -- the receiver's HTTP status; NULL when none came (refused, timed out)
+  status_code int,
+  error       text,
+  duration_ms int NOT NULL
+);
+CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+`,
+  },
 ]
