@@ -11,6 +11,7 @@ import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
+import { TeltonikaGateway } from './gateway/teltonika/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
@@ -38,6 +39,7 @@ export class App {
   queue!: Queue
   credentials: CredentialCache | undefined
   mqtt: MqttGateway | undefined
+  teltonika: TeltonikaGateway | undefined
   sessions: Sessions | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
@@ -81,6 +83,7 @@ export class App {
       [http, () => this.httpComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
+      [gateway && config.teltonikaPort !== null, () => this.teltonikaComponent()],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
   }
@@ -225,6 +228,27 @@ export class App {
         ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
         connections: mqtt?.connections.size ?? 0,
       }),
+    )
+  }
+
+  /** Teltonika over TCP and UDP on one port number; `teltonika.port` / `udpPort` are the bound ones. */
+  private teltonikaComponent(): Component {
+    const { config } = this
+    return this.built(
+      'teltonika',
+      (log) =>
+        (this.teltonika = new TeltonikaGateway(
+          {
+            host: config.host,
+            port: config.teltonikaPort!,
+            timeoutSeconds: config.teltonikaTimeoutSeconds,
+          },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )),
+      (gw) => gw?.health() ?? { ok: false },
     )
   }
 
