@@ -62,6 +62,8 @@ export class TeltonikaConnection implements AckSink {
   /** Record counts of the acks of the commit being reported (between cork and uncork). */
   private acks: number[] | null = null
   private ackedReadings = 0
+  /** Set when the connection is to close once the packets it already took are acked: why it closes. */
+  private closing: string | null = null
   private outstanding: (Command & { timer: NodeJS.Timeout }) | null = null
   private readonly waiting: Command[] = []
 
@@ -80,7 +82,7 @@ export class TeltonikaConnection implements AckSink {
   // ---- input
 
   private onData(chunk: Buffer): void {
-    if (this.state === ConnState.closed) return
+    if (this.state === ConnState.closed || this.closing !== null) return
     const fresh = this.pending === null
     const data = fresh ? chunk : Buffer.concat([this.pending!, chunk])
     this.pending = null
@@ -197,10 +199,16 @@ export class TeltonikaConnection implements AckSink {
     this.malformed(data.subarray(pos, end), `unknown codec 0x${codec.toString(16).padStart(2, '0')}`)
   }
 
-  /** Broken framing or content: the bytes are quarantined (the device authenticated), nothing acked, closed. */
+  /**
+   * Broken framing or content: the bytes are quarantined (the device authenticated), nothing of them acked, and
+   * the connection closed, once the packets taken before them are acked (they are stored either way; acked,
+   * the device need not send them again).
+   */
   private malformed(bytes: Uint8Array, why: string): void {
     this.gw.malformed(this, Buffer.from(bytes), why)
-    this.close(why)
+    if (this.inflight === 0) return this.close(why)
+    this.closing = why
+    this.pause()
   }
 
   // ---- durable acks (AckSink): the queue reports a commit as cork, ack per packet, uncork
@@ -231,6 +239,10 @@ export class TeltonikaConnection implements AckSink {
     }
     if (acks === null || acks.length === 0 || this.state === ConnState.closed) return
     this.write(acks.length === 1 ? tcpAck(acks[0]) : Buffer.concat(acks.map(tcpAck)))
+    if (this.closing !== null) {
+      if (this.inflight === 0) this.close(this.closing)
+      return
+    }
     if (this.paused && this.inflight < MAX_INFLIGHT / 2) this.resume()
     this.pump()
   }
