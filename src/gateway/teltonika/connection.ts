@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { CommandEvents, OutboundCommand } from '../commands.js'
 import type { AckSink } from '../../queue/types.js'
 import {
@@ -69,7 +69,7 @@ export class TeltonikaConnection implements AckSink {
 
   constructor(
     readonly gw: TeltonikaGateway,
-    private readonly socket: Socket,
+    private readonly socket: Duplex & { remoteAddress?: string },
   ) {
     this.address = socket.remoteAddress ?? ''
     this.deadline = Date.now() + gw.timeoutMs
@@ -307,6 +307,11 @@ export class TeltonikaConnection implements AckSink {
       // The time it was not read is ours, not the device's: the frame under way gets its time again.
       if (this.pending !== null) this.deadline = Date.now() + this.gw.timeoutMs
     }
+  }
+
+  /** Bytes of the unfinished frame kept (at most one frame: MAX_DATA_LENGTH and its header and CRC). */
+  get pendingBytes(): number {
+    return this.pending?.length ?? 0
   }
 
   /** A method, not a comparison, so that TypeScript does not narrow `state` across the calls that close. */

@@ -1,4 +1,5 @@
-import { type Server, type Socket, createServer } from 'node:net'
+import { type Server, Socket, createServer } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
 import type { Metrics } from '../../metrics/index.js'
@@ -125,14 +126,19 @@ export class TeltonikaGateway implements CommandChannel {
     }
   }
 
-  /** Serves one TCP connection (a plain socket, or a TLS one). */
-  accept(socket: Socket): void {
-    if (this.stopping || this.refusals.limit(socket.remoteAddress ?? '')) {
-      socket.destroy()
-      return
+  /**
+   * Serves one connection: a TCP socket, a TLS one, or any duplex stream of a device's bytes (its
+   * `remoteAddress`, if it has one, is what refusals are counted against). Undefined if it was closed at once.
+   */
+  accept(wire: Duplex & { remoteAddress?: string }): TeltonikaConnection | undefined {
+    if (this.stopping || this.refusals.limit(wire.remoteAddress ?? '')) {
+      wire.destroy()
+      return undefined
     }
-    socket.setKeepAlive(true, KEEPALIVE_MS)
-    this.connections.add(new TeltonikaConnection(this, socket))
+    if (wire instanceof Socket) wire.setKeepAlive(true, KEEPALIVE_MS)
+    const c = new TeltonikaConnection(this, wire)
+    this.connections.add(c)
+    return c
   }
 
   // ---- CommandChannel

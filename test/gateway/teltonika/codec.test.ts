@@ -37,7 +37,7 @@ function readingsOf(h: string) {
   assert.ok(avl.ok, avl.ok ? '' : avl.why)
   return avl.records.map((r) => {
     const { msgId, ...rest } = avlReading(b, r)
-    assert.match(msgId, /^\d+-[A-Za-z0-9_-]{16}$/)
+    assert.match(msgId, /^\d+-[0-9a-f]{16}$/)
     return rest
   })
 }

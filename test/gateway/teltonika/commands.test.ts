@@ -1,0 +1,155 @@
+/**
+ * The Teltonika gateway as a CommandChannel, driven directly (the dispatcher and the API are another part): a
+ * real socket acting as the device gets the Codec 12 bytes of the documentation, answers with the documented
+ * response, and the channel reports delivered and replied; commands wait their turn, one outstanding per
+ * connection; those unanswered when the connection closes are reported failed.
+ */
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import type { CommandEvents } from '../../../src/gateway/commands.js'
+import { encodeCommand } from '../../../src/gateway/teltonika/codec.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { rows } from '../../helpers/stored.js'
+import { DOCS, RawTeltonika, ackHex, hex, messagePacket } from '../../helpers/teltonika.js'
+
+let p: Platform
+let port: number
+let imeiSeq = 0
+
+async function device(): Promise<{ id: string; imei: string }> {
+  const imei = `35416${String(process.pid % 10000).padStart(4, '0')}${String(imeiSeq++).padStart(6, '0')}`
+  const { id } = await p.createDevice('tracker', { imei })
+  return { id, imei }
+}
+
+/** CommandEvents that keep every call, in order. */
+function recorder(): CommandEvents & { calls: unknown[][] } {
+  const calls: unknown[][] = []
+  return {
+    calls,
+    delivered: (id) => calls.push(['delivered', id]),
+    replied: (id, status, result) => calls.push(['replied', id, status, result]),
+    failed: (id, reason) => calls.push(['failed', id, reason]),
+  }
+}
+
+before(async () => {
+  p = await startPlatform({ IOTCORE_TELTONIKA_PORT: '0' })
+  port = p.app.teltonika!.port
+})
+after(() => p.stop())
+
+test('onConnect tells the device id once its handshake succeeded, and not for a refused IMEI', async () => {
+  const gw = p.app.teltonika!
+  const seen: string[] = []
+  const stop = gw.onConnect((id) => seen.push(id))
+  const refused = await RawTeltonika.handshake(port, '000000000000001')
+  assert.equal(refused.answer, 0)
+  const { id, imei } = await device()
+  const dev = await RawTeltonika.connected(port, imei)
+  await waitFor(() => seen.length > 0)
+  assert.deepEqual(seen, [id])
+  stop()
+  dev.destroy()
+  refused.dev.destroy()
+})
+
+test('send is false for a device not connected here', () => {
+  assert.equal(
+    p.app.teltonika!.send({ id: 'c0', deviceId: 'dnotconnected', name: 'getinfo' }, recorder()),
+    false,
+  )
+})
+
+test("getinfo reaches the device as the documentation's Codec 12 bytes; its response is the reply", async () => {
+  const { id, imei } = await device()
+  const dev = await RawTeltonika.connected(port, imei)
+  const events = recorder()
+  assert.equal(p.app.teltonika!.send({ id: 'c1', deviceId: id, name: 'getinfo' }, events), true)
+  const command = await dev.read(DOCS.codec12Getinfo.length / 2)
+  assert.equal(command.toString('hex').toUpperCase(), DOCS.codec12Getinfo)
+  await waitFor(() => events.calls.length === 1)
+  assert.deepEqual(events.calls, [['delivered', 'c1']])
+  dev.write(hex(DOCS.codec12Response))
+  await waitFor(() => events.calls.length === 2)
+  assert.deepEqual(events.calls[1], ['replied', 'c1', 'ok', DOCS.codec12ResponseText])
+  dev.destroy()
+})
+
+test('one command is outstanding per connection; the next goes when it is answered', async () => {
+  const { id, imei } = await device()
+  const dev = await RawTeltonika.connected(port, imei)
+  const gw = p.app.teltonika!
+  const first = recorder()
+  const second = recorder()
+  gw.send({ id: 'a', deviceId: id, name: 'setdigout 1' }, first)
+  gw.send({ id: 'b', deviceId: id, name: 'setdigout 0' }, second)
+  const one = encodeCommand('setdigout 1')
+  assert.deepEqual(await dev.read(one.length), one)
+  // A packet's round trip: had the second command gone too, its bytes would come before this ack.
+  dev.write(hex(DOCS.codec8b))
+  assert.equal((await dev.read(4)).toString('hex'), ackHex(1))
+  assert.deepEqual(second.calls, [])
+  dev.write(messagePacket(12, 'DOUT1:1'))
+  const two = encodeCommand('setdigout 0')
+  assert.deepEqual(await dev.read(two.length), two)
+  dev.write(messagePacket(12, 'DOUT1:0'))
+  await waitFor(() => second.calls.length === 2)
+  assert.deepEqual(first.calls, [
+    ['delivered', 'a'],
+    ['replied', 'a', 'ok', 'DOUT1:1'],
+  ])
+  assert.deepEqual(second.calls, [
+    ['delivered', 'b'],
+    ['replied', 'b', 'ok', 'DOUT1:0'],
+  ])
+  dev.destroy()
+})
+
+test('commands unanswered when the connection closes are reported failed, the waiting ones too', async () => {
+  const { id, imei } = await device()
+  const dev = await RawTeltonika.connected(port, imei)
+  const gw = p.app.teltonika!
+  const sent = recorder()
+  const waiting = recorder()
+  gw.send({ id: 'x', deviceId: id, name: 'getver' }, sent)
+  gw.send({ id: 'y', deviceId: id, name: 'getgps' }, waiting)
+  await dev.read(encodeCommand('getver').length)
+  dev.destroy()
+  await waitFor(() => sent.calls.length === 2 && waiting.calls.length === 1)
+  assert.deepEqual(sent.calls[0], ['delivered', 'x'])
+  assert.equal(sent.calls[1][0], 'failed')
+  assert.equal(waiting.calls[0][0], 'failed')
+  assert.equal(gw.send({ id: 'z', deviceId: id, name: 'getver' }, recorder()), false)
+})
+
+test('a Codec 12 response with no command outstanding is stored as a reading', async () => {
+  const { id, imei } = await device()
+  const dev = await RawTeltonika.connected(port, imei)
+  dev.write(messagePacket(12, 'unasked'))
+  dev.write(hex(DOCS.codec8b))
+  await dev.read(4)
+  dev.destroy()
+  const stored = await waitFor(async () => {
+    const r = await rows(p, id)
+    return r.length === 2 && r
+  })
+  assert.deepEqual(
+    stored.filter((r) => 'response' in r.values).map((r) => r.values),
+    [{ response: 'unasked' }],
+  )
+})
+
+test('a newer connection of the same device takes its commands over; the older one is closed', async () => {
+  const { id, imei } = await device()
+  const old = await RawTeltonika.connected(port, imei)
+  const fresh = await RawTeltonika.connected(port, imei)
+  await old.whenClosed()
+  const events = recorder()
+  assert.equal(p.app.teltonika!.send({ id: 'n', deviceId: id, name: 'getinfo' }, events), true)
+  assert.equal(
+    (await fresh.read(DOCS.codec12Getinfo.length / 2)).toString('hex').toUpperCase(),
+    DOCS.codec12Getinfo,
+  )
+  fresh.destroy()
+})
