@@ -10,7 +10,7 @@ import type { CommandChannel, CommandEvents, OutboundCommand } from '../commands
 import { MetricsSink } from '../mqtt/acks.js'
 import { type AvlRecord, MAX_DATA_LENGTH, type TcpScan } from './codec.js'
 import { ConnState, TeltonikaConnection } from './connection.js'
-import { type ReadingJson, avlReading, messageReading } from './readings.js'
+import { type ReadingsJson, avlReadings, messageReading } from './readings.js'
 import { Refusals } from './refusals.js'
 import { TeltonikaUdp } from './udp.js'
 
@@ -188,20 +188,18 @@ export class TeltonikaGateway implements CommandChannel {
 
   /** @internal The readings of one AVL packet as one envelope. */
   avlEnvelope(deviceId: string, buf: Uint8Array, records: readonly AvlRecord[]): Envelope {
-    const readings: ReadingJson[] = new Array(records.length)
-    for (let i = 0; i < records.length; i++) readings[i] = avlReading(buf, records[i])
-    return this.envelope(deviceId, readings)
+    return this.envelope(deviceId, avlReadings(buf, records), records.length)
   }
 
   /**
-   * Readings as the reading JSON, judged by the one rule (readings/index.ts). Every record is acked, the ones it
-   * refuses included (coordinates out of range, too many values): they are kept in the quarantine, and a record
-   * left unacked would be sent again forever.
+   * Readings as one envelope of reading JSON. Those not plainly valid by construction are judged by the one
+   * rule (readings/index.ts) here, as the ingest will. Every record is acked, the ones the rule refuses included
+   * (coordinates out of range, too many values): they are kept in the quarantine, and a record left unacked
+   * would be sent again forever.
    */
-  private envelope(deviceId: string, readings: ReadingJson[]): Envelope {
-    const payload = Buffer.from(JSON.stringify(readings))
-    const judged = judgePayload(payload)
-    this.received += readings.length
+  private envelope(deviceId: string, readings: ReadingsJson, count: number): Envelope {
+    const payload = Buffer.from(readings.json)
+    this.received += count
     const env: Envelope = {
       id: envelopeId('t'),
       deviceId,
@@ -209,10 +207,14 @@ export class TeltonikaGateway implements CommandChannel {
       receivedAt: Date.now(),
       payload,
     }
-    if (judged.rejections.length === 0) env.allValid = true
+    if (readings.plain) env.allValid = true
     else {
-      const { reason, detail } = judged.rejections[0]
-      this.log.info({ deviceId, reason, detail }, 'invalid Teltonika readings quarantined')
+      const judged = judgePayload(payload)
+      if (judged.rejections.length === 0) env.allValid = true
+      else {
+        const { reason, detail } = judged.rejections[0]
+        this.log.info({ deviceId, reason, detail }, 'invalid Teltonika readings quarantined')
+      }
     }
     return env
   }
@@ -241,7 +243,7 @@ export class TeltonikaGateway implements CommandChannel {
   /** @internal A Codec 12 or 13 message kept as a reading (no ack exists for it). */
   appendMessage(c: TeltonikaConnection, text: string, bytes: Uint8Array, ts: number): void {
     try {
-      this.enqueue(this.envelope(c.deviceId, [messageReading(text, bytes, ts)]), this.unacked, 0, 1)
+      this.enqueue(this.envelope(c.deviceId, messageReading(text, bytes, ts), 1), this.unacked, 0, 1)
     } catch (err) {
       this.log.warn({ deviceId: c.deviceId, err: (err as Error).message }, 'Teltonika message not queued')
     }

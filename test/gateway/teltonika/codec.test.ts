@@ -21,7 +21,8 @@ import {
   tcpAck,
   udpAck,
 } from '../../../src/gateway/teltonika/codec.js'
-import { avlReading, msgIdOf } from '../../../src/gateway/teltonika/readings.js'
+import { avlReadings, msgIdOf } from '../../../src/gateway/teltonika/readings.js'
+import { judgePayload } from '../../../src/readings/index.js'
 import { DOCS, avlData, avlPacket, frame, hex, imeiFrame } from '../../helpers/teltonika.js'
 
 const scan: TcpScan = { kind: 0, end: 0, length: 0 }
@@ -35,11 +36,20 @@ function readingsOf(h: string) {
   assert.ok(crcMatches(b, 0, b.length))
   const avl = decodeAvl(b, 8, b.length - 4)
   assert.ok(avl.ok, avl.ok ? '' : avl.why)
-  return avl.records.map((r) => {
-    const { msgId, ...rest } = avlReading(b, r)
-    assert.match(msgId, /^\d+-[0-9a-f]{16}$/)
+  const { json, plain } = avlReadings(b, avl.records)
+  assert.equal(plain, true)
+  return JSON.parse(json).map(({ msgId, ...rest }: Record<string, unknown>) => {
+    assert.match(String(msgId), /^\d+-[0-9a-f]{16}$/)
     return rest
   })
+}
+
+/** The one reading of an AVL data array of one record. */
+function readingOf(data: Buffer): Record<string, unknown> {
+  const avl = decodeAvl(data, 0, data.length)
+  assert.ok(avl.ok)
+  const [r] = JSON.parse(avlReadings(data, avl.records).json)
+  return r
 }
 
 describe('the documentation examples', () => {
@@ -184,9 +194,7 @@ describe('records as readings', () => {
         speed: 87,
       },
     ])
-    const avl = decodeAvl(data, 0, data.length)
-    assert.ok(avl.ok)
-    const { msgId, ...r } = avlReading(data, avl.records[0])
+    const { msgId, ...r } = readingOf(data)
     assert.deepEqual(r, {
       ts: 1_700_000_000_000,
       lat: -33.8688197,
@@ -203,9 +211,7 @@ describe('records as readings', () => {
   test('a record without a fix keeps its IO values and leaves the position out', () => {
     // [TDSP] without a fix the coordinates are the last fix's (or 0, 0): not where the device is now.
     const data = avlData('8', [{ ts: 1_700_000_000_000, lat: 54.7, lon: 25.3, sats: 0, io: [[239, 1, 1]] }])
-    const avl = decodeAvl(data, 0, data.length)
-    assert.ok(avl.ok)
-    const { msgId, ...r } = avlReading(data, avl.records[0])
+    const { msgId, ...r } = readingOf(data)
     assert.deepEqual(r, { ts: 1_700_000_000_000, sats: 0, priority: 0, eventIo: 0, ignition: true })
   })
 
@@ -228,9 +234,7 @@ describe('records as readings', () => {
         nx: [[256, Buffer.from('WVWZZZAUZFW125650')]],
       },
     ])
-    const avl = decodeAvl(data, 0, data.length)
-    assert.ok(avl.ok)
-    const r = avlReading(data, avl.records[0])
+    const r = readingOf(data)
     assert.equal(r.rpm, 2150)
     assert.equal(r.vehicleSpeed, 62)
     assert.equal(r.coolantTemperature, -10)
@@ -256,14 +260,36 @@ describe('records as readings', () => {
         nx: [[4000, Buffer.from([0xde, 0xad])]],
       },
     ])
-    const avl = decodeAvl(data, 0, data.length)
-    assert.ok(avl.ok)
-    const r = avlReading(data, avl.records[0])
+    const r = readingOf(data)
     assert.equal(r.io66, 99)
     assert.equal(r.externalVoltage, undefined)
     assert.equal(r.io9999, 7)
     assert.equal(r.io11, (2n ** 60n + 1n).toString())
     assert.equal(r.io4000, 'dead')
+  })
+
+  test('readings the rule would refuse are not called plain, and the rule does refuse them', () => {
+    const cases: Array<[string, Buffer]> = [
+      ['a latitude past 90', avlData('8', [{ ts: 1_700_000_000_000, lat: 95, lon: 0, sats: 4 }])],
+      ['a timestamp past 9999', avlData('8', [{ ts: 300_000_000_000_000 }])],
+      [
+        'a value of 3,000 bytes (6,000 hex digits)',
+        avlData('8e', [{ ts: 1, nx: [[500, Buffer.alloc(3000)]] }]),
+      ],
+      [
+        'more than 256 values',
+        avlData('8e', [
+          { ts: 1, io: Array.from({ length: 260 }, (_, i) => [1000 + i, 1, 0] as [number, 1, number]) },
+        ]),
+      ],
+    ]
+    for (const [what, data] of cases) {
+      const avl = decodeAvl(data, 0, data.length)
+      assert.ok(avl.ok, what)
+      const r = avlReadings(data, avl.records)
+      assert.equal(r.plain, false, what)
+      assert.equal(judgePayload(r.json).valid, 0, what)
+    }
   })
 
   test('msgId: the same record bytes give the same id; a change in them another', () => {
