@@ -4,9 +4,10 @@ import type { Logger } from 'pino'
 import type { WebSocketServer } from 'ws'
 import { type AdminToken, adminToken } from './api/admin-token.js'
 import { api } from './api/index.js'
-import { DeviceBody, QuarantineItem } from './api/schemas.js'
+import { CommandBody, DeviceBody, QuarantineItem } from './api/schemas.js'
 import type { Config, Role } from './config/index.js'
 import { CredentialCache, Devices } from './devices/index.js'
+import { CommandDispatcher } from './gateway/dispatch.js'
 import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
@@ -17,6 +18,7 @@ import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
 import { type Component, type Health, Lifecycle, type Part, builtAtStart } from './lib/component.js'
+import { Certificates } from './lib/tls.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
 import { Heartbeat, Organizer } from './organizer/index.js'
@@ -27,6 +29,11 @@ import { Database } from './store/open.js'
 
 /** How often a stop looks whether the appends already acknowledged have landed. */
 const APPENDS_POLL_MS = 5
+/**
+ * A process this many heartbeats silent is gone, as the organizer reports it: the commands it was sending are
+ * queued again for the device's next connection.
+ */
+const GONE_AFTER_BEATS = 3
 
 /**
  * The one place that wires the platform: a map from roles to components, started in order and stopped in
@@ -38,9 +45,12 @@ export class App {
   store!: Store
   queue!: Queue
   credentials: CredentialCache | undefined
+  /** The TLS certificate (IOTCORE_TLS_CERT/KEY), for every listener that serves TLS; undefined: no TLS. */
+  tls: Certificates | undefined
   mqtt: MqttGateway | undefined
   teltonika: TeltonikaGateway | undefined
   sessions: Sessions | undefined
+  commands: CommandDispatcher | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
@@ -72,12 +82,16 @@ export class App {
     const gateway = this.has('gateway')
     const http = config.httpPort !== null
     const plan: Array<[runs: boolean, make: () => Component]> = [
+      // First: a certificate that cannot be used stops the start before anything else is up.
+      [config.tlsCert !== undefined && (http || gateway), () => this.tlsComponent()],
       [every, () => this.databaseComponent()],
       [every, () => this.queueComponent()],
       [every, () => this.heartbeatComponent()],
       [this.has('organizer'), () => this.organizerComponent()],
       [gateway, () => this.credentialsComponent()],
       [gateway, () => this.sessionsComponent()],
+      // Before the listeners, which attach their command channels to it as they are built.
+      [gateway, () => this.commandsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
       [http, () => this.httpComponent()],
@@ -107,6 +121,14 @@ export class App {
 
   private child(component: string): Logger {
     return this.log.child({ component })
+  }
+
+  /** Made before the components that serve TLS are (the HTTP server takes it when it is made). */
+  private tlsComponent(): Component {
+    const { tlsCert, tlsKey, tlsCa } = this.config
+    const files = { cert: tlsCert!, key: tlsKey!, ...(tlsCa ? { ca: tlsCa } : {}) }
+    this.tls = new Certificates(files, this.child('tls'))
+    return this.tls
   }
 
   private databaseComponent(): Component {
@@ -181,6 +203,19 @@ export class App {
     return this.built('mqtt-sessions', (log) => (this.sessions = new Sessions(this.store, log)))
   }
 
+  private commandsComponent(): Component {
+    const { checkIntervalSeconds } = this.config
+    return this.built(
+      'commands',
+      (log) =>
+        (this.commands = new CommandDispatcher(
+          this.store,
+          { serviceId: this.heartbeat!.id, silentAfterSeconds: checkIntervalSeconds * GONE_AFTER_BEATS },
+          log,
+        )),
+    )
+  }
+
   private ingestComponent(): Component {
     const { config, metrics } = this
     return this.built(
@@ -207,11 +242,13 @@ export class App {
     const { config } = this
     return this.built(
       'mqtt',
-      (log) =>
-        (this.mqtt = new MqttGateway(
+      (log) => {
+        const mqtt = new MqttGateway(
           {
             host: config.host,
             port: config.mqttPort,
+            mqttsPort: config.mqttsPort,
+            tls: this.tls,
             maxPayloadBytes: config.maxPayloadBytes,
             connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
             maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
@@ -223,31 +260,44 @@ export class App {
           this.metrics,
           log,
           this.sessions,
-        )),
+        )
+        this.commands!.attach(mqtt.commands)
+        mqtt.commands.outcomes = this.commands
+        return (this.mqtt = mqtt)
+      },
       (mqtt) => ({
-        ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
+        ok:
+          (config.mqttPort === null || (mqtt?.port ?? 0) > 0) &&
+          (!this.tls || config.mqttsPort === null || (mqtt?.tlsPort ?? 0) > 0),
         connections: mqtt?.connections.size ?? 0,
       }),
     )
   }
 
-  /** Teltonika over TCP and UDP on one port number; `teltonika.port` / `udpPort` are the bound ones. */
+  /**
+   * Teltonika over TCP (TLS with a certificate) and UDP on one port number; `teltonika.port` / `udpPort` are
+   * the bound ones. Its Codec 12 channel is attached to the dispatcher before it accepts connections.
+   */
   private teltonikaComponent(): Component {
     const { config } = this
     return this.built(
       'teltonika',
-      (log) =>
-        (this.teltonika = new TeltonikaGateway(
+      (log) => {
+        const gw = new TeltonikaGateway(
           {
             host: config.host,
             port: config.teltonikaPort!,
             timeoutSeconds: config.teltonikaTimeoutSeconds,
+            tls: this.tls,
           },
           this.queue,
           this.credentials!,
           this.metrics,
           log,
-        )),
+        )
+        this.commands!.attach(gw)
+        return (this.teltonika = gw)
+      },
       (gw) => gw?.health() ?? { ok: false },
     )
   }
@@ -273,6 +323,7 @@ export class App {
       port: config.httpPort!,
       bodyLimit: config.maxPayloadBytes,
       log: this.child('http'),
+      tls: this.tls,
       routes: async (app) => {
         await app.register(ops, { readiness: () => this.readiness(), metrics, queue: this.queue })
         if (this.has('gateway')) {
@@ -287,6 +338,7 @@ export class App {
         if (this.has('api')) {
           app.addSchema(DeviceBody)
           app.addSchema(QuarantineItem)
+          app.addSchema(CommandBody)
           await app.register(api, {
             prefix: '/api/v1',
             store: this.store,

@@ -11,6 +11,7 @@ export const ErrorCodes = {
   IOT_ERR_DEVICE_NOT_FOUND: { status: 404, message: "Device '%s' does not exist; list devices with GET /api/v1/devices" },
   IOT_ERR_DEVICE_RETIRED: { status: 409, message: "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it" },
   IOT_ERR_DEVICE_CONFLICT: { status: 409, message: 'A device with this %s already exists; choose another or delete it first' },
+  IOT_ERR_COMMAND_NOT_FOUND: { status: 404, message: "Command '%s' of device '%s' does not exist; list the device's commands with GET /api/v1/devices/:id/commands" },
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },

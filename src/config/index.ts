@@ -15,6 +15,8 @@ export const DEFAULTS = {
   osmandPort: 5055,
   jsonlPort: 5060,
   signalPort: 2006,
+  /** IANA's port for MQTT over TLS; listened on only with a certificate. */
+  mqttsPort: 8883,
   /** The issue's payload limit: large enough for a batch of a few thousand readings, small enough that one
    * device cannot make the process buffer megabytes. */
   maxPayloadBytes: 256 * 1024,
@@ -67,6 +69,16 @@ export interface Config {
   readonly osmandPort: number | null
   readonly jsonlPort: number | null
   readonly signalPort: number | null
+  /**
+   * The TLS certificate and key (PEM files, absolute paths), both or neither: with them the HTTP port serves
+   * HTTPS and the TCP device listeners accept TLS. Reloaded when the files change (lib/tls.ts).
+   */
+  readonly tlsCert: string | undefined
+  readonly tlsKey: string | undefined
+  /** CA bundle (PEM) that MQTT client certificates are verified against; only with a certificate. */
+  readonly tlsCa: string | undefined
+  /** MQTT over TLS; null without a certificate or when 'off'. */
+  readonly mqttsPort: number | null
   readonly queueMaxBytes: number
   readonly maxPayloadBytes: number
   readonly offlineAfterSeconds: number
@@ -88,6 +100,10 @@ type Env = Record<string, string | undefined>
 
 function fail(name: string, value: string, want: string): never {
   throw new IotError('IOT_ERR_CONFIG_INVALID', `${name}=${JSON.stringify(value)}: expected ${want}`)
+}
+
+function missing(name: string, why: string): never {
+  throw new IotError('IOT_ERR_CONFIG_INVALID', `${name} is unset: ${why}`)
 }
 
 function int(env: Env, name: string, def: number, min: number, max: number): number {
@@ -143,6 +159,41 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw
 }
 
+function file(env: Env, name: string): string | undefined {
+  const raw = env[name]
+  return raw === undefined || raw.trim() === '' ? undefined : resolve(raw.trim())
+}
+
+/**
+ * The TLS entries: a certificate needs its key and a key its certificate; a CA bundle or an MQTTS port number
+ * means nothing without them, so each is refused alone rather than silently ignored. The files are read when
+ * the platform starts (lib/tls.ts), which fails then, naming the variable, if one cannot be used.
+ */
+function tls(env: Env): Pick<Config, 'tlsCert' | 'tlsKey' | 'tlsCa' | 'mqttsPort'> {
+  const tlsCert = file(env, 'IOTCORE_TLS_CERT')
+  const tlsKey = file(env, 'IOTCORE_TLS_KEY')
+  const tlsCa = file(env, 'IOTCORE_TLS_CA')
+  if (tlsCert !== undefined && tlsKey === undefined)
+    missing('IOTCORE_TLS_KEY', "IOTCORE_TLS_CERT is set; give its private key's PEM file too")
+  if (tlsKey !== undefined && tlsCert === undefined)
+    missing('IOTCORE_TLS_CERT', "IOTCORE_TLS_KEY is set; give its certificate's PEM file too")
+  const mqttsPort = port(env, ['IOTCORE_MQTTS_PORT'], DEFAULTS.mqttsPort)
+  if (tlsCert === undefined) {
+    if (tlsCa !== undefined)
+      missing(
+        'IOTCORE_TLS_CERT',
+        'IOTCORE_TLS_CA is set, and client certificates need TLS: set IOTCORE_TLS_CERT and IOTCORE_TLS_KEY',
+      )
+    const mqtts = env.IOTCORE_MQTTS_PORT
+    if (mqttsPort !== null && mqtts !== undefined && mqtts.trim() !== '')
+      missing(
+        'IOTCORE_TLS_CERT',
+        `IOTCORE_MQTTS_PORT=${mqtts} is set, and MQTT over TLS needs a certificate: set IOTCORE_TLS_CERT and IOTCORE_TLS_KEY`,
+      )
+  }
+  return { tlsCert, tlsKey, tlsCa, mqttsPort: tlsCert === undefined ? null : mqttsPort }
+}
+
 export function parseRoles(raw: string | undefined): Role[] {
   if (raw === undefined || raw.trim() === '' || raw.trim() === 'all') return [...ROLES]
   const roles = raw.split(',').map((r) => r.trim())
@@ -186,6 +237,7 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     osmandPort: port(env, ['IOTCORE_OSMAND_PORT'], DEFAULTS.osmandPort),
     jsonlPort: port(env, ['IOTCORE_JSONL_PORT'], DEFAULTS.jsonlPort),
     signalPort: port(env, ['IOTCORE_SIGNAL_PORT'], DEFAULTS.signalPort),
+    ...tls(env),
     queueMaxBytes: bytes(env, 'IOTCORE_QUEUE_MAX_BYTES') ?? defaultQueueBytes(existingParent(dataDir)),
     maxPayloadBytes: int(env, 'IOTCORE_MAX_PAYLOAD_BYTES', DEFAULTS.maxPayloadBytes, 1024, 64 * 1024 * 1024),
     offlineAfterSeconds: int(env, 'IOTCORE_OFFLINE_AFTER', DEFAULTS.offlineAfterSeconds, 1, 365 * 86400),

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { CommandStore } from './commands.js'
 import { DeviceStore } from './devices.js'
 import { IdempotencyStore } from './idempotency.js'
 import { migrate } from './migrate.js'
@@ -15,6 +16,14 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
+export {
+  type ClaimedCommand,
+  COMMAND_ID,
+  COMMAND_STATUSES,
+  type CommandRow,
+  type CommandStatus,
+  type NewCommand,
+} from './commands.js'
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
@@ -52,6 +61,8 @@ export class Store implements BatchWriter {
   readonly notifications: Notifications
   /** HTTP ingest's Idempotency-Key records. */
   readonly idempotency: IdempotencyStore
+  /** Downlink commands and their progress. */
+  readonly commands: CommandStore
   private readonly db: Db
 
   constructor(
@@ -68,6 +79,7 @@ export class Store implements BatchWriter {
     this.services = new ServiceStore(this.db)
     this.notifications = new Notifications(this.db, log)
     this.idempotency = new IdempotencyStore(this.db)
+    this.commands = new CommandStore(this.db)
   }
 
   /** The pool itself, for tests that check what was stored; code outside the store goes through the modules. */

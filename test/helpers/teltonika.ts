@@ -3,7 +3,9 @@
  * a raw TCP client that speaks the handshake and keeps every byte the server sends. The bench's load generator
  * encodes its Codec 8 Extended packets with the same encoder.
  */
+import { readFileSync } from 'node:fs'
 import { type Socket, connect as netConnect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { crc16 } from '../../src/gateway/teltonika/codec.js'
 
 /**
@@ -193,6 +195,17 @@ export class RawTeltonika {
   static open(port: number, localAddress?: string): Promise<RawTeltonika> {
     return new Promise((resolve, reject) => {
       const s = netConnect({ host: '127.0.0.1', port, noDelay: true, localAddress }, () => {
+        s.off('error', reject)
+        resolve(new RawTeltonika(s))
+      })
+      s.once('error', reject)
+    })
+  }
+
+  /** Opens a TLS connection that trusts the CA in the PEM file `ca`, for 127.0.0.1. */
+  static openTls(port: number, ca: string): Promise<RawTeltonika> {
+    return new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(ca) }, () => {
         s.off('error', reject)
         resolve(new RawTeltonika(s))
       })

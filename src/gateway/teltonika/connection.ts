@@ -30,17 +30,18 @@ export type ConnState = (typeof ConnState)[keyof typeof ConnState]
  * wait can make the gateway hold.
  */
 export const MAX_INFLIGHT = 16
-/** Commands that may wait behind the one outstanding on a connection (CommandChannel.send). */
-export const MAX_WAITING_COMMANDS = 8
 /**
- * How long a Codec 12 command waits for its response before it is reported failed and the next one goes. A
- * device answers a command it understands or not within seconds; a minute covers a slow cellular link.
+ * How long a Codec 12 command waits for its response before the next one goes. A device answers a command it
+ * understands or not within seconds; a minute covers a slow cellular link. A response after that would be
+ * taken for the next command's (Codec 12 carries no command id): only a device that stopped answering meets it.
  */
 export const COMMAND_REPLY_MS = 60_000
 
 interface Command {
   cmd: OutboundCommand
   events: CommandEvents
+  /** Written to the connection, and reported delivered. */
+  written?: boolean
 }
 
 /**
@@ -249,9 +250,13 @@ export class TeltonikaConnection implements AckSink {
 
   // ---- commands (Codec 12)
 
-  /** Sends `cmd` now or after those before it; false if MAX_WAITING_COMMANDS already wait. */
+  /**
+   * Sends `cmd` now or after those before it; false if the connection is not open. Commands wait here
+   * unbounded: the dispatcher hands over only what was queued through the API, a claim at a time
+   * (gateway/dispatch.ts), and reads a false as the device gone from here.
+   */
   command(cmd: OutboundCommand, events: CommandEvents): boolean {
-    if (this.state !== ConnState.open || this.waiting.length >= MAX_WAITING_COMMANDS) return false
+    if (this.state !== ConnState.open) return false
     this.waiting.push({ cmd, events })
     this.pump()
     return true
@@ -268,10 +273,11 @@ export class TeltonikaConnection implements AckSink {
     if (!next) return
     const timer = setTimeout(() => this.noReply(), COMMAND_REPLY_MS)
     timer.unref()
-    this.outstanding = { ...next, timer }
-    const { id } = next.cmd
-    this.socket.write(encodeCommand(next.cmd.name), (err) => {
-      if (!err) next.events.delivered(id)
+    const c = (this.outstanding = { ...next, timer })
+    this.socket.write(encodeCommand(c.cmd.name), (err) => {
+      if (err || this.state === ConnState.closed) return
+      c.written = true
+      c.events.delivered(c.cmd.id)
     })
   }
 
@@ -283,11 +289,15 @@ export class TeltonikaConnection implements AckSink {
     this.pump()
   }
 
+  /** The device took the command and does not answer: it stays delivered, and the next one goes. */
   private noReply(): void {
     const c = this.outstanding
     if (!c || this.state === ConnState.closed) return
     this.outstanding = null
-    c.events.failed(c.cmd.id, `no Codec 12 response within ${COMMAND_REPLY_MS / 1000} s`)
+    this.gw.log.info(
+      { deviceId: this.deviceId, command: c.cmd.id },
+      `no Codec 12 response within ${COMMAND_REPLY_MS / 1000} s; the next command goes`,
+    )
     this.pump()
   }
 
@@ -359,10 +369,13 @@ export class TeltonikaConnection implements AckSink {
     this.state = ConnState.closed
     this.pending = null
     this.gw.closed(this)
-    const unanswered = this.outstanding ? [this.outstanding, ...this.waiting] : [...this.waiting]
+    // Commands the device never got go back for its next connection; one written to it stays delivered,
+    // answered or not: sent again it could run twice (a reboot command may end the connection before any response).
+    const unsent =
+      this.outstanding && !this.outstanding.written ? [this.outstanding, ...this.waiting] : [...this.waiting]
     if (this.outstanding) clearTimeout(this.outstanding.timer)
     this.outstanding = null
     this.waiting.length = 0
-    for (const c of unanswered) c.events.failed(c.cmd.id, 'the connection closed before a response')
+    for (const c of unsent) c.events.failed(c.cmd.id, 'the connection closed before the command was sent')
   }
 }

@@ -1,4 +1,4 @@
-import { type Server, Socket, createServer } from 'node:net'
+import { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
@@ -6,7 +6,9 @@ import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Envelope, Queue } from '../../queue/types.js'
 import { type QuarantineReason, judgePayload } from '../../readings/index.js'
 import { envelopeId, quarantineRefused } from '../accept.js'
+import type { Certificates } from '../../lib/tls.js'
 import type { CommandChannel, CommandEvents, OutboundCommand } from '../commands.js'
+import { type Listener, listen } from '../listen.js'
 import { MetricsSink } from '../mqtt/acks.js'
 import { type AvlRecord, MAX_DATA_LENGTH, type TcpScan } from './codec.js'
 import { ConnState, TeltonikaConnection } from './connection.js'
@@ -31,6 +33,11 @@ export interface TeltonikaOptions {
   port: number
   /** Seconds a device has to complete its handshake, or a packet it began (IOTCORE_TELTONIKA_TIMEOUT). */
   timeoutSeconds: number
+  /**
+   * The platform's certificate: the TCP listener then takes TLS only (gateway/listen.ts). UDP stays plain:
+   * Teltonika's DTLS is not offered.
+   */
+  tls?: Certificates
 }
 
 /**
@@ -51,7 +58,7 @@ export class TeltonikaGateway implements CommandChannel {
   readonly scan: TcpScan = { kind: 0, end: 0, length: 0 }
   readonly timeoutMs: number
   readonly maxDataLength = MAX_DATA_LENGTH
-  private server: Server | undefined
+  private listener: Listener | undefined
   private readonly udp: TeltonikaUdp
   private sweepTimer: NodeJS.Timeout | undefined
   private stopping = false
@@ -88,23 +95,23 @@ export class TeltonikaGateway implements CommandChannel {
     this.unwatch = this.credentials.watch((ids) => this.revokeStale(ids))
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
     this.sweepTimer.unref()
+    const { host, port, tls } = this.opts
     for (let attempt = 1; ; attempt++) {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket))
-      server.on('error', (err) => this.log.error({ err }, 'Teltonika listener error'))
-      await listen(server, this.opts.port, this.opts.host)
-      const port = (server.address() as { port: number }).port
+      const tcp = await listen({ host, port, tls, name: 'Teltonika (TCP)', log: this.log }, (socket) =>
+        this.accept(socket),
+      )
       try {
-        await this.udp.bind(this.opts.host, port)
-        this.server = server
-        this.port = port
+        await this.udp.bind(host, tcp.port)
+        this.listener = tcp
+        this.port = tcp.port
         break
       } catch (err) {
-        await new Promise<void>((r) => server.close(() => r()))
+        await tcp.close()
         // Port 0 picked a number some other program holds for UDP: pick again.
         if (this.opts.port !== 0 || attempt === BIND_TRIES) throw err
       }
     }
-    this.log.info({ port: this.port }, 'Teltonika gateway listening (TCP and UDP)')
+    this.log.info({ port: this.port }, 'Teltonika UDP listening on the TCP port number')
   }
 
   /** Stops accepting and closes every connection; commands outstanding on them are reported failed. */
@@ -112,7 +119,7 @@ export class TeltonikaGateway implements CommandChannel {
     this.stopping = true
     this.unwatch?.()
     if (this.sweepTimer) clearInterval(this.sweepTimer)
-    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve()
+    const closed = this.listener?.close() ?? Promise.resolve()
     for (const c of [...this.connections]) c.close('server shutting down')
     await Promise.all([closed, this.udp.close()])
   }
@@ -120,6 +127,7 @@ export class TeltonikaGateway implements CommandChannel {
   health() {
     return {
       ok: this.port > 0 && this.udp.port > 0,
+      tls: this.listener?.secure ?? false,
       connections: this.connections.size,
       refused: this.refusals.refused,
       limited: this.refusals.limited,
@@ -291,14 +299,4 @@ export class TeltonikaGateway implements CommandChannel {
     }
     this.refusals.sweep(now)
   }
-}
-
-function listen(server: Server, port: number, host: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
 }

@@ -195,4 +195,42 @@ CREATE INDEX telemetry_device_ts ON telemetry (device_pk, ts);
 CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at);
 `,
   },
+  {
+    version: 8,
+    name: 'downlink commands',
+    sql: `
+-- Commands to devices (store/commands.ts): created by the API, claimed and sent by the gateway process that
+-- holds the device's connection (gateway/dispatch.ts), answered by the device. The id is a bigint identity:
+-- its order is the order a device's commands are sent in.
+CREATE TABLE commands (
+  id           int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  device_id    text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+  name         text NOT NULL,
+  params       jsonb NOT NULL DEFAULT '{}',
+  status       text NOT NULL DEFAULT 'queued'
+               CHECK (status IN ('queued', 'sent', 'delivered', 'replied', 'failed', 'expired')),
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  -- the latest send; the device took it (MQTT PUBACK); it answered
+  sent_at      timestamptz,
+  delivered_at timestamptz,
+  replied_at   timestamptz,
+  -- past this, a command not yet sent is expired instead
+  expires_at   timestamptz NOT NULL,
+  -- what the device answered
+  result       jsonb,
+  -- sends so far, one per connection it went out on
+  attempts     int NOT NULL DEFAULT 0,
+  last_error   text,
+  -- while status is 'sent': the process (services.id) that claimed it, whose connection to the device holds it
+  sent_by      text
+);
+-- A device's waiting commands, oldest first: what a gateway claims when the device connects or one is queued.
+CREATE INDEX commands_waiting ON commands (device_id, id) WHERE status = 'queued';
+-- GET /devices/:id/commands, a page at a time by (created_at, id).
+CREATE INDEX commands_device ON commands (device_id, created_at, id);
+-- The sweeps: waiting commands past their ttl, and sent ones whose process is gone. Both sets stay small.
+CREATE INDEX commands_queued_expiry ON commands (expires_at) WHERE status = 'queued';
+CREATE INDEX commands_sent_by ON commands (sent_by) WHERE status = 'sent';
+`,
+  },
 ]
