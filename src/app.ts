@@ -13,6 +13,7 @@ import { httpIngest } from './gateway/http/index.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
+import { TeltonikaGateway } from './gateway/teltonika/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
@@ -49,6 +50,7 @@ export class App {
   /** The TLS certificate (IOTCORE_TLS_CERT/KEY), for every listener that serves TLS; undefined: no TLS. */
   tls: Certificates | undefined
   mqtt: MqttGateway | undefined
+  teltonika: TeltonikaGateway | undefined
   sessions: Sessions | undefined
   commands: CommandDispatcher | undefined
   ingest: Ingest | IngestThread | undefined
@@ -101,6 +103,7 @@ export class App {
       [http, () => this.httpComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
+      [gateway && config.teltonikaPort !== null, () => this.teltonikaComponent()],
       [every, () => this.checksComponent()],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
@@ -223,6 +226,8 @@ export class App {
       listeners.push({ name: 'http', listening: () => this.http?.server.listening ?? false })
     if (this.has('gateway') && config.mqttPort !== null)
       listeners.push({ name: 'mqtt', listening: () => this.mqtt?.listening ?? false })
+    if (this.has('gateway') && config.teltonikaPort !== null)
+      listeners.push({ name: 'teltonika', listening: () => this.teltonika?.listening ?? false })
     return this.built(
       'checks',
       (log) =>
@@ -322,6 +327,34 @@ export class App {
           (!this.tls || config.mqttsPort === null || (mqtt?.tlsPort ?? 0) > 0),
         connections: mqtt?.connections.size ?? 0,
       }),
+    )
+  }
+
+  /**
+   * Teltonika over TCP (TLS with a certificate) and UDP on one port number; `teltonika.port` / `udpPort` are
+   * the bound ones. Its Codec 12 channel is attached to the dispatcher before it accepts connections.
+   */
+  private teltonikaComponent(): Component {
+    const { config } = this
+    return this.built(
+      'teltonika',
+      (log) => {
+        const gw = new TeltonikaGateway(
+          {
+            host: config.host,
+            port: config.teltonikaPort!,
+            timeoutSeconds: config.teltonikaTimeoutSeconds,
+            tls: this.tls,
+          },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )
+        this.commands!.attach(gw)
+        return (this.teltonika = gw)
+      },
+      (gw) => gw?.health() ?? { ok: false },
     )
   }
 

@@ -42,6 +42,10 @@ export const DEFAULTS = {
    * most mobile carriers' NATs (minutes), past which a silent TCP connection is more likely dead than quiet,
    * while holding it costs memory and a file descriptor. A device quieter than this should send PINGREQs. */
   mqttIdleLimitSeconds: 3600,
+  /** Seconds a Teltonika device has to complete its IMEI handshake, or a packet it began sending, before the
+   * connection is closed. The documented largest packet (1,280 bytes) takes well under a second even on 2G;
+   * 30 s covers a radio stall and TCP retransmissions, and frees a socket that trickles bytes to hold it. */
+  teltonikaTimeoutSeconds: 30,
   /** QoS 1/2 publishes a client may have unacknowledged (MQTT 5 Receive Maximum). 100 covers a pipelined
    * client's window with no head-of-line wait at our group-commit latency. */
   mqttReceiveMaximum: 100,
@@ -95,6 +99,7 @@ export interface Config {
   readonly mqttMaxKeepaliveSeconds: number
   readonly mqttIdleLimitSeconds: number
   readonly mqttReceiveMaximum: number
+  readonly teltonikaTimeoutSeconds: number
   readonly ingestBatchSize: number
   readonly ingestBatchMs: number
   readonly ingestConcurrency: number
@@ -274,6 +279,7 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     ),
     mqttIdleLimitSeconds: int(env, 'IOTCORE_MQTT_IDLE_LIMIT', DEFAULTS.mqttIdleLimitSeconds, 1, 7 * 86400),
     mqttReceiveMaximum: int(env, 'IOTCORE_MQTT_RECEIVE_MAXIMUM', DEFAULTS.mqttReceiveMaximum, 1, 65535),
+    teltonikaTimeoutSeconds: int(env, 'IOTCORE_TELTONIKA_TIMEOUT', DEFAULTS.teltonikaTimeoutSeconds, 1, 3600),
     ingestBatchSize: int(env, 'IOTCORE_INGEST_BATCH_SIZE', DEFAULTS.ingestBatchSize, 1, 100000),
     ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),
     ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
