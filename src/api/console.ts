@@ -225,7 +225,8 @@ export async function consoleApi(root: FastifyInstance, deps: ConsoleDeps): Prom
       description:
         'Events: `ready` once listening (read the page data after it), `telemetry` [{id, lastSeenAt, ' +
         'latest}] read after the commit of the batches that stored them, `status` [{id, device}] (device ' +
-        'null: retired or deleted), `quarantine` {added}, `ingest` {stored, seconds} each second, `resync` ' +
+        'null: retired or deleted), `quarantine` {added}, `ingest` {stored, seconds} each second, `alerts` {} ' +
+        '(alerts changed: read GET /alerts again), `resync` ' +
         'when notifications may have been missed (read the page data again). A client that does not read ' +
         'what it is sent is disconnected.',
       querystring: StreamQuery,

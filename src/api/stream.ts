@@ -1,12 +1,13 @@
 import { DEVICE_CHANNEL } from '../devices/index.js'
 import type { FleetRow, Listener, ListenHandlers, Store } from '../store/index.js'
-import { parseNotice, STORED_CHANNEL } from '../store/index.js'
+import { EVENTS_CHANNEL, parseNotice, STORED_CHANNEL } from '../store/index.js'
 
 /**
  * What a stream may carry. telemetry: devices' latest values as stored; status: a device created, changed,
- * retired or deleted; quarantine: messages added to the quarantine; ingest: readings stored per second.
+ * retired or deleted; quarantine: messages added to the quarantine; ingest: readings stored per second;
+ * alerts: alerts opened, acknowledged or cleared (read them with GET /alerts; GET /alerts/stream has each event).
  */
-export const STREAM_TOPICS = ['telemetry', 'status', 'quarantine', 'ingest'] as const
+export const STREAM_TOPICS = ['telemetry', 'status', 'quarantine', 'ingest', 'alerts'] as const
 export type StreamTopic = (typeof STREAM_TOPICS)[number]
 
 /** How often what was announced is read and sent: a live page without a query per batch. */
@@ -47,6 +48,8 @@ export class StreamHub {
   private telemetry = new Set<string>()
   private status = new Set<string>()
   private quarantined = 0
+  /** The alerts' events outbox was written since the last flush. */
+  private alerts = false
   private storedSince = 0
   private lastIngest = Date.now()
   private lastPing = Date.now()
@@ -110,6 +113,12 @@ export class StreamHub {
           if (this.wanted('status')) this.status.add(id)
         }),
       ),
+      this.store.notifications.listen(
+        EVENTS_CHANNEL,
+        handlers(() => {
+          if (this.wanted('alerts')) this.alerts = true
+        }),
+      ),
     ])
   }
 
@@ -151,6 +160,10 @@ export class StreamHub {
     if (this.quarantined > 0) {
       this.broadcast('quarantine', JSON.stringify({ added: this.quarantined }), 'quarantine')
       this.quarantined = 0
+    }
+    if (this.alerts) {
+      this.broadcast('alerts', '{}', 'alerts')
+      this.alerts = false
     }
     // One read at a time: what is announced meanwhile waits for the next tick.
     if (this.flushing || (this.telemetry.size === 0 && this.status.size === 0)) return

@@ -97,8 +97,9 @@ async function main(argv: string[]): Promise<number> {
 function banner(app: App): string {
   const { config } = app
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-  const http = app.httpPort ? `http://${host}:${app.httpPort}` : undefined
-  const ws = http && app.mqtt ? `ws://${host}:${app.httpPort}/mqtt` : undefined
+  const s = app.tls ? 's' : ''
+  const http = app.httpPort ? `http${s}://${host}:${app.httpPort}` : undefined
+  const ws = http && app.mqtt ? `ws${s}://${host}:${app.httpPort}/mqtt` : undefined
   const api = app.has('api')
   const lines = [`iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`]
   if (api && http) lines.push(`  REST API   ${http}/api/v1   (docs: ${http}/docs; dashboard: ${http}/)`)
@@ -106,6 +107,7 @@ function banner(app: App): string {
   if (app.mqtt?.port)
     lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
   else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
+  if (app.mqtt?.tlsPort) lines.push(`  MQTTS      mqtts://${host}:${app.mqtt.tlsPort}`)
   if (http) lines.push(`  health     ${http}/readyz   metrics: ${http}/metrics`)
   if (api)
     lines.push(

@@ -1,5 +1,7 @@
 import type { Logger } from 'pino'
 import { ConsoleQueries } from './console.js'
+import { CommandStore } from './commands.js'
+import { AlertStore } from './alerts.js'
 import { DeviceStore } from './devices.js'
 import { IdempotencyStore } from './idempotency.js'
 import { migrate } from './migrate.js'
@@ -9,6 +11,7 @@ import { TelemetryQueries } from './queries.js'
 import { QuarantineStore } from './quarantine.js'
 import { ServiceStore } from './services.js'
 import { SessionStore } from './sessions.js'
+import { WebhookStore } from './webhooks.js'
 import {
   type QuarantineInsert,
   type TelemetryBatch,
@@ -18,6 +21,38 @@ import {
 
 export type { FleetRow, Series, SeriesQuery } from './console.js'
 export { parseNotice, STORED_CHANNEL, type StoredNotice } from './stored.js'
+export {
+  type ClaimedCommand,
+  COMMAND_ID,
+  COMMAND_STATUSES,
+  type CommandRow,
+  type CommandStatus,
+  type NewCommand,
+} from './commands.js'
+export {
+  ALERT_EVENTS,
+  ALERT_ID,
+  ALERT_STATUSES,
+  type AlertEventType,
+  type AlertFilter,
+  type AlertRaise,
+  type AlertRow,
+  type AlertStatus,
+  type Clear,
+  clearWith,
+  EVENT_TYPES,
+  EVENTS_CHANNEL,
+  type EventType,
+  OFFLINE,
+  type OutboxEvent,
+  type RaiseResult,
+  raiseWith,
+  SEVERITIES,
+  type Severity,
+  SUBJECT_KINDS,
+  type Subject,
+  type SubjectKind,
+} from './alerts.js'
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
@@ -28,6 +63,18 @@ export type { AdvisoryLock, ServiceBeat, ServiceRow } from './services.js'
 export { NEVER_EXPIRES, type SessionRow } from './sessions.js'
 export { type QuarantineInsert, TelemetryBatch, type WriteResult } from './telemetry-write.js'
 export { type JsonProblem, jsonProblem, unstorable } from './text.js'
+export {
+  type Attempt,
+  type AttemptRow,
+  DELIVERY_STATUSES,
+  type DeliveryFilter,
+  type DeliveryRow,
+  type DeliveryStatus,
+  type DueDelivery,
+  type NewWebhook,
+  WEBHOOK_ID,
+  type WebhookRow,
+} from './webhooks.js'
 
 /** What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction. */
 export interface BatchWriter {
@@ -57,6 +104,12 @@ export class Store implements BatchWriter {
   readonly idempotency: IdempotencyStore
   /** The web console's reads: the fleet with latest values, charts' series. */
   readonly console: ConsoleQueries
+  /** Downlink commands and their progress. */
+  readonly commands: CommandStore
+  /** Alerts of devices and services, and the events outbox their changes write. */
+  readonly alerts: AlertStore
+  /** Webhooks, and their deliveries of the outbox's events with each attempt. */
+  readonly webhooks: WebhookStore
   private readonly db: Db
 
   constructor(
@@ -74,6 +127,9 @@ export class Store implements BatchWriter {
     this.notifications = new Notifications(this.db, log)
     this.idempotency = new IdempotencyStore(this.db)
     this.console = new ConsoleQueries(this.db)
+    this.commands = new CommandStore(this.db)
+    this.alerts = new AlertStore(this.db)
+    this.webhooks = new WebhookStore(this.db)
   }
 
   /** The pool itself, for tests that check what was stored; code outside the store goes through the modules. */

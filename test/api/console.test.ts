@@ -31,7 +31,9 @@ describe("the console's API", () => {
       jsonl: null,
       signal: null,
     })
-    assert.deepEqual(r.body.features, { alerts: false })
+    // The alerts page is offered exactly when the organizer's alerts API is served.
+    const alerts = await p.req('GET', '/api/v1/alerts')
+    assert.deepEqual(r.body.features, { alerts: alerts.status === 200 })
     assert.ok(Math.abs(r.body.now - Date.now()) < 60_000)
     assert.equal((await p.req('GET', '/api/v1/console', undefined, 'wrong-token-0123456789')).status, 401)
   })

@@ -45,3 +45,23 @@ describe('the live stream across processes', () => {
     assert.equal(await sse.ended, true)
   })
 })
+
+describe('the live stream and alerts', () => {
+  test('an alert the organizer opens is announced on the alerts topic, once committed', async () => {
+    const p = await startPlatform({ IOTCORE_OFFLINE_AFTER: '1', IOTCORE_CHECK_INTERVAL: '1' })
+    const sse = await openSse(`${p.api}/stream?topics=alerts`)
+    try {
+      await sse.next('ready')
+      const dev = await p.createDevice('goes-quiet')
+      assert.equal((await p.postTelemetry(dev, { v: 1 })).status, 202)
+      await sse.next('alerts')
+      // What the event announced is there to read.
+      const items = (await p.req('GET', `/api/v1/alerts?deviceId=${dev.id}&type=offline`)).body.items
+      assert.equal(items.length, 1)
+      assert.equal(items[0].status, 'active')
+    } finally {
+      sse.close()
+      await p.stop()
+    }
+  })
+})

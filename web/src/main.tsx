@@ -49,8 +49,11 @@ const TITLES: Record<Page, string> = {
 
 /** What each page shows live: the stream is filtered to it, and opened again when the page changes. */
 function filterFor(route: Route): StreamFilter {
+  // Alerts count on the device list and fill their page, where the server has them.
+  const alerts = server.info?.features.alerts ? ['alerts'] : []
   switch (route.page) {
     case 'devices':
+      return { topics: ['telemetry', 'status', ...alerts] }
     case 'map':
       return { topics: ['telemetry', 'status'] }
     case 'charts':
@@ -60,7 +63,7 @@ function filterFor(route: Route): StreamFilter {
     case 'operations':
       return { topics: ['ingest'] }
     case 'alerts':
-      return { topics: ['status'] }
+      return { topics: ['status', ...alerts] }
   }
 }
 

@@ -7,6 +7,7 @@ export type StreamEvent =
   | { type: 'status'; data: Array<{ id: string; device: any | null }> }
   | { type: 'quarantine'; data: { added: number } }
   | { type: 'ingest'; data: { stored: number; seconds: number } }
+  | { type: 'alerts'; data: unknown }
   | { type: 'resync'; data: unknown }
   | { type: 'down'; data: { reason: string } }
 

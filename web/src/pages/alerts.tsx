@@ -1,11 +1,10 @@
 import { useEffect, useState } from 'preact/hooks'
 import { type Alert, ApiError, get, post } from '../api'
+import { useOnReady, useStreamEvents } from '../bus'
 import { dateTime } from '../format'
 import { href } from '../route'
 import { fleet, server } from '../state'
 
-/** How often open alerts are read again while a page shows them. */
-const POLL_MS = 10_000
 const SEVERITY_ORDER = ['critical', 'major', 'minor', 'warning']
 
 /** Whether this server has the alerts API: its settings say so, and a 404 says it does not after all. */
@@ -25,28 +24,31 @@ async function openAlerts(): Promise<Alert[]> {
   }
 }
 
+/**
+ * Calls `read` whenever the open alerts should be read: once the stream listens, after a gap in it, and each
+ * time it says alerts changed.
+ */
+function useAlertsChanged(read: () => void): void {
+  useOnReady(() => {
+    if (available()) read()
+  })
+  useStreamEvents((e) => {
+    if (e.type === 'alerts' && available()) read()
+  })
+}
+
 /** Open alerts per device id, kept current while the calling view is shown; empty without the alerts API. */
 export function useOpenAlerts(): Map<string, number> {
   const [counts, setCounts] = useState(new Map<string, number>())
-  useEffect(() => {
-    if (!available()) return
-    let stop = false
-    const read = () =>
-      openAlerts()
-        .then((list) => {
-          if (stop) return
-          const m = new Map<string, number>()
-          for (const a of list) if (a.deviceId) m.set(a.deviceId, (m.get(a.deviceId) ?? 0) + 1)
-          setCounts(m)
-        })
-        .catch(() => {})
-    void read()
-    const t = setInterval(read, POLL_MS)
-    return () => {
-      stop = true
-      clearInterval(t)
-    }
-  }, [])
+  useAlertsChanged(() =>
+    openAlerts()
+      .then((list) => {
+        const m = new Map<string, number>()
+        for (const a of list) if (a.deviceId) m.set(a.deviceId, (m.get(a.deviceId) ?? 0) + 1)
+        setCounts(m)
+      })
+      .catch(() => {}),
+  )
   return counts
 }
 
@@ -69,16 +71,13 @@ export function AlertsPage() {
       (err) => setError((err as Error).message),
     )
   useEffect(() => {
-    if (!available()) return
-    if (!fleet.loaded)
+    if (available() && !fleet.loaded)
       void fleet.load().then(
         () => setTick((x) => x + 1),
         () => {},
       )
-    void read()
-    const t = setInterval(read, POLL_MS)
-    return () => clearInterval(t)
   }, [])
+  useAlertsChanged(() => void read())
 
   if (!available())
     return (
@@ -156,17 +155,19 @@ export function AlertsPage() {
                     {dateTime(a.lastSeen)}
                   </td>
                   <td>{a.count}</td>
-                  <td class="row">
-                    {a.acknowledged ? (
-                      <span class="pill muted">acknowledged</span>
-                    ) : (
-                      <button type="button" onClick={() => act(a, 'ack')}>
-                        Acknowledge
+                  <td>
+                    <div class="row">
+                      {a.acknowledged ? (
+                        <span class="pill muted">acknowledged</span>
+                      ) : (
+                        <button type="button" onClick={() => act(a, 'ack')}>
+                          Acknowledge
+                        </button>
+                      )}
+                      <button type="button" onClick={() => act(a, 'clear')}>
+                        Clear
                       </button>
-                    )}
-                    <button type="button" onClick={() => act(a, 'clear')}>
-                      Clear
-                    </button>
+                    </div>
                   </td>
                 </tr>
               ))}
