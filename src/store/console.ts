@@ -92,20 +92,56 @@ export class ConsoleQueries {
       // Rows as arrays: the columns are positional, one triple per key.
       rowMode: 'array',
     })
-    const out: Series = { ts: [], keys: Object.create(null) }
-    const cells = q.keys.map((k) => {
-      const cell: Series['keys'][string] = { avg: [], min: [], max: [] }
-      out.keys[k] = cell
-      return cell
-    })
-    for (const row of r.rows as unknown[][]) {
-      out.ts.push(row[0] as number)
-      for (let i = 0; i < cells.length; i++) {
-        cells[i].avg.push(row[1 + 3 * i] as number | null)
-        cells[i].min.push(row[2 + 3 * i] as number | null)
-        cells[i].max.push(row[3 + 3 * i] as number | null)
-      }
-    }
-    return out
+    return columns(q.keys, r.rows as unknown[][], 3)
   }
+
+  /**
+   * A quick look at the same range: each bucket's first reading (its number under each key, or null), found by
+   * one probe of telemetry_device_ts per bucket, whatever the rows in it: ~1,000 index probes instead of a scan
+   * of 604,800 rows for a week of one-second readings. Not an aggregate: a chart shows it until the series
+   * arrives. Buckets with no reading are left out.
+   */
+  async sample(q: SeriesQuery): Promise<Series> {
+    const numbers = q.keys.map(
+      (_, i) =>
+        `CASE WHEN jsonb_typeof(values -> $${i + 5}) = 'number' THEN (values -> $${i + 5})::float8 END`,
+    )
+    const r = await this.db.pool.query({
+      text: `SELECT g.b AS ts, ${numbers.join(', ')}
+        FROM generate_series($2::int8, $3::int8 - 1, $4::int8) AS g(b)
+        CROSS JOIN LATERAL (
+          SELECT values FROM telemetry
+          WHERE device_pk = (SELECT pk FROM devices WHERE id = $1)
+            AND ts >= ${msToTs('g.b')} AND ts < ${msToTs('(g.b + $4::int8)')}
+          ORDER BY ts LIMIT 1) AS t
+        ORDER BY g.b`,
+      // Buckets start at the epoch, as the series' do.
+      values: [q.deviceId, Math.floor(q.from / q.intervalMs) * q.intervalMs, q.to, q.intervalMs, ...q.keys],
+      rowMode: 'array',
+    })
+    return columns(q.keys, r.rows as unknown[][], 1)
+  }
+}
+
+/**
+ * Rows as [ts, then `per` numbers per key] into aligned columns; with one number per key (a sample), it is
+ * the avg, min and max alike.
+ */
+function columns(keys: readonly string[], rows: unknown[][], per: 1 | 3): Series {
+  const out: Series = { ts: [], keys: Object.create(null) }
+  const cells = keys.map((k) => {
+    const cell: Series['keys'][string] = { avg: [], min: [], max: [] }
+    out.keys[k] = cell
+    return cell
+  })
+  for (const row of rows) {
+    out.ts.push(row[0] as number)
+    for (let i = 0; i < cells.length; i++) {
+      const at = 1 + per * i
+      cells[i].avg.push(row[at] as number | null)
+      cells[i].min.push(row[per === 3 ? at + 1 : at] as number | null)
+      cells[i].max.push(row[per === 3 ? at + 2 : at] as number | null)
+    }
+  }
+  return out
 }

@@ -87,6 +87,7 @@ describe("the console's API", () => {
     assert.equal(r.status, 200)
     assert.deepEqual(r.body, {
       intervalMs: 60_000,
+      sampled: false,
       from: t0,
       to: t0 + 180_000,
       // The third minute holds no number under either key: left out.
@@ -94,6 +95,23 @@ describe("the console's API", () => {
       keys: {
         speed: { avg: [20, null], min: [10, null], max: [30, null] },
         rpm: { avg: [1000, 3000], min: [1000, 3000], max: [1000, 3000] },
+      },
+    })
+    // A sample: each bucket's first reading, for a chart to show at once.
+    const s = await p.req(
+      'GET',
+      `/api/v1/devices/${d.id}/series?keys=speed,rpm&from=${t0}&to=${t0 + 180_000}&interval=1m&sample=true`,
+    )
+    assert.deepEqual(s.body, {
+      intervalMs: 60_000,
+      sampled: true,
+      from: t0,
+      to: t0 + 180_000,
+      // The third minute's first reading has neither key as a number: nulls, and still a bucket.
+      ts: [t0, t0 + 60_000, t0 + 120_000],
+      keys: {
+        speed: { avg: [10, null, null], min: [10, null, null], max: [10, null, null] },
+        rpm: { avg: [1000, 3000, null], min: [1000, 3000, null], max: [1000, 3000, null] },
       },
     })
     // Without an interval: the smallest round one that gives at most `points` buckets.

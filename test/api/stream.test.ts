@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Platform, startPlatform } from '../helpers/index.js'
+import { type Platform, startPlatform, waitFor } from '../helpers/index.js'
 import { openSse } from '../helpers/sse.js'
 
 describe('the live stream across processes', () => {
@@ -47,18 +47,23 @@ describe('the live stream across processes', () => {
 })
 
 describe('the live stream and alerts', () => {
-  test('an alert the organizer opens is announced on the alerts topic, once committed', async () => {
+  test('alert changes are announced on the alerts topic, once committed', async () => {
     const p = await startPlatform({ IOTCORE_OFFLINE_AFTER: '1', IOTCORE_CHECK_INTERVAL: '1' })
     const sse = await openSse(`${p.api}/stream?topics=alerts`)
     try {
       await sse.next('ready')
       const dev = await p.createDevice('goes-quiet')
       assert.equal((await p.postTelemetry(dev, { v: 1 })).status, 202)
+      const offline = async () =>
+        (await p.req('GET', `/api/v1/alerts?deviceId=${dev.id}&type=offline`)).body.items[0]
+      const alert = await waitFor(offline)
+      // Its opening was announced...
       await sse.next('alerts')
-      // What the event announced is there to read.
-      const items = (await p.req('GET', `/api/v1/alerts?deviceId=${dev.id}&type=offline`)).body.items
-      assert.equal(items.length, 1)
-      assert.equal(items[0].status, 'active')
+      // ...and so is acknowledging it.
+      const from = sse.events.length
+      assert.equal((await p.req('POST', `/api/v1/alerts/${alert.id}/ack`)).status, 200)
+      await sse.next('alerts', () => true, from)
+      assert.equal((await offline()).acknowledged, true)
     } finally {
       sse.close()
       await p.stop()

@@ -111,6 +111,8 @@ export interface CreatedDevice extends FleetDevice {
 
 export interface Series {
   intervalMs: number
+  /** Each bucket's first reading, not its aggregate: shown until the aggregate arrives. */
+  sampled: boolean
   from: number
   to: number
   ts: number[]

@@ -96,9 +96,20 @@ function DeviceCharts({ id, keys, range }: { id: string; keys: string[]; range: 
     try {
       // About one bucket per pixel of a wide chart: the server picks the round interval.
       const points = Math.max(200, Math.min(2000, Math.round(window.innerWidth)))
-      const s = await get<Series>(
-        `/devices/${encodeURIComponent(id)}/series${qs({ keys: chosen.join(','), from: v.from, to: v.to + (v.live ? 1 : 0), points })}`,
+      const url = `/devices/${encodeURIComponent(id)}/series${qs({ keys: chosen.join(','), from: v.from, to: v.to + (v.live ? 1 : 0), points })}`
+      // A sample (one index probe per bucket) draws at once, however many readings the range holds; the
+      // aggregate (a scan of them all) replaces it when it comes.
+      let exact = false
+      get<Series>(`${url}&sample=true`).then(
+        (s) => {
+          if (n !== request.current || exact) return
+          setSeries(s)
+          setView(v)
+        },
+        () => {},
       )
+      const s = await get<Series>(url)
+      exact = true
       if (n !== request.current) return
       setSeries(s)
       setView(v)
@@ -201,7 +212,9 @@ function DeviceCharts({ id, keys, range }: { id: string; keys: string[]; range: 
         {error
           ? ''
           : series && view
-            ? `${dateTime(view.from)} – ${dateTime(view.to)} · ${series.ts.length.toLocaleString()} points, one per ${intervalText(series.intervalMs)}${view.live ? ' · live' : ''}${loading ? ' · loading…' : ''} · drag across a chart to zoom in`
+            ? series.sampled
+              ? `${dateTime(view.from)} – ${dateTime(view.to)} · a first look: each ${intervalText(series.intervalMs)}'s first reading; averages loading…`
+              : `${dateTime(view.from)} – ${dateTime(view.to)} · ${series.ts.length.toLocaleString()} points, one per ${intervalText(series.intervalMs)}${view.live ? ' · live' : ''}${loading ? ' · loading…' : ''} · drag across a chart to zoom in`
             : 'loading…'}
       </p>
       {error && (
@@ -224,6 +237,7 @@ function DeviceCharts({ id, keys, range }: { id: string; keys: string[]; range: 
                 max: series.keys[k]?.max ?? [],
               }}
               range={view}
+              sampled={series.sampled}
               zoom={(from, to) => setZoom({ from, to })}
             />
           </figure>
