@@ -66,7 +66,8 @@ async function main(argv: string[]): Promise<number> {
 
   if (cmd === 'migrate') {
     const { store, embedded } = await openStore(config, log)
-    const applied = await store.migrate()
+    // Opening the store migrated it: say what that applied.
+    const applied = store.applied
     console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'the database is up to date')
     await store.stop()
     await embedded?.stop()

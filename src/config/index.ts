@@ -172,7 +172,8 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     roles: parseRoles(flags.roles ?? env.IOTCORE_ROLES),
     dataDir,
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
-    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
+    // CLOUDAMQP_URL is what RabbitMQ add-ons on a PaaS set; AMQP_URL, when set, wins.
+    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']) ?? url(env, 'CLOUDAMQP_URL', ['amqp:', 'amqps:']),
     adminToken,
     host: env.IOTCORE_HOST || DEFAULTS.host,
     httpPort: port(env, ['IOTCORE_HTTP_PORT', 'PORT'], DEFAULTS.httpPort),
