@@ -175,7 +175,7 @@ export async function build(
         const user = img.user && img.user !== 'root' ? uid : undefined
         const { stdout, stderr } = await run('sh', ['-c', mapCommand(args)], {
           cwd: img.path('.'),
-          env: { PATH: process.env.PATH, HOME: process.env.HOME, ...runtimeEnv(img), ...env },
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, ...network(), ...runtimeEnv(img), ...env },
           uid: user,
           gid: user,
           maxBuffer: 64 * 1024 * 1024,
@@ -197,6 +197,20 @@ export async function build(
     }
   }
   return { images, final: img }
+}
+
+/**
+ * This machine's proxy and CA settings, which a RUN's downloads need here as a builder's daemon has its own:
+ * nothing else of this process's environment (npm's lifecycle variables, the test's) reaches a step.
+ */
+function network(): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(
+      (e): e is [string, string] =>
+        e[1] !== undefined &&
+        /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|(HTTPS?|NO|ALL)_PROXY)$/i.test(e[0]),
+    ),
+  )
 }
 
 /** The image's ENV as a process inside it sees it, its absolute paths mapped to this machine. */
