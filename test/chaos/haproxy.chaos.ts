@@ -19,8 +19,8 @@ import {
   workdir,
 } from './harness.js'
 
-const MESSAGES = Number(process.env.CHAOS_HAPROXY_MESSAGES ?? 40_000)
-// Slower than the other chaos runs, so the load outlasts a gateway's restart on a busy machine.
+const MESSAGES = Number(process.env.CHAOS_HAPROXY_MESSAGES ?? 60_000)
+// Slower than the other chaos runs, so the load outlasts two gateway restarts on a busy machine.
 const RATE = Number(process.env.CHAOS_HAPROXY_RATE ?? 1_000)
 const DEVICES = 20
 const recipe = new URL('../../../docs/deploy/haproxy.cfg', import.meta.url).pathname
