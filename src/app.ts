@@ -8,9 +8,12 @@ import { DeviceBody, QuarantineItem } from './api/schemas.js'
 import type { Config, Role } from './config/index.js'
 import { CredentialCache, Devices } from './devices/index.js'
 import { httpIngest } from './gateway/http/index.js'
+import { JsonlGateway } from './gateway/jsonl/gateway.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
+import { OsmAndGateway } from './gateway/osmand/gateway.js'
+import { SignalGateway } from './gateway/signal/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
@@ -38,6 +41,9 @@ export class App {
   queue!: Queue
   credentials: CredentialCache | undefined
   mqtt: MqttGateway | undefined
+  osmand: OsmAndGateway | undefined
+  jsonl: JsonlGateway | undefined
+  signal: SignalGateway | undefined
   sessions: Sessions | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
@@ -81,6 +87,9 @@ export class App {
       [http, () => this.httpComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
+      [gateway && config.osmandPort !== null, () => this.deviceListener('osmand', OsmAndGateway)],
+      [gateway && config.jsonlPort !== null, () => this.deviceListener('jsonl', JsonlGateway)],
+      [gateway && config.signalPort !== null, () => this.deviceListener('signal', SignalGateway)],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
   }
@@ -225,6 +234,36 @@ export class App {
         ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
         connections: mqtt?.connections.size ?? 0,
       }),
+    )
+  }
+
+  /**
+   * A device protocol's listener (OsmAnd, JSON lines, the founders' signal) on its configured port, kept as
+   * `this[name]` (tests read the bound port there); /readyz shows its health.
+   */
+  private deviceListener<K extends 'osmand' | 'jsonl' | 'signal'>(
+    name: K,
+    Gateway: new (
+      opts: { host: string; port: number; maxPayloadBytes: number },
+      queue: Queue,
+      credentials: CredentialCache,
+      metrics: Metrics,
+      log: Logger,
+    ) => NonNullable<App[K]>,
+  ): Component {
+    const { host, maxPayloadBytes } = this.config
+    const port = this.config[`${name}Port`]!
+    return this.built(
+      name,
+      (log) =>
+        ((this as App)[name] = new Gateway(
+          { host, port, maxPayloadBytes },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )),
+      (gw) => gw?.health() ?? { ok: false },
     )
   }
 
