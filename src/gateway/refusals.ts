@@ -49,9 +49,12 @@ export class RefusedPeers {
     private readonly opts: { limit: number; windowMs: number; maxTracked: number } = PEER_LIMIT,
   ) {}
 
-  /** How many addresses are tracked now (for /readyz). */
-  get size(): number {
-    return this.peers.size
+  /** How many addresses are turned away now (for /readyz): one pass over at most maxTracked entries. */
+  turnedAway(now = Date.now()): number {
+    let n = 0
+    for (const p of this.peers.values())
+      if (p.count >= this.opts.limit && p.since + this.opts.windowMs > now) n++
+    return n
   }
 
   /**

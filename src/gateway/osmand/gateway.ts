@@ -90,8 +90,8 @@ export class OsmAndGateway {
     clearTimeout(cut)
   }
 
-  health(): { ok: boolean; refusingAddresses: number } {
-    return { ok: this.port > 0, refusingAddresses: this.peers.size }
+  health(): { ok: boolean; turnedAway: number } {
+    return { ok: this.port > 0, turnedAway: this.peers.turnedAway() }
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {

@@ -106,8 +106,8 @@ export class SignalGateway {
     clearTimeout(cut)
   }
 
-  health(): { ok: boolean; connections: number; refusingAddresses: number } {
-    return { ok: this.port > 0, connections: this.connections.size, refusingAddresses: this.peers.size }
+  health(): { ok: boolean; connections: number; turnedAway: number } {
+    return { ok: this.port > 0, connections: this.connections.size, turnedAway: this.peers.turnedAway() }
   }
 
   private accept(socket: Socket): void {
