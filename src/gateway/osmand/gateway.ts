@@ -37,7 +37,8 @@ export interface OsmAndGatewayOptions {
  * (docs/errors.md): the apps show the status, a person debugging with curl reads the message.
  */
 export class OsmAndGateway {
-  private server: Server | undefined
+  /** The node:http server, once started (its timeouts may be changed while it runs). */
+  server: Server | undefined
   private readonly peers: RefusedPeers
   /** Responses to requests whose body is still being read, by socket: where a timeout is answered. */
   private readonly reading = new WeakMap<Socket, ServerResponse>()
@@ -170,11 +171,16 @@ export class OsmAndGateway {
       decoded = decodeQuery(body.toString('utf8'))
       raw = body
     }
-    const imei = decoded.imei
-    if (imei === undefined) {
+    if (!decoded.ok && decoded.imei === undefined) {
+      // No device to keep it for: a body that is not JSON is bad framing; one that names no device, a refusal.
+      if (decoded.reason === 'malformed_json') {
+        this.peers.count('malformed')
+        return answer(res, new IotError('IOT_ERR_MALFORMED_JSON', decoded.detail))
+      }
       this.peers.refuse(address, 'unknown_device', '')
-      return answer(res, new IotError('IOT_ERR_BAD_REQUEST', decoded.ok ? '' : decoded.detail))
+      return answer(res, new IotError('IOT_ERR_BAD_REQUEST', decoded.detail))
     }
+    const imei = decoded.imei as string
     const device = this.credentials.byImeiLookup(imei)
     if (device === undefined) {
       this.peers.refuse(address, 'unknown_device', imei)
@@ -187,8 +193,7 @@ export class OsmAndGateway {
         'OsmAnd fix refused',
       )
       quarantineRefused(this.queue, this.metrics, device.id, 'osmand', raw, decoded.reason, decoded.detail)
-      const code = decoded.reason === 'malformed_json' ? 'IOT_ERR_MALFORMED_JSON' : 'IOT_ERR_INVALID_READING'
-      return answer(res, new IotError(code, decoded.detail))
+      return answer(res, new IotError('IOT_ERR_INVALID_READING', decoded.detail))
     }
     if (this.queue.stats().full)
       return answer(res, new IotError('IOT_ERR_QUEUE_FULL', 'the disk budget is spent'))
