@@ -1,11 +1,4 @@
-import {
-  LIMITS,
-  type QuarantineReason,
-  TOO_DEEP,
-  type Value,
-  deeperThan,
-  judgePayload,
-} from '../../readings/index.js'
+import { LIMITS, type QuarantineReason, TOO_DEEP, type Value, deeperThan } from '../../readings/index.js'
 import { parseTs, typeName } from '../../readings/time.js'
 import { type DecimalFactor, FRACTION_TO_PERCENT, KNOTS_TO_KMH, MPS_TO_KMH, timesDecimal } from './units.js'
 
@@ -149,9 +142,8 @@ export function decodeJson(body: Buffer): Decoded {
   let root: unknown
   try {
     root = JSON.parse(body.toString('utf8'))
-  } catch {
-    // The judge's account of it: binary described, unprintable characters escaped, safe to log and store.
-    return fail(undefined, 'malformed_json', judgePayload(body).rejections[0].detail)
+  } catch (err) {
+    return fail(undefined, 'malformed_json', notJson(err))
   }
   if (!isObject(root))
     return fail(undefined, 'not_an_object', `expected a JSON object, got ${typeName(root)}`)
@@ -192,8 +184,9 @@ export function decodeJson(body: Buffer): Decoded {
           return fail(imei, 'invalid_value', `location.coords.${name} is required with coords`)
         continue
       }
-      if (typeof v !== 'number')
-        return fail(imei, 'invalid_value', `location.coords.${name} must be a number, got ${typeName(v)}`)
+      // JSON.parse reads 1e999 as Infinity: a number, but none a value can be.
+      if (typeof v !== 'number' || !Number.isFinite(v))
+        return fail(imei, 'invalid_value', `location.coords.${name} must be a number, got ${shown(v)}`)
       if (when === 'known' && v < 0) continue
       const n = factor ? timesDecimal(v, factor) : v
       if (!Number.isFinite(n))
@@ -213,10 +206,15 @@ export function decodeJson(body: Buffer): Decoded {
   if (isObject(battery)) {
     const level = battery.level
     if (level !== undefined && level !== null) {
-      if (typeof level !== 'number')
-        return fail(imei, 'invalid_value', `location.battery.level must be a number, got ${typeName(level)}`)
+      if (typeof level !== 'number' || !Number.isFinite(level))
+        return fail(imei, 'invalid_value', `location.battery.level must be a number, got ${shown(level)}`)
       // 0 to 1 on the wire (-1: unknown), % in the reading, as the query form's batt.
-      if (level >= 0) values.batt = timesDecimal(level, FRACTION_TO_PERCENT)
+      if (level >= 0) {
+        const batt = timesDecimal(level, FRACTION_TO_PERCENT)
+        if (!Number.isFinite(batt))
+          return fail(imei, 'invalid_value', `location.battery.level ${level} is out of any range`)
+        values.batt = batt
+      }
     }
     if (battery.is_charging !== undefined && battery.is_charging !== null) values.charge = battery.is_charging
   }
@@ -289,7 +287,21 @@ function loose(raw: string): Value {
   return raw
 }
 
+/** A JSON value in a message: its kind, or a number as it reads. */
+function shown(v: unknown): string {
+  return typeof v === 'number' ? String(v) : typeName(v)
+}
+
 /** A value in a message: quoted, and cut when long. */
 function quote(s: string): string {
   return JSON.stringify(s.length > 40 ? s.slice(0, 40) + '...' : s)
+}
+
+/**
+ * Why the body is not JSON: the parser's message (which quotes the input), cut, and escaped as JSON escapes
+ * text, so that no control character or unpaired surrogate reaches a log or the quarantine's text.
+ */
+function notJson(err: unknown): string {
+  const m = (err as Error).message
+  return `the body is not JSON: ${JSON.stringify(m.length > 200 ? m.slice(0, 200) + '...' : m).slice(1, -1)}`
 }

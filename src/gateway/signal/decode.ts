@@ -1,4 +1,4 @@
-import { LIMITS, type QuarantineReason, TOO_DEEP, deeperThan, judgePayload } from '../../readings/index.js'
+import { LIMITS, type QuarantineReason, TOO_DEEP, deeperThan } from '../../readings/index.js'
 import { parseTs, typeName } from '../../readings/time.js'
 
 /**
@@ -41,9 +41,8 @@ export function decodeSignal(raw: Buffer): DecodedSignal {
   let doc: unknown
   try {
     doc = JSON.parse(raw.toString('utf8'))
-  } catch {
-    // The judge's account of it: binary described, unprintable characters escaped, safe to log and store.
-    return fail(undefined, 'malformed_json', judgePayload(raw).rejections[0].detail)
+  } catch (err) {
+    return fail(undefined, 'malformed_json', notJson(err))
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
     return fail(undefined, 'not_an_object', `expected a JSON object, got ${typeName(doc)}`)
@@ -121,4 +120,13 @@ function shown(v: unknown): string {
 
 function fail(imei: string | undefined, reason: QuarantineReason, detail: string): DecodedSignal {
   return { ok: false, imei, reason, detail }
+}
+
+/**
+ * Why the signal is not JSON: the parser's message (which quotes the input), cut, and escaped as JSON escapes
+ * text, so that no control character or unpaired surrogate reaches a log or the quarantine's text.
+ */
+function notJson(err: unknown): string {
+  const m = (err as Error).message
+  return `the signal is not JSON: ${JSON.stringify(m.length > 200 ? m.slice(0, 200) + '...' : m).slice(1, -1)}`
 }
