@@ -106,6 +106,12 @@ function banner(app: App): string {
   if (app.mqtt?.port)
     lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
   else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
+  const devices = [
+    app.osmand && `OsmAnd http://${host}:${app.osmand.port}`,
+    app.jsonl && `JSON lines ${host}:${app.jsonl.port}`,
+    app.signal && `signal ${host}:${app.signal.port}`,
+  ].filter(Boolean)
+  if (devices.length > 0) lines.push(`  devices    ${devices.join('   ')}`)
   if (http) lines.push(`  health     ${http}/readyz   metrics: ${http}/metrics`)
   if (api)
     lines.push(
