@@ -30,10 +30,10 @@ describe('app: one lifecycle', () => {
       assert.equal(r.status, 200)
       const body = await r.json()
       assert.equal(body.status, 'ready')
-      assert.deepEqual(Object.keys(body.components), ['database', 'queue', 'ingest', 'mqtt'])
+      assert.deepEqual(Object.keys(body.components), ['database', 'queue', 'ingest', 'mqtt', 'checks'])
       assert.equal(body.components.queue.kind, 'local')
       const g = await (await fetch(`${gateway.base}/readyz`)).json()
-      assert.deepEqual(Object.keys(g.components), ['database', 'queue', 'mqtt'])
+      assert.deepEqual(Object.keys(g.components), ['database', 'queue', 'mqtt', 'checks'])
     } finally {
       await gateway.stop()
       await all.stop()

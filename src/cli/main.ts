@@ -97,8 +97,9 @@ async function main(argv: string[]): Promise<number> {
 function banner(app: App): string {
   const { config } = app
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-  const http = app.httpPort ? `http://${host}:${app.httpPort}` : undefined
-  const ws = http && app.mqtt ? `ws://${host}:${app.httpPort}/mqtt` : undefined
+  const s = app.tls ? 's' : ''
+  const http = app.httpPort ? `http${s}://${host}:${app.httpPort}` : undefined
+  const ws = http && app.mqtt ? `ws${s}://${host}:${app.httpPort}/mqtt` : undefined
   const api = app.has('api')
   const lines = [`iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`]
   if (api && http) lines.push(`  REST API   ${http}/api/v1   (docs: ${http}/docs; dashboard: ${http}/)`)
@@ -106,7 +107,9 @@ function banner(app: App): string {
   if (app.mqtt?.port)
     lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
   else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
+  if (app.mqtt?.tlsPort) lines.push(`  MQTTS      mqtts://${host}:${app.mqtt.tlsPort}`)
   const devices = [
+    app.teltonika && `Teltonika ${host}:${app.teltonika.port}`,
     app.osmand && `OsmAnd http://${host}:${app.osmand.port}`,
     app.jsonl && `JSON lines ${host}:${app.jsonl.port}`,
     app.signal && `signal ${host}:${app.signal.port}`,

@@ -1,109 +1,128 @@
+/**
+ * Refused devices (an unknown IMEI, a wrong token, a handshake that is not one) counted per source address,
+ * and a flood of them cut off, on every device listener (Teltonika, OsmAnd, JSON lines, the signal). Whether a
+ * device is refused tells whoever connects whether an IMEI (or an id and token) is registered; an address that
+ * keeps guessing is closed at once, before its next attempt is read, until its window passes, so guessing the
+ * fleet's IMEIs takes LIMIT guesses a window per address instead of as many as the link carries.
+ */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.js'
 import type { Transport } from '../queue/types.js'
 
+/** Refusals an address may have in a window before its connections are closed unread. */
+export const LIMIT = 20
 /**
- * Why a device listener refused a connection or request before taking a reading from it: the `reason` label of
- * `iotcore_device_refusals_total`. `unknown_device` and `bad_token` are the failed authentications each source
- * address is counted for (RefusedPeers); the others are bad framing, a limit, or a flood already refused.
+ * The window's length. A device with a mistyped IMEI retries every few seconds to minutes; 20 refusals a minute
+ * never cut off a handful of such devices behind one carrier NAT, while a guesser gets 20 a minute. A
+ * registered device behind the same address as a guesser is cut off with it for the rest of the window: the
+ * price of not trusting the IMEI an over-limit address sends.
  */
-export const REFUSAL_REASONS = [
-  'unknown_device',
-  'bad_token',
-  'rate_limited',
-  'malformed',
-  'too_large',
-  'timeout',
-] as const
-export type RefusalReason = (typeof REFUSAL_REASONS)[number]
+export const WINDOW_MS = 60_000
+/** Addresses remembered at most (the oldest window dropped first), so a spray of addresses cannot grow it. */
+const MAX_ADDRESSES = 10_000
 
-/**
- * Failed authentications from one address: past `limit` within `windowMs` of its first, its connections are
- * turned away unread until that window ends. A device set up wrong retries every few seconds at most, so the
- * limit lets its refusals be seen (and logged) while a scanner or a guesser, many attempts a second, stops
- * costing a credential lookup and a log line each.
- */
-export const PEER_LIMIT = {
-  limit: 20,
-  windowMs: 60_000,
-  /** Addresses tracked at most: a flood from many addresses evicts the oldest first, memory stays bounded. */
-  maxTracked: 10_000,
-} as const
-
-interface Peer {
+interface Window {
   count: number
   since: number
 }
 
+export class Refusals {
+  private readonly byAddress = new Map<string, Window>()
+  /** Refusals since start, every address. */
+  refused = 0
+  /** Connections and datagrams dropped unread because their address was over the limit. */
+  limited = 0
+
+  /** How many refusals `address` has in its current window. */
+  count(address: string, now = Date.now()): number {
+    const w = this.byAddress.get(address)
+    return w !== undefined && now - w.since < WINDOW_MS ? w.count : 0
+  }
+
+  /** Whether `address` is over the limit now; counts the drop if it is. */
+  limit(address: string, now = Date.now()): boolean {
+    if (this.count(address, now) < LIMIT) return false
+    this.limited++
+    return true
+  }
+
+  /** Counts a refusal of `address`; true when this one reaches the limit (to be logged once). */
+  refuse(address: string, now = Date.now()): boolean {
+    this.refused++
+    let w = this.byAddress.get(address)
+    if (w === undefined || now - w.since >= WINDOW_MS) {
+      this.byAddress.delete(address)
+      w = { count: 0, since: now }
+      this.byAddress.set(address, w)
+      if (this.byAddress.size > MAX_ADDRESSES) this.byAddress.delete(this.byAddress.keys().next().value!)
+    }
+    return ++w.count === LIMIT
+  }
+
+  /** Forgets windows that have passed. */
+  sweep(now = Date.now()): void {
+    for (const [address, w] of this.byAddress) if (now - w.since >= WINDOW_MS) this.byAddress.delete(address)
+  }
+}
+
 /**
- * Refusals by source address, for one device listener. Only failed authentications count: a device whose
- * address is shared (a carrier's NAT) is not shut out by another's malformed packet.
+ * Why a device listener refused a connection or request before taking a reading from it: the `reason` label of
+ * `iotcore_device_refusals_total`. `unknown_device` and `bad_token` are the refusals counted against their
+ * address (Refusals); the others are bad framing, a limit, or an address over its limit.
+ */
+export type RefusalReason =
+  | 'unknown_device'
+  | 'bad_token'
+  | 'rate_limited'
+  | 'malformed'
+  | 'too_large'
+  | 'timeout'
+
+/**
+ * Refusals with what an operator sees of them, for the OsmAnd, JSON-lines and signal listeners: each counted
+ * in `iotcore_device_refusals_total` by listener and reason, each failed authentication logged with what was
+ * claimed until its address reaches the limit (then once, as it does), and the address's window kept.
  */
 export class RefusedPeers {
-  private readonly peers = new Map<string, Peer>()
+  private readonly refusals = new Refusals()
 
   constructor(
     private readonly transport: Transport,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-    private readonly opts: { limit: number; windowMs: number; maxTracked: number } = PEER_LIMIT,
   ) {}
 
-  /** How many addresses are turned away now (for /readyz): one pass over at most maxTracked entries. */
-  turnedAway(now = Date.now()): number {
-    let n = 0
-    for (const p of this.peers.values())
-      if (p.count >= this.opts.limit && p.since + this.opts.windowMs > now) n++
-    return n
+  /** For /readyz: refusals since start, and connections or requests turned away for an address's flood. */
+  health(): { refused: number; limited: number } {
+    return { refused: this.refusals.refused, limited: this.refusals.limited }
   }
 
-  /**
-   * Whether connections from `address` are turned away now; counted as `rate_limited` if so. Seconds until
-   * the address may try again, or 0.
-   */
-  blocked(address: string, now = Date.now()): number {
-    const p = this.peers.get(address)
-    if (p === undefined) return 0
-    const left = p.since + this.opts.windowMs - now
-    if (left <= 0) {
-      this.peers.delete(address)
-      return 0
-    }
-    if (p.count < this.opts.limit) return 0
+  /** Whether `address` is over its limit now: then it is turned away unread, and that is counted. */
+  limit(address: string): boolean {
+    if (!this.refusals.limit(address)) return false
     this.metrics.refusals.inc({ transport: this.transport, reason: 'rate_limited' })
-    return Math.ceil(left / 1000)
+    return true
   }
 
-  /**
-   * A failed authentication from `address`: counted, logged with what was claimed, and the address shut out for
-   * the rest of its window once it reaches the limit (logged once, then silent).
-   */
-  refuse(address: string, reason: 'unknown_device' | 'bad_token', claimed: string, now = Date.now()): void {
+  /** A failed authentication from `address` (`claimed`: the IMEI or device id it gave). */
+  refuse(address: string, reason: 'unknown_device' | 'bad_token', claimed: string): void {
     this.metrics.refusals.inc({ transport: this.transport, reason })
-    let p = this.peers.get(address)
-    if (p !== undefined && p.since + this.opts.windowMs <= now) {
-      this.peers.delete(address)
-      p = undefined
-    }
-    if (p === undefined) {
-      p = { count: 0, since: now }
-      this.peers.set(address, p)
-      if (this.peers.size > this.opts.maxTracked) this.peers.delete(this.peers.keys().next().value!)
-    }
-    p.count++
-    if (p.count < this.opts.limit) {
-      this.log.info({ address, reason, claimed: claimed.slice(0, 64), refusals: p.count }, 'device refused')
-    } else if (p.count === this.opts.limit) {
-      const seconds = Math.ceil((p.since + this.opts.windowMs - now) / 1000)
+    if (this.refusals.refuse(address))
       this.log.warn(
-        { address, refusals: p.count, seconds },
-        'too many refused devices from one address; turning it away',
+        { address, windowSeconds: WINDOW_MS / 1000 },
+        'refusals from this address reached the limit: it is turned away unread for the rest of the window',
       )
-    }
+    else if (this.refusals.count(address) < LIMIT)
+      this.log.info({ address, reason, claimed: claimed.slice(0, 64) }, 'device refused')
   }
 
   /** Counts a refusal that is not a failed authentication (bad framing, a limit, a timeout). */
-  count(reason: Exclude<RefusalReason, 'unknown_device' | 'bad_token' | 'rate_limited'>): void {
+  count(reason: 'malformed' | 'too_large' | 'timeout'): void {
     this.metrics.refusals.inc({ transport: this.transport, reason })
+  }
+
+  /** Forgets windows that have passed (from a listener's sweep). */
+  sweep(): void {
+    this.refusals.sweep()
   }
 }

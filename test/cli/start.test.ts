@@ -150,7 +150,10 @@ describe('iotcore start with some roles', () => {
     assert.doesNotMatch(g.banner, /REST API|admin token|docs/, g.banner)
     assert.match(g.banner, /roles: gateway, ingest/)
     assert.match(g.banner, /HTTP ingest POST http:\/\/\S+\/telemetry/)
-    assert.match(g.banner, /devices\s+OsmAnd http:\/\/\S+:\d+\s+JSON lines \S+:\d+\s+signal \S+:\d+/)
+    assert.match(
+      g.banner,
+      /devices\s+Teltonika \S+:\d+\s+OsmAnd http:\/\/\S+:\d+\s+JSON lines \S+:\d+\s+signal \S+:\d+/,
+    )
     assert.ok(g.mqtt > 0, g.banner)
     // What it lists answers: the API it does not list does not.
     const api = await fetch(`http://127.0.0.1:${g.http}/api/v1/devices`)

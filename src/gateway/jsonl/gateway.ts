@@ -1,11 +1,12 @@
-import type { Server, Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
+import type { Certificates } from '../../lib/tls.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
-import { RefusedPeers } from '../refusals.js'
+import { type Listener, listen } from '../listen.js'
+import { RefusedPeers, WINDOW_MS } from '../refusals.js'
 import { JsonlConnection, LineState, errorLine } from './connection.js'
-import { createListener } from './listener.js'
 
 /** How long a connection may take over what it must do; each says why in the log and in its last line. */
 export const JSONL_LIMITS = {
@@ -32,14 +33,17 @@ export interface JsonlGatewayOptions {
   port: number
   /** The longest line. */
   maxPayloadBytes: number
+  /** The platform's certificate: the listener then takes TLS only (gateway/listen.ts). */
+  tls?: Certificates
 }
 
 /**
- * The JSON-lines listener (connection.ts): for simple devices and scripts, `nc` included. One sweep timer for
- * every connection's timeouts; connections cut when their device's credential is revoked.
+ * The JSON-lines listener (connection.ts): for simple devices and scripts, `nc` and `openssl s_client`
+ * included; TLS with the platform's certificate. One sweep timer for every connection's timeouts; connections
+ * cut when their device's credential is revoked.
  */
 export class JsonlGateway {
-  private server: Server | undefined
+  private listener: Listener | undefined
   readonly connections = new Set<JsonlConnection>()
   readonly peers: RefusedPeers
   /** The timeouts in force (JSONL_LIMITS). */
@@ -70,18 +74,11 @@ export class JsonlGateway {
     this.unwatch = this.credentials.watch((ids) => this.revokeStale(ids))
     this.timer = setInterval(() => this.sweep(), SWEEP_MS)
     this.timer.unref()
-    const server = createListener((socket) => this.accept(socket))
-    server.on('error', (err) => this.log.error({ err }, 'JSON-lines listener error'))
-    this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.opts.port, this.opts.host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    this.port = (server.address() as { port: number }).port
-    this.log.info({ port: this.port }, 'JSON-lines gateway listening')
+    const { host, port, tls } = this.opts
+    // Half-open: a sender that ends its side after its last line (`nc -N`) still gets every answer.
+    const opts = { host, port, tls, allowHalfOpen: true, name: 'JSON lines', log: this.log }
+    this.listener = await listen(opts, (socket) => this.accept(socket))
+    this.port = this.listener.port
   }
 
   /** Stops accepting; each connection answers the lines it took, then closes (cut after STOP_GRACE_MS). */
@@ -89,8 +86,7 @@ export class JsonlGateway {
     this.stopping = true
     this.unwatch?.()
     if (this.timer) clearInterval(this.timer)
-    const server = this.server
-    const closed = server?.listening ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve()
+    const closed = this.listener?.close() ?? Promise.resolve()
     for (const c of this.connections) c.finish()
     const cut = setTimeout(() => {
       for (const c of this.connections) c.destroy()
@@ -100,8 +96,18 @@ export class JsonlGateway {
     clearTimeout(cut)
   }
 
-  health(): { ok: boolean; connections: number; turnedAway: number } {
-    return { ok: this.port > 0, connections: this.connections.size, turnedAway: this.peers.turnedAway() }
+  /** Whether it is bound (the service checks watch it). */
+  get listening(): boolean {
+    return this.listener?.listening ?? false
+  }
+
+  health(): { ok: boolean; tls: boolean; connections: number; refused: number; limited: number } {
+    return {
+      ok: this.port > 0,
+      tls: this.listener?.secure ?? false,
+      connections: this.connections.size,
+      ...this.peers.health(),
+    }
   }
 
   private accept(socket: Socket): void {
@@ -110,8 +116,9 @@ export class JsonlGateway {
       return
     }
     const address = socket.remoteAddress ?? ''
-    const wait = this.peers.blocked(address)
-    if (wait > 0) return refuse(socket, errorLine('IOT_ERR_RATE_LIMITED', [address, wait]))
+    // Told to come back after at most the window's length: the address's window began at its first refusal.
+    if (this.peers.limit(address))
+      return refuse(socket, errorLine('IOT_ERR_RATE_LIMITED', [address, WINDOW_MS / 1000]))
     this.connections.add(new JsonlConnection(this, socket))
   }
 
@@ -138,6 +145,7 @@ export class JsonlGateway {
 
   private sweep(): void {
     const now = (this.now = Date.now())
+    this.peers.sweep()
     const { authMs, lineMs, idleMs, closeMs } = this.limits
     for (const c of this.connections) {
       if (c.state === LineState.hello || c.state === LineState.auth) {

@@ -1,8 +1,10 @@
 import type { Duplex } from 'node:stream'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
+import type { ClientCertificate } from '../../lib/tls.js'
 import type { AckSink, Transport } from '../../queue/types.js'
 import { TOKEN_QOS2, ackToken, ackTokens } from './acks.js'
 import { ConnState, PacketType, ReasonCode } from './codes.js'
+import type { Downlink } from './downlink.js'
 import { decodePublish } from './fast-publish.js'
 import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
@@ -35,6 +37,10 @@ export class Connection implements AckSink {
    * credential still holds it, the connection may stay; a rotation or a delete cuts it (gateway.ts).
    */
   tokenHash = ''
+  /** The client certificate presented over MQTTS with IOTCORE_TLS_CA (lib/tls.ts), or null. */
+  certificate: ClientCertificate | null = null
+  /** Authenticated by that certificate, with no token: a token rotation does not cut it (gateway.ts). */
+  byCertificate = false
   clientId: string | undefined
   telemetryTopic = ''
   telemetryTopicBytes: Buffer | null = null
@@ -58,6 +64,8 @@ export class Connection implements AckSink {
   /** Receive stamps of the latest QoS 1/2 publishes, for resends (resends.ts); made on the first one. */
   resends: ResendWindow | null = null
   will: IConnectPacket['will'] | null = null
+  /** Commands to the device on this connection (downlink.ts); made when it subscribes to them. */
+  downlink: Downlink | null = null
 
   constructor(
     readonly gw: MqttGateway,

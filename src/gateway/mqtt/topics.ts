@@ -21,8 +21,10 @@ export interface TopicPayloads {
   'commands/ack': CommandAck
 }
 
-/** Suffixes a device may publish to. */
-export const PUBLISH_SUFFIXES = ['telemetry'] as const satisfies ReadonlyArray<keyof TopicPayloads>
+/** Suffixes a device may publish to: readings, and its answers to commands (never readings). */
+export const PUBLISH_SUFFIXES = ['telemetry', 'commands/ack'] as const satisfies ReadonlyArray<
+  keyof TopicPayloads
+>
 export type PublishSuffix = (typeof PUBLISH_SUFFIXES)[number]
 
 export const devicePrefix = (deviceId: string) => `devices/${deviceId}/`
@@ -57,4 +59,19 @@ export function validFilter(filter: string): boolean {
     if (l.includes('+') && l !== '+') return false
   }
   return true
+}
+
+/**
+ * Whether a topic filter matches a topic name: `+` matches one whole level, `#` all that follow, the parent
+ * level included (§4.7.1.2 in both versions: `sport/#` also matches `sport`). Filters reach here checked by
+ * validFilter.
+ */
+export function filterMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false
+  }
+  return f.length === t.length
 }

@@ -7,7 +7,7 @@ import { renderError } from '../../http/errors.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
 import { acceptDecoded, quarantineRefused } from '../accept.js'
-import { RefusedPeers } from '../refusals.js'
+import { RefusedPeers, WINDOW_MS } from '../refusals.js'
 import { type Decoded, decodeJson, decodeQuery } from './decode.js'
 
 /** A request whose headers are not all in after this long is answered 408 and closed (node's headersTimeout). */
@@ -91,14 +91,20 @@ export class OsmAndGateway {
     clearTimeout(cut)
   }
 
-  health(): { ok: boolean; turnedAway: number } {
-    return { ok: this.port > 0, turnedAway: this.peers.turnedAway() }
+  /** Whether it is bound (the service checks watch it). */
+  get listening(): boolean {
+    return this.server?.listening ?? false
+  }
+
+  health(): { ok: boolean; refused: number; limited: number } {
+    return { ok: this.port > 0, ...this.peers.health() }
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const address = req.socket.remoteAddress ?? ''
-    const wait = this.peers.blocked(address)
-    if (wait > 0) {
+    if (this.peers.limit(address)) {
+      // At most the window's length: the address's window began at its first refusal.
+      const wait = WINDOW_MS / 1000
       const err = new IotError('IOT_ERR_RATE_LIMITED', [address, wait])
       return answer(res, err, { 'retry-after': String(wait), connection: 'close' })
     }

@@ -106,8 +106,13 @@ export class SignalGateway {
     clearTimeout(cut)
   }
 
-  health(): { ok: boolean; connections: number; turnedAway: number } {
-    return { ok: this.port > 0, connections: this.connections.size, turnedAway: this.peers.turnedAway() }
+  /** Whether it is bound (the service checks watch it). */
+  get listening(): boolean {
+    return this.server?.listening ?? false
+  }
+
+  health(): { ok: boolean; connections: number; refused: number; limited: number } {
+    return { ok: this.port > 0, connections: this.connections.size, ...this.peers.health() }
   }
 
   private accept(socket: Socket): void {
@@ -128,7 +133,7 @@ export class SignalGateway {
     socket.on('error', () => socket.destroy())
     socket.on('close', () => this.connections.delete(c))
     // The protocol has no way to say "refused" but the close: a flood is turned away unread.
-    if (this.peers.blocked(c.address) > 0) return this.close(c)
+    if (this.peers.limit(c.address)) return this.close(c)
     socket.on('data', (chunk: Buffer) => this.onData(c, chunk))
     socket.on('end', () => this.onEnd(c))
   }
@@ -205,6 +210,7 @@ export class SignalGateway {
 
   private sweep(): void {
     const now = Date.now()
+    this.peers.sweep()
     const { signalMs, closeMs } = this.limits
     for (const c of this.connections) {
       if (c.phase === Phase.reading && now - c.openedAt > signalMs)

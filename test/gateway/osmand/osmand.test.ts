@@ -335,7 +335,8 @@ describe('OsmAnd (Traccar Client) over HTTP', () => {
     assert.ok(Number(r.headers['retry-after']) > 0)
     assert.equal((await post(form({ timestamp: '1732335001' }))).status, 200)
     const health = (await p.req('GET', '/readyz')).body.components.osmand
-    assert.deepEqual(health, { ok: true, turnedAway: 1 })
+    assert.equal(health.ok, true)
+    assert.ok(health.limited >= 1 && health.refused >= 20, JSON.stringify(health))
   })
 })
 

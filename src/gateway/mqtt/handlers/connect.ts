@@ -2,12 +2,14 @@ import { randomBytes } from 'node:crypto'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
 import { CONNACK_V3, ConnState, ReasonCode } from '../codes.js'
 import type { Connection } from '../connection.js'
+import { connectLimits } from '../downlink.js'
 import { NEVER_EXPIRES } from '../sessions.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
- * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token.
- * Authentication is asynchronous; until it ends, nothing the client sent after the CONNECT is read.
+ * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token,
+ * or over MQTTS a client certificate whose CN is the device id. Authentication is asynchronous; until it ends,
+ * nothing the client sent after the CONNECT is read.
  */
 export function handleConnect(c: Connection, p: IConnectPacket): void {
   c.version = p.protocolVersion ?? 4
@@ -22,11 +24,25 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
     // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
     return refuseConnect(c, ReasonCode.protocolError, 'authentication data without a method')
   }
-  if (p.username === undefined || p.password === undefined) {
+  const cert = c.certificate
+  if (cert !== null) {
+    // Over MQTTS with IOTCORE_TLS_CA, a client certificate names its device by its subject's CN, as Mosquitto's
+    // use_identity_as_username does; the CONNECT may repeat the id as username or leave it empty, and may
+    // still send the device's token, which is then checked too.
+    if ('untrusted' in cert)
+      return refuseCertificate(c, `the client certificate is not trusted: ${cert.untrusted}`)
+    if (p.username && p.username !== cert.cn)
+      return refuseCertificate(
+        c,
+        `the client certificate is device ${cert.cn}'s; the username must be that id or empty`,
+      )
+    if (p.password === undefined) return byCertificate(c, p, cert.cn)
+  }
+  const deviceId = cert !== null ? cert.cn : p.username
+  if (deviceId === undefined || p.password === undefined) {
     const why = 'username (device id) and password (device token) are required'
     return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
   }
-  const deviceId = p.username
   c.pause()
   c.gw.credentials
     .authenticate(deviceId, p.password.toString('utf8'))
@@ -34,6 +50,28 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
       (cred) => authenticated(c, p, deviceId, cred?.tokenHash),
       () => authenticated(c, p, deviceId, undefined),
     )
+    .catch((err) => c.fail(err))
+}
+
+function refuseCertificate(c: Connection, why: string): void {
+  c.gw.log.info({ transport: c.transport, why }, 'MQTT connect refused: client certificate')
+  refuseConnect(c, ReasonCode.notAuthorized, why)
+}
+
+/** The certificate is trusted and names `deviceId`: the device must exist (and not be retired). */
+function byCertificate(c: Connection, p: IConnectPacket, deviceId: string): void {
+  c.pause()
+  const cached = c.gw.credentials.current(deviceId)
+  // A device created a moment ago may not have reached the cache yet: ask the database once, as for tokens.
+  const found = cached ? Promise.resolve(cached) : c.gw.credentials.refresh(deviceId).catch(() => undefined)
+  found
+    .then((cred) => {
+      if (c.state !== ConnState.auth) return
+      if (cred === undefined)
+        return refuseCertificate(c, `the client certificate names device ${deviceId}, which does not exist`)
+      c.byCertificate = true
+      authenticated(c, p, deviceId, cred.tokenHash)
+    })
     .catch((err) => c.fail(err))
 }
 
@@ -67,7 +105,12 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
     properties.maximumPacketSize = c.gw.maxPacketSize
     properties.retainAvailable = false
     properties.sharedSubscriptionAvailable = false
+    // A command sent for a subscription would carry its Subscription Identifier [MQTT-3.3.4-3]; sessions keep
+    // only filters and QoS, so identifiers are announced unavailable (§3.2.2.3.12).
+    properties.subscriptionIdentifiersAvailable = false
     properties.topicAliasMaximum = 0
+    // What the gateway may send this client: its Receive Maximum and Maximum Packet Size (downlink.ts).
+    c.downlink = connectLimits(c.version, p.properties)
     if (p.clientId === '') {
       // [MQTT-3.2.2-16] an empty client id gets one assigned.
       p.clientId = `${deviceId}-${randomBytes(4).toString('hex')}`
@@ -134,8 +177,7 @@ function accept(
 ): void {
   if (c.state !== ConnState.auth) return
   // Revoked while the session loaded (a rotation or a delete whose cut went by before this was connected).
-  if (c.gw.credentials.current(c.deviceId)?.tokenHash !== c.tokenHash)
-    return refuseConnect(c, ReasonCode.badUsernameOrPassword, 'bad device id or token')
+  if (!c.gw.authorized(c)) return refuseConnect(c, ReasonCode.badUsernameOrPassword, 'bad device id or token')
   if (restored) c.subs = restored
   c.saveSession()
   c.gw.register(c)
@@ -155,6 +197,8 @@ function accept(
       { protocolVersion: c.version },
     ),
   )
+  // A resumed session's subscriptions may already take commands.
+  c.gw.commands.update(c)
   c.resumeAfterConnect()
 }
 

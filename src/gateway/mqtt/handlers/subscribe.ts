@@ -23,4 +23,6 @@ export function handleSubscribe(c: Connection, p: ISubscribePacket): void {
   }
   c.saveSession()
   c.write(mqtt.generate({ cmd: 'suback', messageId: p.messageId, granted }, { protocolVersion: c.version }))
+  // After the SUBACK: commands waiting for the device follow it.
+  c.gw.commands.update(c)
 }
