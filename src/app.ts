@@ -12,6 +12,7 @@ import { CommandDispatcher } from './gateway/dispatch.js'
 import { httpIngest } from './gateway/http/index.js'
 import { JsonlGateway } from './gateway/jsonl/gateway.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
+import { OperatorTopic } from './gateway/mqtt/operators.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
 import { OsmAndGateway } from './gateway/osmand/gateway.js'
@@ -29,6 +30,7 @@ import { type Listening, ServiceChecks } from './organizer/checks.js'
 import { Heartbeat, Organizer, serviceName } from './organizer/index.js'
 import { createQueue } from './queue/index.js'
 import type { Queue } from './queue/types.js'
+import { EventFeed } from './store/event-feed.js'
 import type { Store } from './store/index.js'
 import { Database } from './store/open.js'
 
@@ -70,7 +72,10 @@ export class App {
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
+  /** The alert events as they commit, followed once for this process's readers (SSE, MQTT operators). */
+  events: EventFeed | undefined
   alertStream: AlertStream | undefined
+  operators: OperatorTopic | undefined
   checks: ServiceChecks | undefined
   http: FastifyInstance | undefined
   httpPort = 0
@@ -113,8 +118,10 @@ export class App {
       [gateway, () => this.commandsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
+      [api || gateway, () => this.eventFeedComponent()],
       [api, () => this.alertStreamComponent()],
       [http, () => this.httpComponent()],
+      [gateway, () => this.operatorsComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
       [gateway && config.teltonikaPort !== null, () => this.teltonikaComponent()],
@@ -227,9 +234,30 @@ export class App {
     )
   }
 
-  /** The SSE streams' one LISTEN; started before the HTTP server, whose close ends their requests first. */
+  /** The one LISTEN for alert events of this process, which its readers follow. */
+  private eventFeedComponent(): Component {
+    return this.built(
+      'events',
+      (log) => (this.events = new EventFeed(this.store, log)),
+      (events) => events?.health() ?? { ok: false, detail: 'not started' },
+    )
+  }
+
+  /** The SSE streams; started before the HTTP server, whose close ends their requests first. */
   private alertStreamComponent(): Component {
-    return this.built('alert-stream', (log) => (this.alertStream = new AlertStream(this.store, log)))
+    return this.built(
+      'alert-stream',
+      (log) => (this.alertStream = new AlertStream(this.events!, this.store, log)),
+    )
+  }
+
+  /** `$iotcore/alerts/<type>` for operator MQTT clients; made before the gateway, which takes it. */
+  private operatorsComponent(): Component {
+    return this.built(
+      'mqtt-operators',
+      (log) => (this.operators = new OperatorTopic(this.events!, this.admin.token, log)),
+      (operators) => operators?.health() ?? { ok: false, detail: 'not started' },
+    )
   }
 
   /**
@@ -339,6 +367,7 @@ export class App {
         )
         this.commands!.attach(mqtt.commands)
         mqtt.commands.outcomes = this.commands
+        mqtt.operators = this.operators
         return (this.mqtt = mqtt)
       },
       (mqtt) => ({

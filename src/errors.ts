@@ -33,6 +33,8 @@ export const ErrorCodes = {
   IOT_ERR_IMEI_NOT_REGISTERED: { status: 403, message: "No device is registered with the identifier '%s'; register one with POST /api/v1/devices {\"name\": ..., \"imei\": \"%s\"}" },
   IOT_ERR_RATE_LIMITED: { status: 429, message: 'Too many refused attempts from %s; retry in %s s' },
   IOT_ERR_TIMEOUT: { status: 408, message: 'Nothing complete came in time: %s' },
+  IOT_ERR_CLOUD_API: { status: 502, message: 'DigitalOcean answered %s %s with %s: %s' },
+  IOT_ERR_CLOUD_NOT_READY: { status: 504, message: '%s did not happen within %s s' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

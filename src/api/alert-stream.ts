@@ -1,9 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { EVENTS_CHANNEL, type Listener, type OutboxEvent, type Store } from '../store/index.js'
-
-/** Events read from the outbox at a time. */
-const READ_BATCH = 500
+import type { EventFeed } from '../store/event-feed.js'
+import type { OutboxEvent, Store } from '../store/index.js'
 /** A client resuming (Last-Event-ID) gets at most this many missed events; older ones are in GET /alerts. */
 const MAX_REPLAY = 1000
 /** A comment line this often keeps proxies from closing a quiet stream, and finds clients gone away. */
@@ -21,33 +19,22 @@ interface Client {
 
 /**
  * The alert events as Server-Sent Events (GET /api/v1/alerts/stream), for every client of this process. The
- * events come from the outbox after their transaction committed, announced by PostgreSQL NOTIFY, so an alert
- * raised by any process reaches the clients of every process. One LISTEN per process: on each announcement
- * (and after the LISTEN connection was lost and is back) it reads the events after the last one it read, in id
- * order, which is commit order (store/alerts.ts, emit), so none is skipped, and a client that reconnects with
- * Last-Event-ID gets those it missed.
+ * events come from the process's EventFeed (store/event-feed.ts): from the outbox after their transaction
+ * committed, in id order, none skipped; a client that reconnects with Last-Event-ID gets those it missed.
  */
 export class AlertStream {
   private readonly clients = new Set<Client>()
-  private listener: Listener | undefined
-  private last = 0
-  private reading: Promise<void> | undefined
-  private again = false
+  private unfollow: (() => void) | undefined
   private keepalive: NodeJS.Timeout | undefined
 
   constructor(
+    private readonly feed: EventFeed,
     private readonly store: Store,
     private readonly log: Logger,
   ) {}
 
   async start(): Promise<void> {
-    this.last = await this.store.alerts.lastEventSeq()
-    this.listener = await this.store.notifications.listen(EVENTS_CHANNEL, {
-      notify: () => this.read(),
-      resumed: () => this.read(),
-    })
-    // An event committed between the first read of the last id and the LISTEN was announced unheard.
-    this.read()
+    this.unfollow = this.feed.follow((e) => this.broadcast(e))
     this.keepalive = setInterval(() => {
       for (const c of this.clients) c.res.write(': keepalive\n\n')
     }, KEEPALIVE_MS)
@@ -56,9 +43,8 @@ export class AlertStream {
 
   async stop(): Promise<void> {
     clearInterval(this.keepalive)
-    await this.listener?.stop()
+    this.unfollow?.()
     this.closeClients()
-    await this.reading
   }
 
   /** Ends every stream: the HTTP server can only close once they are. */
@@ -85,8 +71,9 @@ export class AlertStream {
     })
     // The first bytes tell the client the stream is open (and EventSource how long to wait to reconnect).
     res.write(`retry: ${RETRY_MS}\n\n`)
-    const resuming = lastEventId !== undefined && lastEventId < this.last
-    const c: Client = { res, sent: resuming ? lastEventId : this.last, held: resuming ? [] : undefined }
+    const last = this.feed.last
+    const resuming = lastEventId !== undefined && lastEventId < last
+    const c: Client = { res, sent: resuming ? lastEventId : last, held: resuming ? [] : undefined }
     this.clients.add(c)
     res.on('close', () => this.clients.delete(c))
     if (!resuming) return
@@ -103,33 +90,7 @@ export class AlertStream {
     for (const e of held) this.send(c, e)
   }
 
-  /** Reads what was committed since the last read; one read at a time, another after it if asked meanwhile. */
-  private read(): void {
-    if (this.reading) {
-      this.again = true
-      return
-    }
-    this.reading = (async () => {
-      do {
-        this.again = false
-        try {
-          let batch: OutboxEvent[]
-          do {
-            batch = await this.store.alerts.eventsAfter(this.last, READ_BATCH)
-            for (const e of batch) this.broadcast(e)
-          } while (batch.length === READ_BATCH)
-        } catch (err) {
-          // The next announcement (or the listener coming back) reads again from the same place.
-          this.log.warn({ err: (err as Error).message }, 'cannot read alert events for the streams')
-        }
-      } while (this.again)
-    })().finally(() => {
-      this.reading = undefined
-    })
-  }
-
   private broadcast(e: OutboxEvent): void {
-    this.last = e.seq
     for (const c of this.clients) {
       if (c.held) c.held.push(e)
       else this.send(c, e)

@@ -1,5 +1,5 @@
-import { statfsSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { readFileSync, statfsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { IotError } from '../errors.js'
 
 export const ROLES = ['api', 'gateway', 'ingest', 'organizer'] as const
@@ -240,7 +240,8 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     roles: parseRoles(flags.roles ?? env.IOTCORE_ROLES),
     dataDir,
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
-    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
+    // CLOUDAMQP_URL is what RabbitMQ add-ons on a PaaS set; AMQP_URL, when set, wins.
+    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']) ?? url(env, 'CLOUDAMQP_URL', ['amqp:', 'amqps:']),
     adminToken,
     host: env.IOTCORE_HOST || DEFAULTS.host,
     httpPort: port(env, ['IOTCORE_HTTP_PORT', 'PORT'], DEFAULTS.httpPort),
@@ -301,4 +302,36 @@ function existingParent(dir: string): string {
       d = parent
     }
   }
+}
+
+/** What the commands that talk to a running platform or to DigitalOcean read (`iotcore simulate`, `cloud`). */
+export interface ClientConfig {
+  /** Where a running platform's HTTP port answers. */
+  readonly url: string
+  /** Its MQTT port over TCP, on the same host. */
+  readonly mqttPort: number
+  /** IOTCORE_ADMIN_TOKEN, else the data dir's admin-token file when there is one. */
+  readonly adminToken: string | undefined
+  readonly digitalOceanToken: string | undefined
+  /** DigitalOcean's API; another base URL (a test server, a proxy) is accepted as doctl's --api-url is. */
+  readonly digitalOceanApiUrl: string
+}
+
+export function loadClientConfig(env: Env = process.env): ClientConfig {
+  const dataDir = resolve(env.IOTCORE_DATA_DIR || DEFAULTS.dataDir)
+  let adminToken = env.IOTCORE_ADMIN_TOKEN || undefined
+  if (!adminToken) {
+    try {
+      adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() || undefined
+    } catch {}
+  }
+  return Object.freeze({
+    url: (url(env, 'IOTCORE_URL', ['http:', 'https:']) ?? 'http://localhost:8080').replace(/\/+$/, ''),
+    mqttPort: port(env, ['IOTCORE_MQTT_PORT'], DEFAULTS.mqttPort) ?? DEFAULTS.mqttPort,
+    adminToken,
+    digitalOceanToken: env.DIGITALOCEAN_TOKEN || undefined,
+    digitalOceanApiUrl: (
+      url(env, 'DIGITALOCEAN_API_URL', ['https:', 'http:']) ?? 'https://api.digitalocean.com'
+    ).replace(/\/+$/, ''),
+  })
 }

@@ -131,9 +131,12 @@ export class Store implements BatchWriter {
     return this.db.pool
   }
 
+  /** The versions the start applied; none if the database was up to date. */
+  applied: number[] = []
+
   /** Applies pending migrations. */
   async start(): Promise<void> {
-    await this.migrate()
+    this.applied = await this.migrate()
   }
 
   /** Ends the pool; listeners and locks are ended by whoever took them. */

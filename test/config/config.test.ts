@@ -24,6 +24,12 @@ describe('config', () => {
     assert.equal(loadConfig({ IOTCORE_MQTT_PORT: 'off' }).mqttPort, null)
   })
 
+  test('CLOUDAMQP_URL (a PaaS add-on) sets the broker; AMQP_URL wins over it', () => {
+    const add = 'amqps://u:p@cloudamqp.example/vh'
+    assert.equal(loadConfig({ CLOUDAMQP_URL: add }).amqpUrl, add)
+    assert.equal(loadConfig({ CLOUDAMQP_URL: add, AMQP_URL: 'amqp://x@h' }).amqpUrl, 'amqp://x@h')
+  })
+
   test('sizes accept units', () => {
     assert.equal(loadConfig({ IOTCORE_QUEUE_MAX_BYTES: '2GiB' }).queueMaxBytes, 2 * 1024 ** 3)
     assert.equal(loadConfig({ IOTCORE_QUEUE_MAX_BYTES: '10485760' }).queueMaxBytes, 10485760)
@@ -54,6 +60,7 @@ describe('config', () => {
     ['IOTCORE_HTTP_PORT', 'eighty'],
     ['DATABASE_URL', 'mysql://x'],
     ['AMQP_URL', 'not a url'],
+    ['CLOUDAMQP_URL', 'http://x'],
     ['IOTCORE_QUEUE_MAX_BYTES', 'lots'],
     ['IOTCORE_OFFLINE_AFTER', '-1'],
     ['IOTCORE_LOG_LEVEL', 'loud'],

@@ -75,8 +75,10 @@ export class JsonlGateway {
     this.timer = setInterval(() => this.sweep(), SWEEP_MS)
     this.timer.unref()
     const { host, port, tls } = this.opts
-    // Half-open: a sender that ends its side after its last line (`nc -N`) still gets every answer.
-    const opts = { host, port, tls, allowHalfOpen: true, name: 'JSON lines', log: this.log }
+    // Half-open: a sender that ends its side after its last line (`nc -N`) still gets every answer. With a
+    // certificate, plain TCP too on the same port (a line's first byte is never a TLS handshake's), as
+    // Teltonika's: scripts and devices without TLS keep working.
+    const opts = { host, port, tls, plainToo: true, allowHalfOpen: true, name: 'JSON lines', log: this.log }
     this.listener = await listen(opts, (socket) => this.accept(socket))
     this.port = this.listener.port
   }
@@ -101,10 +103,10 @@ export class JsonlGateway {
     return this.listener?.listening ?? false
   }
 
-  health(): { ok: boolean; tls: boolean; connections: number; refused: number; limited: number } {
+  health() {
     return {
       ok: this.port > 0,
-      tls: this.listener?.secure ?? false,
+      tls: this.listener?.accepts ?? 'plain',
       connections: this.connections.size,
       ...this.peers.health(),
     }

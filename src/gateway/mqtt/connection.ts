@@ -10,6 +10,7 @@ import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
 import { refuseConnect } from './handlers/connect.js'
 import { deliverWill, handlePublish, refuseTooLarge } from './handlers/publish.js'
+import type { OperatorLink } from './operators.js'
 import type { ResendWindow } from './resends.js'
 import { checkConnect } from './validate-connect.js'
 import { checkPacket } from './validate.js'
@@ -66,6 +67,8 @@ export class Connection implements AckSink {
   will: IConnectPacket['will'] | null = null
   /** Commands to the device on this connection (downlink.ts); made when it subscribes to them. */
   downlink: Downlink | null = null
+  /** An operator's connection (username `$admin`): the alert events it is sent (operators.ts); else null. */
+  operator: OperatorLink | null = null
 
   constructor(
     readonly gw: MqttGateway,
@@ -241,6 +244,11 @@ export class Connection implements AckSink {
       this.paused = false
       this.wire.resume()
     }
+  }
+
+  /** Bytes written and not yet taken by the client. */
+  get unsent(): number {
+    return this.wire.writableLength
   }
 
   write(buf: Buffer): void {

@@ -12,6 +12,7 @@ import { Connection } from './connection.js'
 import { MqttCommands } from './downlink.js'
 import { type FrameScan, scanFrames } from './framing.js'
 import { silenceWhy } from './handlers/connect.js'
+import type { OperatorTopic } from './operators.js'
 import { SharedParser } from './parser.js'
 import type { ResendWindow } from './resends.js'
 import { NEVER_EXPIRES, type Sessions } from './sessions.js'
@@ -75,6 +76,8 @@ export class MqttGateway {
   private unwatch: (() => void) | undefined
   /** Downlink commands to the devices connected here. */
   readonly commands = new MqttCommands(this)
+  /** Set by the wiring: the operators' alert topic (operators.ts). Unset, operator logins are refused. */
+  operators: OperatorTopic | undefined
   port = 0
   /** The MQTTS port bound, or 0. */
   tlsPort = 0
@@ -168,6 +171,7 @@ export class MqttGateway {
   closed(c: Connection): void {
     if (this.connections.delete(c)) this.metrics.mqttConnections.dec()
     this.commands.closed(c)
+    if (c.operator !== null) this.operators?.closed(c)
     if (c.clientId !== undefined && this.byClientId.get(c.clientId) === c) this.byClientId.delete(c.clientId)
   }
 

@@ -34,7 +34,7 @@ export interface TeltonikaOptions {
   /** Seconds a device has to complete its handshake, or a packet it began (IOTCORE_TELTONIKA_TIMEOUT). */
   timeoutSeconds: number
   /**
-   * The platform's certificate: the TCP listener then takes TLS only (gateway/listen.ts). UDP stays plain:
+   * The platform's certificate: the TCP listener then takes TLS and plain TCP (gateway/listen.ts). UDP stays plain:
    * Teltonika's DTLS is not offered.
    */
   tls?: Certificates
@@ -102,8 +102,11 @@ export class TeltonikaGateway implements CommandChannel {
     this.sweepTimer.unref()
     const { host, port, tls } = this.opts
     for (let attempt = 1; ; attempt++) {
-      const tcp = await listen({ host, port, tls, name: 'Teltonika (TCP)', log: this.log }, (socket) =>
-        this.accept(socket),
+      // Plain TCP too with a certificate: many trackers cannot do TLS, and must not stop working when an
+      // operator turns it on.
+      const tcp = await listen(
+        { host, port, tls, plainToo: true, name: 'Teltonika (TCP)', log: this.log },
+        (socket) => this.accept(socket),
       )
       try {
         await this.udp.bind(host, tcp.port)
@@ -132,7 +135,7 @@ export class TeltonikaGateway implements CommandChannel {
   health() {
     return {
       ok: this.port > 0 && this.udp.port > 0,
-      tls: this.listener?.secure ?? false,
+      tls: this.listener?.accepts ?? 'plain',
       connections: this.connections.size,
       refused: this.refusals.refused,
       limited: this.refusals.limited,

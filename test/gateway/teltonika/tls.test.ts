@@ -1,6 +1,7 @@
 /**
- * Teltonika over TLS: with a certificate configured, the TCP port takes TLS only (gateway/listen.ts), a
- * tracker that trusts the certificate's CA is served as over plain TCP, and UDP stays plain.
+ * Teltonika over TLS: with a certificate configured, the TCP port takes TLS and plain TCP (gateway/listen.ts
+ * tells them apart by the first byte), a tracker that trusts the certificate's CA is served as over plain TCP,
+ * one that cannot do TLS goes on as before, and UDP stays plain.
  */
 import assert from 'node:assert/strict'
 import { createSocket } from 'node:dgram'
@@ -52,16 +53,29 @@ test('a tracker over TLS: the handshake, a packet acked after the append, its re
   dev.destroy()
   await waitFor(async () => (await rows(p, id)).length === 2)
   const ready = await httpsJson(p.httpPort, ca.cert, 'GET', '/readyz')
-  assert.equal(ready.body.components.teltonika.tls, true)
+  assert.equal(ready.body.components.teltonika.tls, 'plain and tls')
 })
 
-test('plain TCP to the TLS port gets no answer to its IMEI', async () => {
-  const imei = '356307042441778'
-  await register('plain tracker', imei)
-  const dev = await RawTeltonika.open(port)
-  dev.write(imeiFrame(imei))
-  await dev.whenClosed()
-  assert.equal(dev.rest().length, 0)
+test('one port, a certificate configured: a tracker over plain TCP and one over TLS both get 01 and their acks', async () => {
+  const plainImei = '356307042441778'
+  const tlsImei = '356307042441779'
+  const plainId = await register('plain tracker', plainImei)
+  const tlsId = await register('tls tracker 2', tlsImei)
+  const plain = await RawTeltonika.open(port)
+  const secure = await RawTeltonika.openTls(port, ca.cert)
+  // The IMEI and a packet in one write: the first read holds both, and neither may be lost.
+  for (const dev of [plain, secure]) {
+    const imei = dev === plain ? plainImei : tlsImei
+    dev.write(Buffer.concat([imeiFrame(imei), hex(DOCS.codec8c)]))
+  }
+  for (const dev of [plain, secure]) {
+    assert.equal((await dev.read(1))[0], 0x01)
+    assert.equal((await dev.read(4)).toString('hex'), ackHex(2))
+    dev.write(hex(DOCS.codec8e))
+    assert.equal((await dev.read(4)).toString('hex'), ackHex(1))
+    dev.destroy()
+  }
+  await waitFor(async () => (await rows(p, plainId)).length === 3 && (await rows(p, tlsId)).length === 3)
 })
 
 test('UDP on the same port number stays plain', async () => {

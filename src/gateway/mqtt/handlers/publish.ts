@@ -6,6 +6,7 @@ import { envelopeId, quarantineRefused } from '../../accept.js'
 import { TOKEN_QOS2, ackPacket, reasonAck } from '../acks.js'
 import { ConnState, PacketType, ReasonCode } from '../codes.js'
 import { type Connection, V3_INFLIGHT_PAUSE } from '../connection.js'
+import { refuseOperatorPublish } from '../operators.js'
 import { ResendWindow } from '../resends.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
@@ -39,6 +40,7 @@ export function handlePublish(c: Connection, p: IPublishPacket): void {
   const topic = p.topic
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (topic !== c.telemetryTopic) {
+    if (c.operator !== null) return refuseOperatorPublish(c, qos, pid, topic)
     const kind = classifyPublish(c.deviceId, topic)
     if (kind === 'commands/ack') return commandAnswer(c, p, qos, pid, payload)
     const forbidden = kind === 'forbidden'
