@@ -10,10 +10,13 @@ import type { Config, Role } from './config/index.js'
 import { CredentialCache, Devices } from './devices/index.js'
 import { CommandDispatcher } from './gateway/dispatch.js'
 import { httpIngest } from './gateway/http/index.js'
+import { JsonlGateway } from './gateway/jsonl/gateway.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
 import { OperatorTopic } from './gateway/mqtt/operators.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
+import { OsmAndGateway } from './gateway/osmand/gateway.js'
+import { SignalGateway } from './gateway/signal/gateway.js'
 import { TeltonikaGateway } from './gateway/teltonika/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
@@ -30,6 +33,14 @@ import type { Queue } from './queue/types.js'
 import { EventFeed } from './store/event-feed.js'
 import type { Store } from './store/index.js'
 import { Database } from './store/open.js'
+
+/** What a device protocol's listener is made with (App.deviceListener). */
+interface DeviceListenerOptions {
+  host: string
+  port: number
+  maxPayloadBytes: number
+  tls?: Certificates
+}
 
 /** How often a stop looks whether the appends already acknowledged have landed. */
 const APPENDS_POLL_MS = 5
@@ -53,6 +64,9 @@ export class App {
   tls: Certificates | undefined
   mqtt: MqttGateway | undefined
   teltonika: TeltonikaGateway | undefined
+  osmand: OsmAndGateway | undefined
+  jsonl: JsonlGateway | undefined
+  signal: SignalGateway | undefined
   sessions: Sessions | undefined
   commands: CommandDispatcher | undefined
   ingest: Ingest | IngestThread | undefined
@@ -111,6 +125,9 @@ export class App {
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
       [gateway && config.teltonikaPort !== null, () => this.teltonikaComponent()],
+      [gateway && config.osmandPort !== null, () => this.deviceListener('osmand', OsmAndGateway)],
+      [gateway && config.jsonlPort !== null, () => this.deviceListener('jsonl', JsonlGateway)],
+      [gateway && config.signalPort !== null, () => this.deviceListener('signal', SignalGateway)],
       [every, () => this.checksComponent()],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
@@ -256,6 +273,9 @@ export class App {
       listeners.push({ name: 'mqtt', listening: () => this.mqtt?.listening ?? false })
     if (this.has('gateway') && config.teltonikaPort !== null)
       listeners.push({ name: 'teltonika', listening: () => this.teltonika?.listening ?? false })
+    for (const name of ['osmand', 'jsonl', 'signal'] as const)
+      if (this.has('gateway') && config[`${name}Port`] !== null)
+        listeners.push({ name, listening: () => this[name]?.listening ?? false })
     return this.built(
       'checks',
       (log) =>
@@ -383,6 +403,37 @@ export class App {
         this.commands!.attach(gw)
         return (this.teltonika = gw)
       },
+      (gw) => gw?.health() ?? { ok: false },
+    )
+  }
+
+  /**
+   * A device protocol's listener (OsmAnd, JSON lines, the founders' signal) on its configured port, kept as
+   * `this[name]` (tests read the bound port there); /readyz shows its health. The certificate goes to the
+   * JSON-lines listener, which takes TLS with one; OsmAnd and the signal stay plain, as their senders are.
+   */
+  private deviceListener<K extends 'osmand' | 'jsonl' | 'signal'>(
+    name: K,
+    Gateway: new (
+      opts: DeviceListenerOptions,
+      queue: Queue,
+      credentials: CredentialCache,
+      metrics: Metrics,
+      log: Logger,
+    ) => NonNullable<App[K]>,
+  ): Component {
+    const { host, maxPayloadBytes } = this.config
+    const port = this.config[`${name}Port`]!
+    return this.built(
+      name,
+      (log) =>
+        ((this as App)[name] = new Gateway(
+          { host, port, maxPayloadBytes, tls: this.tls },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )),
       (gw) => gw?.health() ?? { ok: false },
     )
   }

@@ -30,6 +30,9 @@ export const ErrorCodes = {
   IOT_ERR_QUEUE_UNAVAILABLE: { status: 503, message: 'The durable queue is unavailable: %s; retry later' },
   IOT_ERR_INTERNAL: { status: 500, message: 'Internal error; see the server log' },
   IOT_ERR_QUEUE_LOCKED: { status: 409, message: 'The local queue in %s already has its appending process (pid %s): one process per data dir runs the gateway and api roles. For several gateway processes, set AMQP_URL to use RabbitMQ' },
+  IOT_ERR_IMEI_NOT_REGISTERED: { status: 403, message: "No device is registered with the identifier '%s'; register one with POST /api/v1/devices {\"name\": ..., \"imei\": \"%s\"}" },
+  IOT_ERR_RATE_LIMITED: { status: 429, message: 'Too many refused attempts from %s; retry in %s s' },
+  IOT_ERR_TIMEOUT: { status: 408, message: 'Nothing complete came in time: %s' },
   IOT_ERR_CLOUD_API: { status: 502, message: 'DigitalOcean answered %s %s with %s: %s' },
   IOT_ERR_CLOUD_NOT_READY: { status: 504, message: '%s did not happen within %s s' },
 } as const

@@ -135,6 +135,13 @@ function banner(app: App): string {
     lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
   else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
   if (app.mqtt?.tlsPort) lines.push(`  MQTTS      mqtts://${host}:${app.mqtt.tlsPort}`)
+  const devices = [
+    app.teltonika && `Teltonika ${host}:${app.teltonika.port}`,
+    app.osmand && `OsmAnd http://${host}:${app.osmand.port}`,
+    app.jsonl && `JSON lines ${host}:${app.jsonl.port}`,
+    app.signal && `signal ${host}:${app.signal.port}`,
+  ].filter(Boolean)
+  if (devices.length > 0) lines.push(`  devices    ${devices.join('   ')}`)
   if (http) lines.push(`  health     ${http}/readyz   metrics: ${http}/metrics`)
   if (api)
     lines.push(

@@ -31,6 +31,11 @@ export interface ListenOptions {
   plainToo?: boolean
   /** MQTTS: ask for a client certificate (with IOTCORE_TLS_CA), not require one: lib/tls.ts. */
   clientCertificates?: boolean
+  /**
+   * Keep a connection writable after the device ends its side (net.Server's allowHalfOpen): JSON lines
+   * answers the lines sent before the end. Default: the end closes both sides.
+   */
+  allowHalfOpen?: boolean
   /** What listens, for the log lines: "MQTT", "Teltonika". */
   name: string
   log: Logger
@@ -60,7 +65,10 @@ export async function listen(opts: ListenOptions, onConnection: (socket: Socket)
   const accepts: Accepts = tls === undefined ? 'plain' : opts.plainToo ? 'plain and tls' : 'tls'
   let secure: TlsServer | undefined
   if (tls) {
-    secure = createTlsServer({ ...tls.serverOptions(opts.clientCertificates), noDelay: true }, onConnection)
+    secure = createTlsServer(
+      { ...tls.serverOptions(opts.clientCertificates), noDelay: true, allowHalfOpen: opts.allowHalfOpen },
+      onConnection,
+    )
     tls.track(secure, opts.clientCertificates)
     // Scanners, clients that distrust the certificate, plain TCP sent to a TLS port: the socket is gone
     // already, there is nothing to answer.
@@ -71,12 +79,13 @@ export async function listen(opts: ListenOptions, onConnection: (socket: Socket)
   // Both: the plain server accepts, and hands a connection that begins a TLS handshake to the TLS server,
   // which never binds a port of its own; it does the handshake (with its timeout, and the certificate that
   // `track` keeps current) and gives onConnection the TLS socket.
+  const plain = { noDelay: true, allowHalfOpen: opts.allowHalfOpen }
   const server: Server =
     accepts === 'plain'
-      ? createServer({ noDelay: true }, onConnection)
+      ? createServer(plain, onConnection)
       : accepts === 'tls'
         ? secure!
-        : createServer({ noDelay: true }, (socket) => sniff(socket, secure!, onConnection, log, name))
+        : createServer(plain, (socket) => sniff(socket, secure!, onConnection, log, name))
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => {
       server.close()

@@ -32,6 +32,7 @@ export function createMetrics() {
     received: counter('iotcore_messages_received_total', 'Readings received by the gateways, valid or not', transport, handOver),
     acked: counter('iotcore_messages_acked_total', 'Readings acknowledged to devices after the durable append', transport),
     rejected: counter('iotcore_messages_rejected_total', 'Readings refused with an error to the device (never acknowledged)', ['transport', 'reason'] as const),
+    refusals: counter('iotcore_device_refusals_total', 'Device connections and requests refused before a reading was taken (unknown device or token, a flood from one address, broken framing, too large, too slow), by device listener', ['transport', 'reason'] as const),
     stored: counter('iotcore_messages_stored_total', 'Readings written to the telemetry table'),
     duplicate: counter('iotcore_messages_duplicate_total', 'Readings whose device and msgId were already stored'),
     quarantined: counter('iotcore_messages_quarantined_total', 'Acknowledged readings that failed validation or storage, kept in the quarantine table'),

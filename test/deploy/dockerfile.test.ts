@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import { promisify } from 'node:util'
@@ -11,6 +20,16 @@ import { build, parseDockerfile } from './dockerfile.js'
 import { ShellProcess, root } from './processes.js'
 
 const run = promisify(execFile)
+
+/** A cache folder for npm under `dir` that reads and writes this machine's npm cache through a link. */
+function sharedCache(dir: string): string {
+  const real = join(process.env.npm_config_cache ?? join(homedir(), '.npm'), '_cacache')
+  const cache = join(dir, 'npm-cache')
+  mkdirSync(real, { recursive: true })
+  mkdirSync(cache)
+  symlinkSync(real, join(cache, '_cacache'))
+  return cache
+}
 /** The image's user `node` stands for this uid here: any that is not root. */
 const UID = 1000
 
@@ -42,8 +61,15 @@ describe('the Dockerfile, built and run without Docker (no Docker engine runs on
       root,
       dir,
       UID,
-      // npm's cache setting, so the install takes what CI's own install already fetched.
-      { npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' },
+      // npm's cache setting, so the install takes what CI's own install already fetched. The image's
+      // `npm cache clean --force` must not empty this machine's cache (another npm may be using it): the
+      // steps get a cache folder of their own whose `_cacache` is a link to the real one, and a clean
+      // removes the link, not what it points to.
+      {
+        npm_config_cache: sharedCache(dir),
+        npm_config_prefer_offline: 'true',
+        npm_config_update_notifier: 'false',
+      },
       (l) => log.push(l),
     )
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))

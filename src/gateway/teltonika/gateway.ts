@@ -13,7 +13,7 @@ import { MetricsSink } from '../mqtt/acks.js'
 import { type AvlRecord, MAX_DATA_LENGTH, type TcpScan } from './codec.js'
 import { ConnState, TeltonikaConnection } from './connection.js'
 import { type ReadingsJson, avlReadings, messageReading } from './readings.js'
-import { Refusals } from './refusals.js'
+import { Refusals } from '../refusals.js'
 import { TeltonikaUdp } from './udp.js'
 
 /** How often deadlines are checked and passed refusal windows forgotten: one timer for all connections. */

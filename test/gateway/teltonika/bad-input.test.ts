@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { MAX_DATA_LENGTH } from '../../../src/gateway/teltonika/codec.js'
-import { LIMIT } from '../../../src/gateway/teltonika/refusals.js'
+import { LIMIT } from '../../../src/gateway/refusals.js'
 import { type Platform, startPlatform } from '../../helpers/index.js'
 import { drained, quarantined, rows } from '../../helpers/stored.js'
 import {
