@@ -10,6 +10,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
+# The web console's sources: the build bundles them into dist/src/web/console.
+COPY web ./web
 RUN npm run build
 
 # Runtime stage: production dependencies only, the compiled code, a non-root user.

@@ -482,10 +482,11 @@ export class App {
             queue: this.queue,
             metrics,
             adminToken: this.admin.token,
+            console: { config, ports: () => ({ http: this.httpPort, mqtt: this.mqtt?.port }) },
             alertStream: this.alertStream!,
           })
           const { web } = await import('./web/index.js')
-          await app.register(web)
+          await app.register(web, { mapTiles: config.mapTiles })
         }
       },
     })

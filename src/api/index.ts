@@ -21,6 +21,7 @@ import {
   type Store,
   unstorable,
 } from '../store/index.js'
+import { type ConsoleDeps, consoleApi } from './console.js'
 import type { AlertStream } from './alert-stream.js'
 import { alertRoutes } from './alerts.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
@@ -64,6 +65,8 @@ export interface ApiDeps {
   queue: Queue
   metrics: Metrics
   adminToken: string
+  /** The web console's routes (settings, fleet, series, live stream); absent: not served. */
+  console?: Omit<ConsoleDeps, 'store'>
   /** The alert events' SSE streams of this process. */
   alertStream: AlertStream
 }
@@ -471,6 +474,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     },
   )
 
+  if (deps.console) await app.register(consoleApi, { store, ...deps.console })
   commandRoutes(app, store)
 }
 

@@ -106,6 +106,10 @@ export interface Config {
   /** Run the ingest on its own thread when it shares the process with a gateway. */
   readonly ingestThread: boolean
   readonly logLevel: string
+  /** The console map's tile URL template ({z}/{x}/{y}); unset: the bundled world outline alone, offline. */
+  readonly mapTiles: string | undefined
+  /** Credit shown on the map for those tiles (most tile servers' terms require one). */
+  readonly mapAttribution: string | undefined
 }
 
 type Env = Record<string, string | undefined>
@@ -168,6 +172,18 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
     fail(name, raw, `a URL (${protocols.join(' or ')})`)
   }
   if (!protocols.includes(u.protocol)) fail(name, raw, `a URL starting with ${protocols.join(' or ')}`)
+  return raw
+}
+
+/** A tile URL template: http(s), with the {z}, {x} and {y} a map fills in. */
+function tileUrl(env: Env, name: string): string | undefined {
+  const raw = url(env, name, ['http:', 'https:'])
+  if (raw !== undefined && !['{z}', '{x}', '{y}'].every((p) => raw.includes(p)))
+    fail(
+      name,
+      raw,
+      'a tile URL template with {z}, {x} and {y}, e.g. https://tile.example.org/{z}/{x}/{y}.png',
+    )
   return raw
 }
 
@@ -286,6 +302,8 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
     ingestThread: bool(env, 'IOTCORE_INGEST_THREAD', true),
     logLevel,
+    mapTiles: tileUrl(env, 'IOTCORE_MAP_TILES'),
+    mapAttribution: env.IOTCORE_MAP_ATTRIBUTION || undefined,
   }
   return Object.freeze(config)
 }

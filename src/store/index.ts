@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { ConsoleQueries } from './console.js'
 import { CommandStore } from './commands.js'
 import { AlertStore } from './alerts.js'
 import { DeviceStore } from './devices.js'
@@ -18,6 +19,8 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
+export type { FleetRow, Series, SeriesQuery } from './console.js'
+export { parseNotice, STORED_CHANNEL, type StoredNotice } from './stored.js'
 export {
   type ClaimedCommand,
   COMMAND_ID,
@@ -99,6 +102,8 @@ export class Store implements BatchWriter {
   readonly notifications: Notifications
   /** HTTP ingest's Idempotency-Key records. */
   readonly idempotency: IdempotencyStore
+  /** The web console's reads: the fleet with latest values, charts' series. */
+  readonly console: ConsoleQueries
   /** Downlink commands and their progress. */
   readonly commands: CommandStore
   /** Alerts of devices and services, and the events outbox their changes write. */
@@ -121,6 +126,7 @@ export class Store implements BatchWriter {
     this.services = new ServiceStore(this.db)
     this.notifications = new Notifications(this.db, log)
     this.idempotency = new IdempotencyStore(this.db)
+    this.console = new ConsoleQueries(this.db)
     this.commands = new CommandStore(this.db)
     this.alerts = new AlertStore(this.db)
     this.webhooks = new WebhookStore(this.db)

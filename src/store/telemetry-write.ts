@@ -2,6 +2,7 @@ import type pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { lockLiveDevices } from './devices.js'
 import { COPY_TIMEOUT_MS, msToTs, tsToMs } from './sql.js'
+import { announceStored } from './stored.js'
 
 export interface QuarantineInsert {
   sourceId: string
@@ -475,6 +476,8 @@ export async function writeBatch(
     }
     let quarantined = 0
     let rejected = 0
+    /** Quarantine rows this batch added (a redelivered one adds none). */
+    let quarantineRows = 0
     /** device_deleted readings quarantined by an earlier delivery of their message. */
     let again = 0
     if (quarantine.length > 0) {
@@ -497,6 +500,7 @@ export async function writeBatch(
           q.map((x) => x.receivedAt),
         ],
       )
+      quarantineRows = r.rows.length
       for (const row of r.rows) {
         const readings = goneReadings?.get(row.source_id)
         if (readings !== undefined) {
@@ -507,6 +511,12 @@ export async function writeBatch(
       }
       if (goneReadings) for (const n of goneReadings.values()) again += n
     }
+    // Heard by the live streams only once this commits (store/stored.ts).
+    await announceStored(client, {
+      stored,
+      quarantined: quarantineRows,
+      ids: stored > 0 ? batch.deviceIds() : [],
+    })
     await client.query('COMMIT')
     return { stored, duplicate: batch.count - stored + again, quarantined, rejected }
   } catch (err) {

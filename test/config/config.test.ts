@@ -65,6 +65,7 @@ describe('config', () => {
     ['IOTCORE_OFFLINE_AFTER', '-1'],
     ['IOTCORE_LOG_LEVEL', 'loud'],
     ['IOTCORE_ADMIN_TOKEN', 'short'],
+    ['IOTCORE_MAP_TILES', 'https://tiles.example.org/tile.png'],
     ['IOTCORE_WEBHOOK_RETRY_FOR', '0'],
     ['IOTCORE_MAX_INGEST_LAG', 'soon'],
     ['IOTCORE_MIN_FREE_DISK', '10kB'],
