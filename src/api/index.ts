@@ -21,6 +21,7 @@ import {
   unstorable,
 } from '../store/index.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
+import { qualityRoutes } from './rules.js'
 import {
   Accepted,
   CreateDevice,
@@ -84,7 +85,7 @@ export function parseRange(q: { from?: string; to?: string }): { from?: number; 
  * Offsets were replaced by cursors. Fastify keeps a query parameter the schema does not name, so an old client's
  * `offset` would be ignored, and it would fetch the first page forever: refuse it instead.
  */
-async function refuseOffset(req: FastifyRequest): Promise<void> {
+export async function refuseOffset(req: FastifyRequest): Promise<void> {
   if ((req.query as Record<string, unknown>).offset !== undefined)
     throw new IotError(
       'IOT_ERR_BAD_REQUEST',
@@ -128,13 +129,13 @@ export function parseInterval(raw: string): number {
 }
 
 /** The OpenAPI tags of the admin API, one per resource. */
-type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine'
+type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine' | 'rules'
 
 /**
  * A route's options: its schema (validation, handler types, OpenAPI), documented under `tag` and as needing
  * the admin token, as every route of this API does.
  */
-function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
+export function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, schema: S) {
   return { schema: { security: [{ admin: [] }], tags: [tag], summary, ...schema } }
 }
 
@@ -168,6 +169,8 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     checkStorable('path parameter', req.params)
     checkStorable('query parameter', req.query)
   })
+
+  await app.register(qualityRoutes, { store })
 
   app.post(
     '/devices',
@@ -263,7 +266,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
       // Keys are the client's words: `__proto__` must be a key like any other, not the object's prototype.
       const out: Record<string, Point[]> = Object.create(null)
-      const range = { deviceId: id, from, to, limit: q.limit, order: q.order }
+      const range = { deviceId: id, from, to, limit: q.limit, order: q.order, flagged: q.flagged }
       if (q.agg !== undefined || q.interval !== undefined) {
         if (q.agg === undefined || q.interval === undefined) {
           throw new IotError('IOT_ERR_BAD_REQUEST', 'agg and interval go together, e.g. agg=avg&interval=1m')
@@ -291,7 +294,15 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         return out
       }
       // Raw points, a page per key: the cursor holds where each key's page ended, null for a key that ran out.
-      const query: QueryIdentity = ['telemetry', id, keys, from ?? null, to ?? null, q.order]
+      const query: QueryIdentity = [
+        'telemetry',
+        id,
+        keys,
+        from ?? null,
+        to ?? null,
+        q.order,
+        q.flagged ? 'flagged' : null,
+      ]
       const starts =
         q.cursor === undefined
           ? keys.map(() => undefined)
