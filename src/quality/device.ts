@@ -48,8 +48,18 @@ const JITTER_KM = 1
 const MIN_DT_MS = 1000
 const MS_PER_HOUR = 3_600_000
 
+/**
+ * The last good position is written with the device's state when that changes anyway, or once it is this much
+ * older (by receipt) than the newest: a busy tracker's every batch moves it, and writing it each time would
+ * cost a row per device per batch. Judging a fix against an older one of the same vehicle is as sound (no path
+ * is shorter than the great circle), only looser by the speed limit times the minute.
+ */
+const POS_WRITE_MS = 60_000
+
 /** A position: [lat, lon, ts]. */
 type Fix = [number, number, number]
+/** The last good position, and when (received, ms) it was written with the state: [lat, lon, ts, written]. */
+type Pos = [number, number, number, number]
 
 /** A user rule's memory for one device: `s` since when (ms), `h` the ts of recent hits, `v` the value held. */
 interface Clock {
@@ -59,32 +69,38 @@ interface Clock {
 }
 
 /**
- * What the checks remember of a device between batches (quality_state.state), kept small: it is read and
- * written with every batch of the device.
+ * What the checks remember of a device between batches (devices.quality). Written only when it changes, so
+ * most batches of a device write nothing.
  */
 export interface DeviceState {
-  /** The last position taken for good. */
-  pos?: Fix
+  pos?: Pos
   /** A position that jumped from `pos` (flagged): if the next one agrees with it, the device is there. */
   alt?: Fix
-  /** The keys whose last value was a number. */
-  num?: string[]
+  /** Per key: 1 if its last value was a number, 0 if it turned to something else. A JSON object as parsed:
+   * `=== 1` reads it, so a key named like an Object.prototype member reads as absent. */
+  num?: Record<string, 0 | 1>
   /** The highest seq seen. */
   seq?: number
+  /** 1 while it has open sequence gaps: only then are they loaded. */
+  gaps?: 1
   /** When (received, ms) its latest violations came, at most IOTCORE_DEVICE_CHECK_VIOLATIONS of them. */
   viol?: number[]
+  /** 1 while its device_check alert is wanted active. */
+  chk?: 1
   /** Per user rule id. */
   rules?: Record<string, Clock>
 }
 
+/** Set by `breaks` when it moved a rule's clock: no object per call to say so. */
+let clockMoved = false
+
 /**
  * Judges one device's stored readings, in the order they arrived, against the built-in checks and its rules;
- * adds to `out` its new state, its flagged readings, its gaps and its alerts wanted. `stored`: the msgIds
- * stored, when not all of them were (duplicates are not judged again).
+ * adds to `out` its state if it changed, its flagged readings, its gaps and its alerts wanted. `stored`: the
+ * msgIds stored, when not all of them were (duplicates are not judged again).
  */
 export function judgeDevice(
   d: LoadedDevice,
-  state: DeviceState | null,
   msgIds: readonly string[],
   tss: readonly number[],
   receivedAts: readonly number[],
@@ -95,19 +111,20 @@ export function judgeDevice(
   now: number,
   out: Judgement,
 ): void {
-  const st: DeviceState = state ?? {}
-  // Null prototype: a key named `toString` is data here.
-  const num: Record<string, boolean> = Object.create(null)
-  if (st.num) for (const k of st.num) num[k] = true
-  const gaps = new SequenceGaps(st.seq, d.gaps)
-  const clocks: Clock[] = rules.map((r) => st.rules?.[r.id] ?? {})
-  const ruleFlags = rules.map((r) => RULE_FLAG_PREFIX + r.name)
+  const st = (d.state ?? {}) as DeviceState
+  let dirty = false
+  const num = st.num ?? {}
+  let gaps = d.gaps === undefined ? undefined : new SequenceGaps(st.seq, d.gaps)
+  const clocks: Clock[] = rules.length === 0 ? [] : rules.map((r) => st.rules?.[r.id] ?? {})
+  const ruleFlags = rules.length === 0 ? [] : rules.map((r) => RULE_FLAG_PREFIX + r.name)
   const viol = st.viol ?? []
   const maxViol = o.deviceCheckViolations
   const maxAge = o.maxReadingAgeSeconds * 1000
   const maxKmPerMs = o.maxSpeedKmh / MS_PER_HOUR
   let pos = st.pos
   let alt = st.alt
+  /** When the newest good position was received. */
+  let posAt = 0
   let newViolations = 0
   let newest = 0
   let lastFlagged: { msgId: string; ts: number; flags: string } | undefined
@@ -126,36 +143,60 @@ export function judgeDevice(
     const lon = values.lon
     if (typeof lat === 'number' && typeof lon === 'number') {
       if (Math.abs(lat) < ZERO_DEG && Math.abs(lon) < ZERO_DEG) flags = join(flags, FLAGS.gpsZero)
-      else if (pos === undefined || reachable(pos, lat, lon, ts, maxKmPerMs)) {
-        pos = fix(pos, lat, lon, ts)
-        alt = undefined
+      else if (pos === undefined) {
+        pos = [lat, lon, ts, 0]
+        posAt = receivedAt
+        dirty = true
+      } else if (reachable(pos, lat, lon, ts, maxKmPerMs)) {
+        pos[0] = lat
+        pos[1] = lon
+        pos[2] = ts
+        posAt = receivedAt
+        if (alt !== undefined) {
+          alt = undefined
+          dirty = true
+        }
       } else if (alt !== undefined && reachable(alt, lat, lon, ts, maxKmPerMs)) {
         // Two fixes in a row agree, away from the last one: the device is here (the last one was wrong, or it
         // was carried). The first of the two stays flagged; this one is taken.
-        pos = fix(pos, lat, lon, ts)
+        pos = [lat, lon, ts, 0]
+        posAt = receivedAt
         alt = undefined
+        dirty = true
       } else {
         flags = join(flags, FLAGS.gpsJump)
-        alt = fix(alt, lat, lon, ts)
+        alt = [lat, lon, ts]
+        dirty = true
       }
     }
 
     let turned = false
     for (const k in values) {
       if (typeof values[k] === 'number') {
-        if (num[k] !== true) num[k] = true
-      } else if (num[k] === true) {
-        num[k] = false
+        if (num[k] !== 1) {
+          num[k] = 1
+          dirty = true
+        }
+      } else if (num[k] === 1) {
+        num[k] = 0
         turned = true
+        dirty = true
       }
     }
     if (turned) flags = join(flags, FLAGS.typeChanged)
 
     const seq = values.seq
-    if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) gaps.see(seq, receivedAt)
+    if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) {
+      gaps ??= new SequenceGaps(st.seq, [])
+      gaps.see(seq, receivedAt)
+    }
 
     for (let j = 0; j < rules.length; j++) {
       if (breaks(rules[j], clocks[j], values, ts)) flags = join(flags, ruleFlags[j])
+      if (clockMoved) {
+        clockMoved = false
+        dirty = true
+      }
     }
 
     if (flags !== undefined) {
@@ -168,6 +209,7 @@ export function judgeDevice(
       lastFlagged = { msgId, ts, flags }
     }
   }
+  if (newViolations > 0) dirty = true
 
   const windowMs = o.deviceCheckWindowSeconds * 1000
   const check = DEVICE_ALERTS.deviceCheck
@@ -185,46 +227,63 @@ export function judgeDevice(
       windowSeconds: o.deviceCheckWindowSeconds,
       lastReading: lastFlagged && { ...lastFlagged, flags: lastFlagged.flags.split(',') },
     })
-  } else if (
-    d.alerts.includes(check.type) &&
-    (viol.length === 0 || newest - viol[viol.length - 1] > windowMs)
-  ) {
+    st.chk = 1
+    dirty = true
+  } else if (st.chk === 1 && (viol.length === 0 || newest - viol[viol.length - 1] > windowMs)) {
     want(out, d.pk, check.type, false, check.severity, { cleanForSeconds: o.deviceCheckWindowSeconds })
+    delete st.chk
+    dirty = true
   }
 
-  gaps.write(d.pk, out)
-  const gap = DEVICE_ALERTS.sequenceGap
-  if (d.alerts.includes(gap.type) && !gaps.openSince(now - o.gapAlertAfterSeconds * 1000))
-    want(out, d.pk, gap.type, false, gap.severity, {})
+  if (gaps !== undefined) {
+    gaps.write(d.pk, out)
+    if (gaps.highest !== st.seq) {
+      st.seq = gaps.highest
+      dirty = true
+    }
+    const open = gaps.openSince(Number.POSITIVE_INFINITY)
+    if (open !== (st.gaps === 1)) {
+      if (open) st.gaps = 1
+      else delete st.gaps
+      dirty = true
+    }
+    const gap = DEVICE_ALERTS.sequenceGap
+    if (d.alerts?.includes(gap.type) && !gaps.openSince(now - o.gapAlertAfterSeconds * 1000))
+      want(out, d.pk, gap.type, false, gap.severity, {})
+  }
 
-  const next: DeviceState = {}
-  if (pos) next.pos = pos
-  if (alt) next.alt = alt
-  const numeric = Object.keys(num).filter((k) => num[k])
-  if (numeric.length > 0) next.num = numeric
-  if (gaps.highest !== undefined) next.seq = gaps.highest
-  if (viol.length > 0) next.viol = viol
-  for (let j = 0; j < rules.length; j++) {
-    const c = clocks[j]
-    if (c.s === undefined && c.v === undefined && (c.h === undefined || c.h.length === 0)) continue
-    next.rules ??= {}
-    next.rules[rules[j].id] = c
+  // Clocks of rules that no longer apply go; those that hold nothing are left out.
+  let clockCount = 0
+  for (const c of clocks) if (!idle(c)) clockCount++
+  if (st.rules !== undefined && Object.keys(st.rules).length !== clockCount) dirty = true
+  if (!dirty && pos !== undefined && posAt - pos[3] >= POS_WRITE_MS) dirty = true
+  if (!dirty) return
+
+  if (pos !== undefined) {
+    if (posAt > 0) pos[3] = posAt
+    st.pos = pos
+  }
+  if (alt !== undefined) st.alt = alt
+  else delete st.alt
+  if (Object.keys(num).length > 0) st.num = num
+  if (viol.length > 0) st.viol = viol
+  else delete st.viol
+  if (clockCount === 0) delete st.rules
+  else {
+    const kept: Record<string, Clock> = {}
+    for (let j = 0; j < rules.length; j++) if (!idle(clocks[j])) kept[rules[j].id] = clocks[j]
+    st.rules = kept
   }
   out.states.pk.push(d.pk)
-  out.states.state.push(JSON.stringify(next))
+  out.states.state.push(JSON.stringify(st))
+}
+
+function idle(c: Clock): boolean {
+  return c.s === undefined && c.v === undefined && (c.h === undefined || c.h.length === 0)
 }
 
 function join(flags: string | undefined, name: string): string {
   return flags === undefined ? name : `${flags},${name}`
-}
-
-/** `f` set to the position, reusing its array: no allocation per reading. */
-function fix(f: Fix | undefined, lat: number, lon: number, ts: number): Fix {
-  if (f === undefined) return [lat, lon, ts]
-  f[0] = lat
-  f[1] = lon
-  f[2] = ts
-  return f
 }
 
 /**
@@ -232,12 +291,12 @@ function fix(f: Fix | undefined, lat: number, lon: number, ts: number): Fix {
  * any two fixes, in order or not, since no path is shorter than the great circle: readings late or out of
  * order are judged as well as any.
  */
-function reachable(from: Fix, lat: number, lon: number, ts: number, maxKmPerMs: number): boolean {
+function reachable(from: Fix | Pos, lat: number, lon: number, ts: number, maxKmPerMs: number): boolean {
   const dt = Math.max(Math.abs(ts - from[2]), MIN_DT_MS)
   return distanceKm(from[0], from[1], lat, lon) <= JITTER_KM + maxKmPerMs * dt
 }
 
-/** Whether this reading breaks the rule, moving the rule's clock for the device. */
+/** Whether this reading breaks the rule; sets clockMoved when it moved the rule's clock for the device. */
 function breaks(rule: RuleDef, c: Clock, values: Record<string, Value>, ts: number): boolean {
   const cond = rule.condition
   // Own keys only: `toString` is a value's name like any other.
@@ -247,6 +306,7 @@ function breaks(rule: RuleDef, c: Clock, values: Record<string, Value>, ts: numb
     if (c.s === undefined || c.v !== v) {
       c.v = v
       c.s = ts
+      clockMoved = true
       return false
     }
     return ts - c.s >= cond.seconds * 1000
@@ -263,15 +323,22 @@ function breaks(rule: RuleDef, c: Clock, values: Record<string, Value>, ts: numb
   if (t.type === 'simple') return holds
   if (t.type === 'duration') {
     if (!holds) {
-      c.s = undefined
+      if (c.s !== undefined) {
+        c.s = undefined
+        clockMoved = true
+      }
       return false
     }
-    c.s ??= ts
+    if (c.s === undefined) {
+      c.s = ts
+      clockMoved = true
+    }
     return ts - c.s >= t.seconds * 1000
   }
   if (!holds) return false
   const h = (c.h ??= [])
   h.push(ts)
+  clockMoved = true
   const from = ts - t.seconds * 1000
   let old = 0
   while (old < h.length && h[old] < from) old++

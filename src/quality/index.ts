@@ -88,6 +88,10 @@ export class QualityBatch implements BatchJudge {
     for (const d of defs) this.quality.rules.set(d.id, d)
   }
 
+  wantsGaps(devices: readonly LoadedDevice[]): number[] {
+    return devices.filter((d) => (d.state as DeviceState | null)?.gaps === 1).map((d) => d.pk)
+  }
+
   judge(devices: readonly LoadedDevice[], inserted?: ReadonlyMap<number, ReadonlySet<string>>): Judgement {
     const out: Judgement = {
       states: { pk: [], state: [] },
@@ -108,7 +112,6 @@ export class QualityBatch implements BatchJudge {
       }
       judgeDevice(
         d,
-        d.state as DeviceState | null,
         r.msgIds,
         r.ts,
         r.receivedAt,

@@ -65,18 +65,19 @@ export interface OpenGap {
 export interface LoadedDevice {
   pk: number
   id: string
-  /** What its checks wrote last (src/quality's DeviceState); null before its first judged batch. */
+  /** What its checks wrote last (devices.quality, src/quality's DeviceState); null before they wrote any. */
   state: unknown
-  gaps: OpenGap[]
-  /** The types of its device alerts currently wanted active (device_alerts_due). */
-  alerts: string[]
   /** The ids of the rules that apply to it, ascending. */
   rules: number[]
+  /** Its open gaps, for a device the judge asked them for (BatchJudge.wantsGaps); undefined for the others. */
+  gaps?: OpenGap[]
+  /** The types of its device alerts wanted active (device_alerts_due), loaded with its gaps. */
+  alerts?: string[]
 }
 
 /**
- * What the checks decided for a batch, column by column, as the write binds it: each device's new state, the
- * flags of its flagged readings, its new and changed gaps, and its alerts wanted raised or cleared.
+ * What the checks decided for a batch, column by column, as the write binds it: the devices' states that
+ * changed, the flags of the flagged readings, new and changed gaps, and alerts wanted raised or cleared.
  */
 export interface Judgement {
   states: { pk: number[]; state: string[] }
@@ -105,6 +106,8 @@ export interface BatchJudge {
   /** Of these rule ids, those whose definitions it does not hold. */
   unknownRules(ids: readonly number[]): number[]
   learnRules(defs: readonly RuleDef[]): void
+  /** The keys of the devices, as loaded, whose open gaps it needs: their state says they have some. */
+  wantsGaps(devices: readonly LoadedDevice[]): number[]
   /**
    * Judges the stored readings of these devices: every reading of theirs, or, where `inserted` is given (a
    * batch that repeated stored readings), only the msgIds it holds per device key.
@@ -115,70 +118,119 @@ export interface BatchJudge {
 }
 
 /**
+ * What the batch's UPDATE of `latest` returns when the checks run: each device's key, its check state and the
+ * ids of the rules that apply to it. The UPDATE holds the row's lock, and waits for a concurrent batch of the
+ * device to commit before it returns the row as that one left it: the state is read in order, at no extra
+ * query. Rules are looked up only if there are any (the EXISTS runs once per statement).
+ */
+export const JUDGE_RETURNING = `d.pk, d.quality,
+  CASE WHEN (SELECT EXISTS (SELECT FROM quality_rules)) THEN
+    ARRAY(SELECT r.id FROM quality_rules r WHERE r.device_id = d.id OR d.attributes @> r.attributes ORDER BY r.id)
+  END AS rules`
+
+/**
  * Runs the checks over the stored readings of a batch inside its transaction, after the rows and the devices'
- * latest values are written: the devices' rows are locked then (the UPDATE of `latest`), so a concurrent batch
- * of the same device has committed its state before this reads it, and waits for this one's. `pks`: the
- * batch's live devices by key, as the write locked them; `inserted` as BatchJudge.judge takes it.
+ * latest values are written. `live`: the batch's live devices, id to key, as the write locked them. `returned`:
+ * the rows of the UPDATE of `latest` (JUDGE_RETURNING) when every reading was stored; else, on the dedup path,
+ * `inserted` says which were, and the states are read here, after that UPDATE took the rows' locks.
  *
- * The checks never cost a reading: should they fail for any reason but an outage (which fails the batch, to be
- * retried whole), their writes are rolled back to a savepoint and the batch is stored unjudged (judge.failed).
+ * Most batches cost nothing more: the checks change no state, flag nothing, and nothing is written. The checks
+ * never cost a reading: should they fail for any reason but an outage (which fails the batch, to be retried
+ * whole), what they did is rolled back to a savepoint and the batch is stored unjudged (judge.failed).
  */
 export async function judgeStored(
   client: pg.ClientBase,
   judge: BatchJudge,
-  pks: readonly number[],
+  live: ReadonlyMap<string, number>,
   inserted?: ReadonlyMap<number, ReadonlySet<string>>,
+  returned?: ReadonlyArray<Record<string, any>>,
 ): Promise<void> {
-  const keys = inserted ? pks.filter((pk) => inserted.has(pk)) : pks
-  if (keys.length === 0) return
-  await client.query('SAVEPOINT judge')
+  const idOf = new Map<number, string>()
+  for (const [id, pk] of live) if (!inserted || inserted.has(pk)) idOf.set(pk, id)
+  if (idOf.size === 0) return
+  let savepoint = false
+  /** Before anything but the UPDATE's rows is read or written: from there a failure can be undone. */
+  const mark = async () => {
+    if (savepoint) return
+    await client.query('SAVEPOINT judge')
+    savepoint = true
+  }
   try {
-    await judgeAndSave(client, judge, keys, inserted)
+    let rows = returned
+    if (rows === undefined) {
+      await mark()
+      rows = (
+        await client.query(`SELECT ${JUDGE_RETURNING} FROM devices d WHERE d.pk = ANY($1::int8[])`, [
+          [...idOf.keys()],
+        ])
+      ).rows
+    }
+    const devices: LoadedDevice[] = rows.map((x) => ({
+      pk: x.pk,
+      id: idOf.get(x.pk)!,
+      state: x.quality,
+      // int8[] comes as strings (pg parses only scalar int8 to numbers, pool.ts).
+      rules: x.rules === null ? [] : (x.rules as string[]).map(Number),
+    }))
+    const unknown = judge.unknownRules([...new Set(devices.flatMap((d) => d.rules))])
+    if (unknown.length > 0) {
+      await mark()
+      const defs = await client.query(
+        'SELECT id, name, condition, trigger FROM quality_rules WHERE id = ANY($1::int8[])',
+        [unknown],
+      )
+      judge.learnRules(defs.rows)
+    }
+    const gapped = judge.wantsGaps(devices)
+    if (gapped.length > 0) {
+      await mark()
+      await loadGaps(client, devices, gapped)
+    }
+    const j = judge.judge(devices, inserted)
+    if (isEmpty(j)) return
+    await mark()
+    await saveJudgement(client, j)
   } catch (err) {
     if (pgFault(err) === 'outage') throw err
-    await client.query('ROLLBACK TO SAVEPOINT judge')
+    if (savepoint) await client.query('ROLLBACK TO SAVEPOINT judge')
     judge.failed(err)
   }
 }
 
-async function judgeAndSave(
+function isEmpty(j: Judgement): boolean {
+  return (
+    j.states.pk.length === 0 &&
+    j.flags.pk.length === 0 &&
+    j.newGaps.pk.length === 0 &&
+    j.changedGaps.id.length === 0 &&
+    j.alerts.pk.length === 0
+  )
+}
+
+/** Adds their open gaps and active alert types to the devices of these keys. */
+async function loadGaps(
   client: pg.ClientBase,
-  judge: BatchJudge,
+  devices: LoadedDevice[],
   keys: readonly number[],
-  inserted?: ReadonlyMap<number, ReadonlySet<string>>,
 ): Promise<void> {
   const r = await client.query(
-    `SELECT d.pk, d.id, s.state,
+    `SELECT u.pk,
        coalesce((SELECT json_agg(json_build_array(g.id, g.missing, ${tsToMs('g.opened_at')}) ORDER BY g.first_seq)
-                 FROM sequence_gaps g WHERE g.device_pk = d.pk AND g.closed_at IS NULL), '[]') AS gaps,
-       ARRAY(SELECT a.type FROM device_alerts_due a WHERE a.device_pk = d.pk AND a.active) AS alerts,
-       ARRAY(SELECT r.id FROM quality_rules r WHERE r.device_id = d.id OR d.attributes @> r.attributes
-             ORDER BY r.id) AS rules
-     FROM devices d LEFT JOIN quality_state s ON s.device_pk = d.pk WHERE d.pk = ANY($1::int8[])`,
+                 FROM sequence_gaps g WHERE g.device_pk = u.pk AND g.closed_at IS NULL), '[]') AS gaps,
+       ARRAY(SELECT a.type FROM device_alerts_due a WHERE a.device_pk = u.pk AND a.active) AS alerts
+     FROM unnest($1::int8[]) AS u(pk)`,
     [keys],
   )
-  const devices: LoadedDevice[] = r.rows.map((x) => ({
-    pk: x.pk,
-    id: x.id,
-    state: x.state,
-    gaps: (x.gaps as Array<[number, number[], number]>).map(([id, missing, openedAt]) => ({
+  const byPk = new Map(devices.map((d) => [d.pk, d]))
+  for (const x of r.rows) {
+    const d = byPk.get(x.pk)!
+    d.gaps = (x.gaps as Array<[number, number[], number]>).map(([id, missing, openedAt]) => ({
       id,
       missing,
       openedAt,
-    })),
-    alerts: x.alerts,
-    // int8[] comes as strings (pg parses only scalar int8 to numbers, pool.ts).
-    rules: (x.rules as string[]).map(Number),
-  }))
-  const unknown = judge.unknownRules([...new Set(devices.flatMap((d) => d.rules))])
-  if (unknown.length > 0) {
-    const defs = await client.query(
-      'SELECT id, name, condition, trigger FROM quality_rules WHERE id = ANY($1::int8[])',
-      [unknown],
-    )
-    judge.learnRules(defs.rows)
+    }))
+    d.alerts = x.alerts
   }
-  await saveJudgement(client, judge.judge(devices, inserted))
 }
 
 /** Writes a Judgement in one statement: only the parts that hold something. */
@@ -188,9 +240,8 @@ async function saveJudgement(client: pg.ClientBase, j: Judgement): Promise<void>
   const parts: string[] = []
   if (j.states.pk.length > 0) {
     const [pk, state] = bind(j.states.pk, j.states.state)
-    parts.push(`s AS (INSERT INTO quality_state (device_pk, state)
-      SELECT * FROM unnest(${pk}::int8[], ${state}::jsonb[])
-      ON CONFLICT (device_pk) DO UPDATE SET state = excluded.state)`)
+    parts.push(`s AS (UPDATE devices d SET quality = u.state
+      FROM unnest(${pk}::int8[], ${state}::jsonb[]) AS u(pk, state) WHERE d.pk = u.pk)`)
   }
   if (j.flags.pk.length > 0) {
     const [pk, msgId, names] = bind(j.flags.pk, j.flags.msgId, j.flags.names)

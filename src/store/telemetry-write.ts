@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { lockLiveDevices } from './devices.js'
-import { type BatchJudge, judgeStored } from './rules.js'
+import { type BatchJudge, JUDGE_RETURNING, judgeStored } from './rules.js'
 import { COPY_TIMEOUT_MS, msToTs, tsToMs } from './sql.js'
 
 export interface QuarantineInsert {
@@ -421,13 +421,13 @@ export async function writeBatch(
     let stored = 0
     /** The readings of each device_deleted row, by source id: they count as quarantined, not as one each. */
     let goneReadings: Map<string, number> | undefined
-    /** The keys of the batch's live devices, once locked. */
-    let pks: number[] = []
+    /** The batch's live devices, id to key, once locked. */
+    let live: Map<string, number> = new Map()
     /** On the dedup path, the msgIds it inserted, by device key. */
     let inserted: Map<number, Set<string>> | undefined
     if (batch.count > 0) {
       const ids = batch.deviceIds()
-      const live = await lockLiveDevices(client, ids)
+      live = await lockLiveDevices(client, ids)
       if (live.size < ids.length) {
         goneReadings = new Map()
         quarantine = [...quarantine]
@@ -447,7 +447,6 @@ export async function writeBatch(
         }
       }
       batch.setKeys(live)
-      pks = [...live.values()]
     }
     if (batch.rows > 0) {
       const data = batch.copyData()
@@ -464,12 +463,13 @@ export async function writeBatch(
         await client.query('ROLLBACK TO SAVEPOINT direct')
       }
       if (stored > 0) {
-        await client.query(
+        const merged = await client.query(
           `${MERGE_LATEST}
            FROM unnest($1::text[], $2::int8[], $3::jsonb[], $4::int8[], $5::int8[]) AS u(id, seen, latest, min_ts, max_ts)
-           WHERE d.id = u.id`,
+           WHERE d.id = u.id ${judge ? `RETURNING ${JUDGE_RETURNING}` : ''}`,
           [l.ids, l.seen, l.latest, l.minTs, l.maxTs],
         )
+        if (judge) await judgeStored(client, judge, live, undefined, merged.rows)
       } else {
         if (!stagingReady.has(client)) {
           await client.query(
@@ -484,8 +484,8 @@ export async function writeBatch(
           inserted.set(r.pk, new Set(r.msg_ids))
           stored += r.msg_ids.length
         }
+        if (judge && stored > 0) await judgeStored(client, judge, live, inserted)
       }
-      if (judge !== undefined && stored > 0) await judgeStored(client, judge, pks, inserted)
     }
     let quarantined = 0
     let rejected = 0

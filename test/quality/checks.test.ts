@@ -54,7 +54,7 @@ describe('quality: the built-in checks flag readings as they are stored', () => 
       ),
     ])
     assert.deepEqual(await flagged(store, id), { b: 'gps_jump' })
-    assert.deepEqual((await stateOf(store, id)).pos, [FAR.lat + 0.02, FAR.lon, T0 + 62 * MIN])
+    assert.deepEqual((await stateOf(store, id)).pos.slice(0, 3), [FAR.lat + 0.02, FAR.lon, T0 + 62 * MIN])
   })
 
   test('a ts more than 5 minutes ahead of its receipt is flagged; an old one only under IOTCORE_MAX_READING_AGE', async () => {

@@ -81,11 +81,8 @@ export async function due(
 
 /** What the checks remember of the device. */
 export async function stateOf(store: Store, deviceId: string): Promise<any> {
-  const r = await store.pool.query(
-    'SELECT s.state FROM quality_state s JOIN devices d ON d.pk = s.device_pk WHERE d.id = $1',
-    [deviceId],
-  )
-  return r.rows[0]?.state
+  const r = await store.pool.query('SELECT quality FROM devices WHERE id = $1', [deviceId])
+  return r.rows[0]?.quality ?? undefined
 }
 
 let devices = 0

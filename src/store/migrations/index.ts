@@ -197,7 +197,7 @@ CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at);
   },
   {
     version: 10,
-    name: 'quality checks: reading flags, rules, their per-device state, sequence gaps, device alerts due',
+    name: 'quality checks: reading flags, rules, devices.quality state, sequence gaps, device alerts due',
     sql: `
 -- The names of the quality checks a reading failed (src/quality), NULL when it passed them all. Nullable and
 -- without a default: adding it rewrites nothing, the COPY does not name it, and an unflagged row stores no
@@ -223,12 +223,10 @@ CREATE TABLE quality_rules (
 );
 
 -- What the checks remember of a device between batches (last position, numeric keys, rule clocks, recent
--- violations, highest seq), written once per batch per device, in the batch's transaction. Its rows are
--- rewritten by every batch: half-empty pages let most updates stay HOT.
-CREATE TABLE quality_state (
-  device_pk int8 PRIMARY KEY REFERENCES devices (pk) ON DELETE CASCADE,
-  state     jsonb NOT NULL
-) WITH (fillfactor = 50);
+-- violations, highest seq), in the device's row: the UPDATE of \`latest\` that every batch makes returns it
+-- (RETURNING), read under the row lock that orders the batches of one device, at no extra query. Written,
+-- in the batch's transaction, only when it changed. Nullable, no default: no rewrite.
+ALTER TABLE devices ADD COLUMN quality jsonb;
 
 -- Gaps in a device's sequence numbers: [first_seq, last_seq] as found, \`missing\` what has still not
 -- arrived, as flattened inclusive ranges [a1, b1, a2, b2, ...]. Closed when the last of it arrives (missing
