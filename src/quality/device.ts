@@ -1,6 +1,6 @@
 import type { Value } from '../readings/index.js'
 import type { Judgement, LoadedDevice, RuleDef } from '../store/index.js'
-import { distanceKm } from './geo.js'
+import { distanceKm, KM_PER_DEGREE } from './geo.js'
 import { SequenceGaps } from './sequence.js'
 
 /** The names of the built-in checks, as they appear in a reading's flags. */
@@ -95,187 +95,218 @@ export interface DeviceState {
 let clockMoved = false
 
 /**
- * Judges one device's stored readings, in the order they arrived, against the built-in checks and its rules;
- * adds to `out` its state if it changed, its flagged readings, its gaps and its alerts wanted. `stored`: the
- * msgIds stored, when not all of them were (duplicates are not judged again).
+ * One device's checks through a batch: `reading` judges each stored reading, in the order they arrived, against
+ * the built-in checks and the device's rules; `finish` adds to the judgement the alerts it wants, its gaps, and
+ * its state if that changed.
  */
-export function judgeDevice(
-  d: LoadedDevice,
-  msgIds: readonly string[],
-  tss: readonly number[],
-  receivedAts: readonly number[],
-  valuess: ReadonlyArray<Record<string, Value>>,
-  stored: ReadonlySet<string> | undefined,
-  rules: readonly RuleDef[],
-  o: QualityOptions,
-  now: number,
-  out: Judgement,
-): void {
-  const st = (d.state ?? {}) as DeviceState
-  let dirty = false
-  const num = st.num ?? {}
-  let gaps = d.gaps === undefined ? undefined : new SequenceGaps(st.seq, d.gaps)
-  const clocks: Clock[] = rules.length === 0 ? [] : rules.map((r) => st.rules?.[r.id] ?? {})
-  const ruleFlags = rules.length === 0 ? [] : rules.map((r) => RULE_FLAG_PREFIX + r.name)
-  const viol = st.viol ?? []
-  const maxViol = o.deviceCheckViolations
-  const maxAge = o.maxReadingAgeSeconds * 1000
-  const maxKmPerMs = o.maxSpeedKmh / MS_PER_HOUR
-  let pos = st.pos
-  let alt = st.alt
+export class DeviceJudge {
+  private readonly st: DeviceState
+  private dirty = false
+  private readonly num: Record<string, 0 | 1>
+  private gaps: SequenceGaps | undefined
+  private readonly clocks: Clock[]
+  private readonly ruleFlags: string[]
+  private readonly viol: number[]
+  private readonly maxAge: number
+  private readonly maxKmPerMs: number
+  private pos: Pos | undefined
+  private alt: Fix | undefined
   /** When the newest good position was received. */
-  let posAt = 0
-  let newViolations = 0
-  let newest = 0
-  let lastFlagged: { msgId: string; ts: number; flags: string } | undefined
-  for (let i = 0; i < msgIds.length; i++) {
-    const msgId = msgIds[i]
-    if (stored !== undefined && !stored.has(msgId)) continue
-    const ts = tss[i]
-    const receivedAt = receivedAts[i]
-    const values = valuess[i]
-    if (receivedAt > newest) newest = receivedAt
+  private posAt = 0
+  private newViolations = 0
+  /** The newest receipt among its readings judged. */
+  private newest = 0
+  private lastFlagged: { msgId: string; ts: number; flags: string } | undefined
+
+  constructor(
+    private readonly d: LoadedDevice,
+    private readonly rules: readonly RuleDef[],
+    private readonly o: QualityOptions,
+    /** The msgIds stored, when not all of the batch's were: duplicates are not judged again. */
+    readonly stored: ReadonlySet<string> | undefined,
+  ) {
+    const st = (d.state ?? {}) as DeviceState
+    this.st = st
+    this.num = st.num ?? {}
+    this.gaps = d.gaps === undefined ? undefined : new SequenceGaps(st.seq, d.gaps)
+    this.clocks = rules.length === 0 ? [] : rules.map((r) => st.rules?.[r.id] ?? {})
+    this.ruleFlags = rules.length === 0 ? [] : rules.map((r) => RULE_FLAG_PREFIX + r.name)
+    this.viol = st.viol ?? []
+    this.maxAge = o.maxReadingAgeSeconds * 1000
+    this.maxKmPerMs = o.maxSpeedKmh / MS_PER_HOUR
+    this.pos = st.pos
+    this.alt = st.alt
+  }
+
+  reading(
+    msgId: string,
+    ts: number,
+    receivedAt: number,
+    values: Record<string, Value>,
+    out: Judgement,
+  ): void {
+    if (receivedAt > this.newest) this.newest = receivedAt
     let flags: string | undefined
     if (ts > receivedAt + FUTURE_MS) flags = FLAGS.tsFuture
-    else if (maxAge > 0 && ts < receivedAt - maxAge) flags = FLAGS.tsOld
+    else if (this.maxAge > 0 && ts < receivedAt - this.maxAge) flags = FLAGS.tsOld
 
     const lat = values.lat
     const lon = values.lon
     if (typeof lat === 'number' && typeof lon === 'number') {
-      if (Math.abs(lat) < ZERO_DEG && Math.abs(lon) < ZERO_DEG) flags = join(flags, FLAGS.gpsZero)
-      else if (pos === undefined) {
-        pos = [lat, lon, ts, 0]
-        posAt = receivedAt
-        dirty = true
-      } else if (reachable(pos, lat, lon, ts, maxKmPerMs)) {
-        pos[0] = lat
-        pos[1] = lon
-        pos[2] = ts
-        posAt = receivedAt
-        if (alt !== undefined) {
-          alt = undefined
-          dirty = true
-        }
-      } else if (alt !== undefined && reachable(alt, lat, lon, ts, maxKmPerMs)) {
-        // Two fixes in a row agree, away from the last one: the device is here (the last one was wrong, or it
-        // was carried). The first of the two stays flagged; this one is taken.
-        pos = [lat, lon, ts, 0]
-        posAt = receivedAt
-        alt = undefined
-        dirty = true
-      } else {
-        flags = join(flags, FLAGS.gpsJump)
-        alt = [lat, lon, ts]
-        dirty = true
-      }
+      const bad = this.position(lat, lon, ts, receivedAt)
+      if (bad !== undefined) flags = join(flags, bad)
     }
 
     let turned = false
+    const num = this.num
     for (const k in values) {
       if (typeof values[k] === 'number') {
         if (num[k] !== 1) {
           num[k] = 1
-          dirty = true
+          this.dirty = true
         }
       } else if (num[k] === 1) {
         num[k] = 0
         turned = true
-        dirty = true
+        this.dirty = true
       }
     }
     if (turned) flags = join(flags, FLAGS.typeChanged)
 
     const seq = values.seq
     if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) {
-      gaps ??= new SequenceGaps(st.seq, [])
-      gaps.see(seq, receivedAt)
+      this.gaps ??= new SequenceGaps(this.st.seq, [])
+      this.gaps.see(seq, receivedAt)
     }
 
+    const rules = this.rules
     for (let j = 0; j < rules.length; j++) {
-      if (breaks(rules[j], clocks[j], values, ts)) flags = join(flags, ruleFlags[j])
+      if (breaks(rules[j], this.clocks[j], values, ts)) flags = join(flags, this.ruleFlags[j])
       if (clockMoved) {
         clockMoved = false
-        dirty = true
+        this.dirty = true
       }
     }
 
     if (flags !== undefined) {
-      out.flags.pk.push(d.pk)
+      out.flags.pk.push(this.d.pk)
       out.flags.msgId.push(msgId)
       out.flags.names.push(flags)
+      const viol = this.viol
       viol.push(receivedAt)
-      if (viol.length > maxViol) viol.splice(0, viol.length - maxViol)
-      newViolations++
-      lastFlagged = { msgId, ts, flags }
+      if (viol.length > this.o.deviceCheckViolations)
+        viol.splice(0, viol.length - this.o.deviceCheckViolations)
+      this.newViolations++
+      this.lastFlagged = { msgId, ts, flags }
     }
   }
-  if (newViolations > 0) dirty = true
 
-  const windowMs = o.deviceCheckWindowSeconds * 1000
-  const check = DEVICE_ALERTS.deviceCheck
-  if (
-    newViolations > 0 &&
-    viol.length >= maxViol &&
-    viol[viol.length - 1] - viol[viol.length - maxViol] <= windowMs
-  ) {
-    const last = viol[viol.length - 1]
-    let inWindow = 0
-    for (const t of viol) if (last - t <= windowMs) inWindow++
-    want(out, d.pk, check.type, true, check.severity, {
-      violations: inWindow,
-      threshold: maxViol,
-      windowSeconds: o.deviceCheckWindowSeconds,
-      lastReading: lastFlagged && { ...lastFlagged, flags: lastFlagged.flags.split(',') },
-    })
-    st.chk = 1
-    dirty = true
-  } else if (st.chk === 1 && (viol.length === 0 || newest - viol[viol.length - 1] > windowMs)) {
-    want(out, d.pk, check.type, false, check.severity, { cleanForSeconds: o.deviceCheckWindowSeconds })
-    delete st.chk
-    dirty = true
-  }
-
-  if (gaps !== undefined) {
-    gaps.write(d.pk, out)
-    if (gaps.highest !== st.seq) {
-      st.seq = gaps.highest
-      dirty = true
+  /** Takes a fix: the flag it earns (the 0,0 fix, out of reach of the last good one), if any. */
+  private position(lat: number, lon: number, ts: number, receivedAt: number): string | undefined {
+    if (Math.abs(lat) < ZERO_DEG && Math.abs(lon) < ZERO_DEG) return FLAGS.gpsZero
+    const pos = this.pos
+    if (pos === undefined) {
+      this.pos = [lat, lon, ts, 0]
+      this.posAt = receivedAt
+      this.dirty = true
+    } else if (reachable(pos, lat, lon, ts, this.maxKmPerMs)) {
+      pos[0] = lat
+      pos[1] = lon
+      pos[2] = ts
+      this.posAt = receivedAt
+      if (this.alt !== undefined) {
+        this.alt = undefined
+        this.dirty = true
+      }
+    } else if (this.alt !== undefined && reachable(this.alt, lat, lon, ts, this.maxKmPerMs)) {
+      // Two fixes in a row agree, away from the last one: the device is here (the last one was wrong, or it
+      // was carried). The first of the two stays flagged; this one is taken.
+      this.pos = [lat, lon, ts, 0]
+      this.posAt = receivedAt
+      this.alt = undefined
+      this.dirty = true
+    } else {
+      this.alt = [lat, lon, ts]
+      this.dirty = true
+      return FLAGS.gpsJump
     }
-    const open = gaps.openSince(Number.POSITIVE_INFINITY)
-    if (open !== (st.gaps === 1)) {
-      if (open) st.gaps = 1
-      else delete st.gaps
-      dirty = true
+    return undefined
+  }
+
+  finish(now: number, out: Judgement): void {
+    const { d, o, st, viol } = this
+    const maxViol = o.deviceCheckViolations
+    if (this.newViolations > 0) this.dirty = true
+    const windowMs = o.deviceCheckWindowSeconds * 1000
+    const check = DEVICE_ALERTS.deviceCheck
+    if (
+      this.newViolations > 0 &&
+      viol.length >= maxViol &&
+      viol[viol.length - 1] - viol[viol.length - maxViol] <= windowMs
+    ) {
+      const last = viol[viol.length - 1]
+      let inWindow = 0
+      for (const t of viol) if (last - t <= windowMs) inWindow++
+      const f = this.lastFlagged!
+      want(out, d.pk, check.type, true, check.severity, {
+        violations: inWindow,
+        threshold: maxViol,
+        windowSeconds: o.deviceCheckWindowSeconds,
+        lastReading: { ...f, flags: f.flags.split(',') },
+      })
+      st.chk = 1
+      this.dirty = true
+    } else if (st.chk === 1 && (viol.length === 0 || this.newest - viol[viol.length - 1] > windowMs)) {
+      want(out, d.pk, check.type, false, check.severity, { cleanForSeconds: o.deviceCheckWindowSeconds })
+      delete st.chk
+      this.dirty = true
     }
-    const gap = DEVICE_ALERTS.sequenceGap
-    if (d.alerts?.includes(gap.type) && !gaps.openSince(now - o.gapAlertAfterSeconds * 1000))
-      want(out, d.pk, gap.type, false, gap.severity, {})
-  }
 
-  // Clocks of rules that no longer apply go; those that hold nothing are left out.
-  let clockCount = 0
-  for (const c of clocks) if (!idle(c)) clockCount++
-  if (st.rules !== undefined && Object.keys(st.rules).length !== clockCount) dirty = true
-  if (!dirty && pos !== undefined && posAt - pos[3] >= POS_WRITE_MS) dirty = true
-  if (!dirty) return
+    const gaps = this.gaps
+    if (gaps !== undefined) {
+      gaps.write(d.pk, out)
+      if (gaps.highest !== st.seq) {
+        st.seq = gaps.highest
+        this.dirty = true
+      }
+      const open = gaps.openSince(Number.POSITIVE_INFINITY)
+      if (open !== (st.gaps === 1)) {
+        if (open) st.gaps = 1
+        else delete st.gaps
+        this.dirty = true
+      }
+      const gap = DEVICE_ALERTS.sequenceGap
+      if (d.alerts?.includes(gap.type) && !gaps.openSince(now - o.gapAlertAfterSeconds * 1000))
+        want(out, d.pk, gap.type, false, gap.severity, {})
+    }
 
-  if (pos !== undefined) {
-    if (posAt > 0) pos[3] = posAt
-    st.pos = pos
+    // Clocks of rules that no longer apply go; those that hold nothing are left out.
+    let clockCount = 0
+    for (const c of this.clocks) if (!idle(c)) clockCount++
+    if (st.rules !== undefined && Object.keys(st.rules).length !== clockCount) this.dirty = true
+    const pos = this.pos
+    if (!this.dirty && pos !== undefined && this.posAt - pos[3] >= POS_WRITE_MS) this.dirty = true
+    if (!this.dirty) return
+
+    if (pos !== undefined) {
+      if (this.posAt > 0) pos[3] = this.posAt
+      st.pos = pos
+    }
+    if (this.alt !== undefined) st.alt = this.alt
+    else delete st.alt
+    if (Object.keys(this.num).length > 0) st.num = this.num
+    if (viol.length > 0) st.viol = viol
+    else delete st.viol
+    if (clockCount === 0) delete st.rules
+    else {
+      const kept: Record<string, Clock> = {}
+      for (let j = 0; j < this.rules.length; j++)
+        if (!idle(this.clocks[j])) kept[this.rules[j].id] = this.clocks[j]
+      st.rules = kept
+    }
+    out.states.pk.push(d.pk)
+    out.states.state.push(JSON.stringify(st))
   }
-  if (alt !== undefined) st.alt = alt
-  else delete st.alt
-  if (Object.keys(num).length > 0) st.num = num
-  if (viol.length > 0) st.viol = viol
-  else delete st.viol
-  if (clockCount === 0) delete st.rules
-  else {
-    const kept: Record<string, Clock> = {}
-    for (let j = 0; j < rules.length; j++) if (!idle(clocks[j])) kept[rules[j].id] = clocks[j]
-    st.rules = kept
-  }
-  out.states.pk.push(d.pk)
-  out.states.state.push(JSON.stringify(st))
 }
 
 function idle(c: Clock): boolean {
@@ -292,8 +323,10 @@ function join(flags: string | undefined, name: string): string {
  * order are judged as well as any.
  */
 function reachable(from: Fix | Pos, lat: number, lon: number, ts: number, maxKmPerMs: number): boolean {
-  const dt = Math.max(Math.abs(ts - from[2]), MIN_DT_MS)
-  return distanceKm(from[0], from[1], lat, lon) <= JITTER_KM + maxKmPerMs * dt
+  const allowed = JITTER_KM + maxKmPerMs * Math.max(Math.abs(ts - from[2]), MIN_DT_MS)
+  // The degrees apart, added, bound the distance from above: most fixes are that close, and cost no cosine.
+  if ((Math.abs(lat - from[0]) + Math.abs(lon - from[1])) * KM_PER_DEGREE <= allowed) return true
+  return distanceKm(from[0], from[1], lat, lon) <= allowed
 }
 
 /** Whether this reading breaks the rule; sets clockMoved when it moved the rule's clock for the device. */

@@ -1,6 +1,8 @@
 /** Mean Earth radius, km (IUGG). */
 const EARTH_KM = 6371.0088
 const RAD = Math.PI / 180
+/** A degree of latitude, or of longitude at the equator (the most a degree of longitude spans), in km. */
+export const KM_PER_DEGREE = EARTH_KM * RAD
 /** Below this the flat-Earth distance is within 0.1% of the great circle's (and costs one cosine). */
 const FLAT_UP_TO_KM = 50
 

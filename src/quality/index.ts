@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/index.js'
 import type { Value } from '../readings/index.js'
 import type { BatchJudge, Judgement, LoadedDevice, RuleDef } from '../store/index.js'
-import { type DeviceState, judgeDevice, type QualityOptions } from './device.js'
+import { DeviceJudge, type DeviceState, type QualityOptions } from './device.js'
 
 export { DEVICE_ALERTS, FLAGS, FUTURE_MS, type QualityOptions, RULE_FLAG_PREFIX } from './device.js'
 
@@ -42,20 +42,14 @@ export class Quality {
   }
 }
 
-/** One device's readings in a batch, in the order added, as columns: no object per reading. */
-interface Readings {
-  msgIds: string[]
-  ts: number[]
-  receivedAt: number[]
-  values: Array<Record<string, Value>>
-}
-
 /** The checks for one ingest batch: what the ingest added, judged once the store knows what it stored. */
 export class QualityBatch implements BatchJudge {
-  private readonly devices = new Map<string, Readings>()
-  /** The readings of one envelope share a device: the last one's list is at hand. */
-  private lastId: string | undefined
-  private last: Readings | undefined
+  // The batch's readings in the order added, as columns: no object and no look-up per reading.
+  private readonly deviceIds: string[] = []
+  private readonly msgIds: string[] = []
+  private readonly tss: number[] = []
+  private readonly receivedAts: number[] = []
+  private readonly valuess: Array<Record<string, Value>> = []
   /** Once written: the readings flagged, and the device alerts wanted raised or cleared. */
   flagged = 0
   alerts = 0
@@ -64,20 +58,11 @@ export class QualityBatch implements BatchJudge {
 
   /** A reading the batch will write (not a repeat of a msgId in it: TelemetryBatch.add says). */
   add(deviceId: string, msgId: string, ts: number, receivedAt: number, values: Record<string, Value>): void {
-    let r = this.last
-    if (deviceId !== this.lastId || r === undefined) {
-      r = this.devices.get(deviceId)
-      if (r === undefined) {
-        r = { msgIds: [], ts: [], receivedAt: [], values: [] }
-        this.devices.set(deviceId, r)
-      }
-      this.lastId = deviceId
-      this.last = r
-    }
-    r.msgIds.push(msgId)
-    r.ts.push(ts)
-    r.receivedAt.push(receivedAt)
-    r.values.push(values)
+    this.deviceIds.push(deviceId)
+    this.msgIds.push(msgId)
+    this.tss.push(ts)
+    this.receivedAts.push(receivedAt)
+    this.valuess.push(values)
   }
 
   unknownRules(ids: readonly number[]): number[] {
@@ -100,29 +85,30 @@ export class QualityBatch implements BatchJudge {
       changedGaps: { id: [], missing: [], closed: [] },
       alerts: { pk: [], type: [], active: [], severity: [], details: [] },
     }
-    const now = Date.now()
+    const judges = new Map<string, DeviceJudge>()
     for (const d of devices) {
-      const r = this.devices.get(d.id)
-      if (r === undefined) continue
       const rules: RuleDef[] = []
       // A rule deleted since the load is still known here; one never learnt (a failed look-up) is skipped.
       for (const id of d.rules) {
         const rule = this.quality.rules.get(id)
         if (rule) rules.push(rule)
       }
-      judgeDevice(
-        d,
-        r.msgIds,
-        r.ts,
-        r.receivedAt,
-        r.values,
-        inserted?.get(d.pk),
-        rules,
-        this.quality.options,
-        now,
-        out,
-      )
+      judges.set(d.id, new DeviceJudge(d, rules, this.quality.options, inserted?.get(d.pk)))
     }
+    const { deviceIds, msgIds } = this
+    let lastId: string | undefined
+    let j: DeviceJudge | undefined
+    for (let i = 0; i < deviceIds.length; i++) {
+      if (deviceIds[i] !== lastId) {
+        lastId = deviceIds[i]
+        j = judges.get(lastId)
+      }
+      // A device gone before the write, or with nothing stored; a duplicate of a stored reading.
+      if (j === undefined || (j.stored !== undefined && !j.stored.has(msgIds[i]))) continue
+      j.reading(msgIds[i], this.tss[i], this.receivedAts[i], this.valuess[i], out)
+    }
+    const now = Date.now()
+    for (const dj of judges.values()) dj.finish(now, out)
     this.flagged = out.flags.pk.length
     this.alerts = out.alerts.pk.length
     return out
