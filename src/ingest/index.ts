@@ -288,13 +288,14 @@ export class Ingest {
    * culprit is alone, then quarantines it, so one bad message never blocks or loses the rest.
    */
   private async write(items: readonly Envelope[], attempt: number): Promise<WriteResult> {
+    const judge = this.quality.batch()
     try {
-      const judge = this.quality.batch()
       const { batch, quarantine } = build(items, judge)
       const result = await this.store.writeBatch(batch, quarantine, judge)
       if (judge.alerts > 0) this.handOver()
       return result
     } catch (err) {
+      judge.discard()
       const fault = pgFault(err)
       const data = fault === 'data'
       // An outage is never the messages' fault: retry them whatever the count. Any other error that keeps

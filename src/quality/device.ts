@@ -51,8 +51,9 @@ const MS_PER_HOUR = 3_600_000
 /**
  * The last good position is written with the device's state when that changes anyway, or once it is this much
  * older (by receipt) than the newest: a busy tracker's every batch moves it, and writing it each time would
- * cost a row per device per batch. Judging a fix against an older one of the same vehicle is as sound (no path
- * is shorter than the great circle), only looser by the speed limit times the minute.
+ * cost a row per device per batch. A batch's first fix is then judged against an older good fix of the same
+ * vehicle, which is as sound (no path is shorter than the great circle); only a jump within what the longer
+ * time allows goes unseen.
  */
 const POS_WRITE_MS = 60_000
 
@@ -100,7 +101,6 @@ let clockMoved = false
  * its state if that changed.
  */
 export class DeviceJudge {
-  private readonly st: DeviceState
   private dirty = false
   private readonly num: Record<string, 0 | 1>
   private gaps: SequenceGaps | undefined
@@ -120,13 +120,13 @@ export class DeviceJudge {
 
   constructor(
     private readonly d: LoadedDevice,
+    /** Its state as last written; changed in place (its `pos` whether it is written or not). */
+    readonly st: DeviceState,
     private readonly rules: readonly RuleDef[],
     private readonly o: QualityOptions,
     /** The msgIds stored, when not all of the batch's were: duplicates are not judged again. */
     readonly stored: ReadonlySet<string> | undefined,
   ) {
-    const st = (d.state ?? {}) as DeviceState
-    this.st = st
     this.num = st.num ?? {}
     this.gaps = d.gaps === undefined ? undefined : new SequenceGaps(st.seq, d.gaps)
     this.clocks = rules.length === 0 ? [] : rules.map((r) => st.rules?.[r.id] ?? {})
@@ -233,7 +233,8 @@ export class DeviceJudge {
     return undefined
   }
 
-  finish(now: number, out: Judgement): void {
+  /** Adds what it decided to the judgement; true if that includes its state, to be written. */
+  finish(now: number, out: Judgement): boolean {
     const { d, o, st, viol } = this
     const maxViol = o.deviceCheckViolations
     if (this.newViolations > 0) this.dirty = true
@@ -286,7 +287,7 @@ export class DeviceJudge {
     if (st.rules !== undefined && Object.keys(st.rules).length !== clockCount) this.dirty = true
     const pos = this.pos
     if (!this.dirty && pos !== undefined && this.posAt - pos[3] >= POS_WRITE_MS) this.dirty = true
-    if (!this.dirty) return
+    if (!this.dirty) return false
 
     if (pos !== undefined) {
       if (this.posAt > 0) pos[3] = this.posAt
@@ -306,6 +307,7 @@ export class DeviceJudge {
     }
     out.states.pk.push(d.pk)
     out.states.state.push(JSON.stringify(st))
+    return true
   }
 }
 

@@ -28,9 +28,19 @@ export function qualityOptions(c: Config): QualityOptions {
   }
 }
 
-/** The checks of one ingest: their options, and the user rules' definitions met so far (rules never change). */
+/**
+ * Device states kept: past this many the oldest kept goes (read again when its device comes back). A state is a
+ * few hundred bytes.
+ */
+const MAX_STATES = 20_000
+
+/**
+ * The checks of one ingest: their options, the user rules' definitions met so far (rules never change), and
+ * the device states it last wrote or read, by device key, with their versions.
+ */
 export class Quality {
   readonly rules = new Map<number, RuleDef>()
+  readonly states = new Map<number, { version: number; state: DeviceState }>()
 
   constructor(
     readonly options: QualityOptions,
@@ -39,6 +49,12 @@ export class Quality {
 
   batch(): QualityBatch {
     return new QualityBatch(this)
+  }
+
+  keep(pk: number, version: number, state: DeviceState): void {
+    this.states.delete(pk)
+    this.states.set(pk, { version, state })
+    if (this.states.size > MAX_STATES) this.states.delete(this.states.keys().next().value!)
   }
 }
 
@@ -50,6 +66,8 @@ export class QualityBatch implements BatchJudge {
   private readonly tss: number[] = []
   private readonly receivedAts: number[] = []
   private readonly valuess: Array<Record<string, Value>> = []
+  /** The keys of the devices it judged. */
+  private judged: number[] = []
   /** Once written: the readings flagged, and the device alerts wanted raised or cleared. */
   flagged = 0
   alerts = 0
@@ -65,6 +83,11 @@ export class QualityBatch implements BatchJudge {
     this.valuess.push(values)
   }
 
+  wantsStates(devices: readonly LoadedDevice[]): number[] {
+    const kept = this.quality.states
+    return devices.filter((d) => kept.get(d.pk)?.version !== d.version).map((d) => d.pk)
+  }
+
   unknownRules(ids: readonly number[]): number[] {
     return ids.filter((id) => !this.quality.rules.has(id))
   }
@@ -74,7 +97,12 @@ export class QualityBatch implements BatchJudge {
   }
 
   wantsGaps(devices: readonly LoadedDevice[]): number[] {
-    return devices.filter((d) => (d.state as DeviceState | null)?.gaps === 1).map((d) => d.pk)
+    return devices.filter((d) => this.stateOf(d).gaps === 1).map((d) => d.pk)
+  }
+
+  /** The device's state: as read for this batch, or as kept (wantsStates asked for every other). */
+  private stateOf(d: LoadedDevice): DeviceState {
+    return ((d.state === undefined ? this.quality.states.get(d.pk)?.state : d.state) ?? {}) as DeviceState
   }
 
   judge(devices: readonly LoadedDevice[], inserted?: ReadonlyMap<number, ReadonlySet<string>>): Judgement {
@@ -86,6 +114,7 @@ export class QualityBatch implements BatchJudge {
       alerts: { pk: [], type: [], active: [], severity: [], details: [] },
     }
     const judges = new Map<string, DeviceJudge>()
+    this.judged = devices.map((d) => d.pk)
     for (const d of devices) {
       const rules: RuleDef[] = []
       // A rule deleted since the load is still known here; one never learnt (a failed look-up) is skipped.
@@ -93,7 +122,7 @@ export class QualityBatch implements BatchJudge {
         const rule = this.quality.rules.get(id)
         if (rule) rules.push(rule)
       }
-      judges.set(d.id, new DeviceJudge(d, rules, this.quality.options, inserted?.get(d.pk)))
+      judges.set(d.id, new DeviceJudge(d, this.stateOf(d), rules, this.quality.options, inserted?.get(d.pk)))
     }
     const { deviceIds, msgIds } = this
     let lastId: string | undefined
@@ -108,15 +137,31 @@ export class QualityBatch implements BatchJudge {
       j.reading(msgIds[i], this.tss[i], this.receivedAts[i], this.valuess[i], out)
     }
     const now = Date.now()
-    for (const dj of judges.values()) dj.finish(now, out)
+    for (const d of devices) {
+      const dj = judges.get(d.id)!
+      // A state written is kept as version + 1: should the batch not commit, the version read next time is
+      // still the old one, and the state is read again.
+      if (dj.finish(now, out)) this.quality.keep(d.pk, d.version + 1, dj.st)
+      else if (d.state !== undefined) this.quality.keep(d.pk, d.version, dj.st)
+    }
     this.flagged = out.flags.pk.length
     this.alerts = out.alerts.pk.length
     return out
   }
 
   failed(err: unknown): void {
+    this.discard()
+    this.quality.log.error({ err }, 'quality checks failed; the batch is stored unjudged')
+  }
+
+  /**
+   * The batch was not stored as judged (its transaction failed, or the checks did): the states it judged may
+   * have been changed in place and not written, so they are read again next time.
+   */
+  discard(): void {
     this.flagged = 0
     this.alerts = 0
-    this.quality.log.error({ err }, 'quality checks failed; the batch is stored unjudged')
+    for (const pk of this.judged) this.quality.states.delete(pk)
+    this.judged = []
   }
 }

@@ -65,8 +65,13 @@ export interface OpenGap {
 export interface LoadedDevice {
   pk: number
   id: string
-  /** What its checks wrote last (devices.quality, src/quality's DeviceState); null before they wrote any. */
-  state: unknown
+  /** The version of its state (devices.quality_version): 0 before the checks wrote any. */
+  version: number
+  /**
+   * What its checks wrote last (devices.quality, src/quality's DeviceState), for a device the judge asked it for
+   * (BatchJudge.wantsStates); undefined for the others. null: none written yet.
+   */
+  state?: unknown
   /** The ids of the rules that apply to it, ascending. */
   rules: number[]
   /** Its open gaps, for a device the judge asked them for (BatchJudge.wantsGaps); undefined for the others. */
@@ -103,6 +108,8 @@ export interface Judgement {
  * it decides, all in the batch's transaction.
  */
 export interface BatchJudge {
+  /** The keys of the devices, as loaded, whose state it does not hold in this version. */
+  wantsStates(devices: readonly LoadedDevice[]): number[]
   /** Of these rule ids, those whose definitions it does not hold. */
   unknownRules(ids: readonly number[]): number[]
   learnRules(defs: readonly RuleDef[]): void
@@ -118,12 +125,12 @@ export interface BatchJudge {
 }
 
 /**
- * What the batch's UPDATE of `latest` returns when the checks run: each device's key, its check state and the
- * ids of the rules that apply to it. The UPDATE holds the row's lock, and waits for a concurrent batch of the
- * device to commit before it returns the row as that one left it: the state is read in order, at no extra
- * query. Rules are looked up only if there are any (the EXISTS runs once per statement).
+ * What the batch's UPDATE of `latest` returns when the checks run: each device's key, the version of its check
+ * state and the ids of the rules that apply to it. The UPDATE holds the row's lock, and waits for a concurrent
+ * batch of the device to commit before it returns the row as that one left it: the version is read in order,
+ * at no extra query. Rules are looked up only if there are any (the EXISTS runs once per statement).
  */
-export const JUDGE_RETURNING = `d.pk, d.quality,
+export const JUDGE_RETURNING = `d.pk, d.quality_version AS version,
   CASE WHEN (SELECT EXISTS (SELECT FROM quality_rules)) THEN
     ARRAY(SELECT r.id FROM quality_rules r WHERE r.device_id = d.id OR d.attributes @> r.attributes ORDER BY r.id)
   END AS rules`
@@ -168,10 +175,24 @@ export async function judgeStored(
     const devices: LoadedDevice[] = rows.map((x) => ({
       pk: x.pk,
       id: idOf.get(x.pk)!,
-      state: x.quality,
+      version: x.version,
       // int8[] comes as strings (pg parses only scalar int8 to numbers, pool.ts).
       rules: x.rules === null ? [] : (x.rules as string[]).map(Number),
     }))
+    const stale = judge.wantsStates(devices)
+    if (stale.length > 0) {
+      await mark()
+      const states = await client.query(
+        'SELECT pk, quality_version AS version, quality FROM devices WHERE pk = ANY($1::int8[])',
+        [stale],
+      )
+      const byPk = new Map(devices.map((d) => [d.pk, d]))
+      for (const x of states.rows) {
+        const d = byPk.get(x.pk)!
+        d.version = x.version
+        d.state = x.quality
+      }
+    }
     const unknown = judge.unknownRules([...new Set(devices.flatMap((d) => d.rules))])
     if (unknown.length > 0) {
       await mark()
@@ -240,7 +261,7 @@ async function saveJudgement(client: pg.ClientBase, j: Judgement): Promise<void>
   const parts: string[] = []
   if (j.states.pk.length > 0) {
     const [pk, state] = bind(j.states.pk, j.states.state)
-    parts.push(`s AS (UPDATE devices d SET quality = u.state
+    parts.push(`s AS (UPDATE devices d SET quality = u.state, quality_version = d.quality_version + 1
       FROM unnest(${pk}::int8[], ${state}::jsonb[]) AS u(pk, state) WHERE d.pk = u.pk)`)
   }
   if (j.flags.pk.length > 0) {

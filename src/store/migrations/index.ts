@@ -223,10 +223,13 @@ CREATE TABLE quality_rules (
 );
 
 -- What the checks remember of a device between batches (last position, numeric keys, rule clocks, recent
--- violations, highest seq), in the device's row: the UPDATE of \`latest\` that every batch makes returns it
--- (RETURNING), read under the row lock that orders the batches of one device, at no extra query. Written,
--- in the batch's transaction, only when it changed. Nullable, no default: no rewrite.
-ALTER TABLE devices ADD COLUMN quality jsonb;
+-- violations, highest seq), in the device's row, and its version, one more at each write. The UPDATE of
+-- \`latest\` that every batch makes returns the version (RETURNING): it holds the row's lock, and after
+-- waiting for a concurrent batch of the device it returns the row as that batch left it. The ingest keeps the
+-- states it wrote or read, and reads one again only when its version moved (another process wrote it).
+-- Written, in the batch's transaction, only when it changed. No rewrite: a nullable column, and a constant
+-- default PostgreSQL keeps in the catalog.
+ALTER TABLE devices ADD COLUMN quality jsonb, ADD COLUMN quality_version int8 NOT NULL DEFAULT 0;
 
 -- Gaps in a device's sequence numbers: [first_seq, last_seq] as found, \`missing\` what has still not
 -- arrived, as flattened inclusive ranges [a1, b1, a2, b2, ...]. Closed when the last of it arrives (missing
