@@ -20,7 +20,13 @@ describe('config', () => {
   test('the quality checks default to 300 km/h, no age limit, 10 flagged readings an hour, gaps alerted after 600 s', () => {
     const c = loadConfig({})
     assert.deepEqual(
-      [c.maxSpeedKmh, c.maxReadingAgeSeconds, c.deviceCheckViolations, c.deviceCheckWindowSeconds, c.gapAlertAfterSeconds],
+      [
+        c.maxSpeedKmh,
+        c.maxReadingAgeSeconds,
+        c.deviceCheckViolations,
+        c.deviceCheckWindowSeconds,
+        c.gapAlertAfterSeconds,
+      ],
       [300, 0, 10, 3600, 600],
     )
   })
