@@ -83,6 +83,19 @@ describe('quality: the built-in checks flag readings as they are stored', () => 
     assert.deepEqual(await flagged(store, id), { '3': 'type_changed', '6': 'type_changed' })
   })
 
+  test('two ingests judging one device in turn each see what the other wrote, not the state they kept', async () => {
+    const id = await device(store)
+    const [one, two] = [quality(), quality()]
+    const r = (msgId: string, i: number, t: unknown) => ({ msgId, ts: T0 + i * 1000, t })
+    await judged(store, one, [envelope(id, [r('1', 1, 5)], T0)])
+    await judged(store, two, [envelope(id, [r('2', 2, 'x')], T0)])
+    // `one` still keeps t as a number; the state says it turned already: no second turn.
+    await judged(store, one, [envelope(id, [r('3', 3, 'y')], T0)])
+    await judged(store, two, [envelope(id, [r('4', 4, 6)], T0)])
+    await judged(store, one, [envelope(id, [r('5', 5, 'z')], T0)])
+    assert.deepEqual(await flagged(store, id), { '2': 'type_changed', '5': 'type_changed' })
+  })
+
   test('a reading the gateway judged valid (the ingest fast path) is judged the same', async () => {
     const id = await device(store)
     await judged(store, quality(), [
