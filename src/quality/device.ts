@@ -18,7 +18,7 @@ export const FLAGS = {
 } as const
 
 /** A user rule's flag: `rule:<its name>`. */
-export const RULE_FLAG_PREFIX = 'rule:'
+const RULE_FLAG_PREFIX = 'rule:'
 
 /** The device alerts the checks want, with their severities (issue 15's scale: critical, major, minor, warning). */
 export const DEVICE_ALERTS = {
@@ -36,7 +36,7 @@ export interface QualityOptions {
 }
 
 /** ts later than this past the receipt is in the future (issue 15: 5 minutes, room for a device's clock drift). */
-export const FUTURE_MS = 5 * 60_000
+const FUTURE_MS = 5 * 60_000
 /** lat and lon within this of 0 (~10 m) are the 0,0 fix. */
 const ZERO_DEG = 1e-4
 /**

@@ -4,7 +4,7 @@ import type { Value } from '../readings/index.js'
 import type { BatchJudge, Judgement, LoadedDevice, RuleDef } from '../store/index.js'
 import { DeviceJudge, type DeviceState, type QualityOptions } from './device.js'
 
-export { DEVICE_ALERTS, FLAGS, FUTURE_MS, type QualityOptions, RULE_FLAG_PREFIX } from './device.js'
+export { DEVICE_ALERTS, FLAGS, type QualityOptions } from './device.js'
 
 /**
  * Data quality, judged by the ingest on every batch as it is stored (gateway -> queue -> ingest -> store): the

@@ -4,14 +4,14 @@ import type { Judgement, OpenGap } from '../store/index.js'
  * A forward jump longer than this is taken for a counter that jumped (a new counter, a firmware's other
  * numbering), not for this many lost readings: tracking starts over from it, with no gap.
  */
-export const MAX_GAP = 100_000
+const MAX_GAP = 100_000
 /**
  * A seq at most this, below the highest seen and in no open gap, starts the count over: the device rebooted or
  * its counter wrapped (both restart at 0 or 1). Any other seq below the highest, in no open gap, is a repeat.
  */
-export const RESTART_SEQ = 1
+const RESTART_SEQ = 1
 /** Past this many open gaps a device's oldest is given up (closed with what it still misses). */
-export const MAX_OPEN_GAPS = 100
+const MAX_OPEN_GAPS = 100
 
 interface Gap {
   /** Undefined for a gap found in this batch. */

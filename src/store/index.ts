@@ -18,7 +18,7 @@ import {
 } from './telemetry-write.js'
 
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
-export { GAP_ID, type GapRow, type GapStatus } from './gaps.js'
+export { GAP_ID, type GapRow } from './gaps.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
 export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'
