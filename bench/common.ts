@@ -189,6 +189,20 @@ export interface GeneratorConfig {
   progressMs: number
 }
 
+/** The Teltonika load generator's configuration (teltonika-generator.ts): one IMEI per connection. */
+export interface TeltonikaGeneratorConfig {
+  type: 'config'
+  host: string
+  port: number
+  imeis: string[]
+  perConnection: number[]
+  /** Records per Codec 8 Extended packet; a connection has one packet in flight, as a tracker does. */
+  recordsPerPacket: number
+  /** give up when no ack arrives for this long */
+  stallMs: number
+  progressMs: number
+}
+
 export interface GeneratorResult {
   type: 'done'
   ok: boolean

@@ -5,9 +5,11 @@
  *   (b) MQTT ceiling: Mosquitto acking QoS 1, nothing stored
  *   (c) the peer: Mosquitto + a Node subscriber (MQTT.js, QoS 1) inserting with unnest ... ON CONFLICT
  *   (d) iotcore, end to end: durable QoS 1 acks, then stored in PostgreSQL
+ *   (e) iotcore over Teltonika: the same readings as Codec 8 Extended records from trackers over TCP, acked
+ *       per packet after the durable append, beside (d) as the ratio of their stored rates
  *
  * Sizes: BENCH_MESSAGES (200000), BENCH_CONNECTIONS (100), BENCH_INFLIGHT (50), BENCH_ROUNDS (3: every
- * system measured that many times, interleaved; the report gives medians). BENCH_ONLY=a,b,c,d runs a subset;
+ * system measured that many times, interleaved; the report gives medians). BENCH_ONLY=a,b,c,d,e runs a subset;
  * BENCH_KEEP=1 keeps the temp dir. See bench/README.md.
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process'
@@ -36,6 +38,7 @@ import {
   type GeneratorMessage,
   type GeneratorResult,
   type PeerConfig,
+  type TeltonikaGeneratorConfig,
   type PeerMessage,
   benchSize,
   cpuOf,
@@ -56,6 +59,11 @@ const TARGETS = {
   stored: { first: 1.0, goal: 1.5 },
   acks: { first: 0.7, goal: 0.9 },
 }
+/**
+ * Records per Codec 8 Extended packet in (e): 20 of the generator's records (58 bytes each) make a packet of
+ * 1,175 bytes, within the 1,280 Teltonika documents as the largest, as a tracker with a backlog sends them.
+ */
+const TELTONIKA_RECORDS = envNumber('BENCH_TELTONIKA_RECORDS', 20)
 /** Give up on a phase when nothing moves (no PUBACK, no new row) for this long. */
 const STALL_MS = envNumber('BENCH_STALL_MS', 20_000)
 /** Rows are counted every second; once a system's own count says 90% are in, every 50 ms. */
@@ -67,7 +75,7 @@ const FINE_FROM = 0.9
 const NOISY_SHARE = envNumber('BENCH_NOISY_PERCENT', 15) / 100
 
 const size = benchSize()
-const only = new Set((process.env.BENCH_ONLY || 'a,b,c,d').split(',').map((s) => s.trim().toLowerCase()))
+const only = new Set((process.env.BENCH_ONLY || 'a,b,c,d,e').split(',').map((s) => s.trim().toLowerCase()))
 const keep = process.env.BENCH_KEEP === '1'
 const log = pino({ level: process.env.BENCH_LOG_LEVEL || 'warn' })
 
@@ -235,9 +243,34 @@ interface Run {
 }
 
 function startGenerator(port: number, connections: GeneratorConnection[]): Run {
-  const child = track(
-    fork(join(HERE, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
-  )
+  return startLoad('generator.js', {
+    type: 'config',
+    host: '127.0.0.1',
+    port,
+    connections,
+    perConnection: perConnection(size),
+    inflight: size.inflight,
+    stallMs: STALL_MS,
+    progressMs: 250,
+  })
+}
+
+/** Trackers, one per IMEI, sending Codec 8 Extended packets (teltonika-generator.ts). */
+function startTeltonikaGenerator(port: number, imeis: string[]): Run {
+  return startLoad('teltonika-generator.js', {
+    type: 'config',
+    host: '127.0.0.1',
+    port,
+    imeis,
+    perConnection: perConnection(size),
+    recordsPerPacket: TELTONIKA_RECORDS,
+    stallMs: STALL_MS,
+    progressMs: 250,
+  })
+}
+
+function startLoad(script: string, cfg: GeneratorConfig | TeltonikaGeneratorConfig): Run {
+  const child = track(fork(join(HERE, script), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
   let acked = 0
   let resolveStarted: (v: { startEpoch: number }) => void = () => {}
   let resolveDone: (r: GeneratorResult) => void = () => {}
@@ -270,16 +303,6 @@ function startGenerator(port: number, connections: GeneratorConnection[]): Run {
   child.once('exit', (code, sig) =>
     fail(new Error(`load generator exited (${code ?? sig}) before reporting`)),
   )
-  const cfg: GeneratorConfig = {
-    type: 'config',
-    host: '127.0.0.1',
-    port,
-    connections,
-    perConnection: perConnection(size),
-    inflight: size.inflight,
-    stallMs: STALL_MS,
-    progressMs: 250,
-  }
   child.send(cfg)
   return { started, done, acked: () => acked, pid: child.pid }
 }
@@ -759,11 +782,16 @@ async function waitReady(p: IotcoreProcess): Promise<void> {
   }
 }
 
-async function iotcore(round: number): Promise<Figures> {
-  const url = await createDatabase('bench_iotcore')
-  const dataDir = join(tmp, `iotcore-data-${round}`)
+/** The IMEI of bench tracker `i` (e): 15 digits. */
+const imeiOf = (i: number) => `35${String(i).padStart(13, '0')}`
+
+async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): Promise<Figures> {
+  const teltonika = protocol === 'teltonika'
+  const url = await createDatabase(teltonika ? 'bench_iotcore_teltonika' : 'bench_iotcore')
+  const dataDir = join(tmp, `iotcore-data-${protocol}-${round}`)
   mkdirSync(dataDir, { recursive: true })
   const mqttPort = await freePort()
+  const teltonikaPort = teltonika ? await freePort() : 0
   const base = {
     DATABASE_URL: url,
     IOTCORE_DATA_DIR: dataDir,
@@ -790,6 +818,8 @@ async function iotcore(round: number): Promise<Figures> {
         ...base,
         IOTCORE_HTTP_PORT: String(httpPort),
         IOTCORE_MQTT_PORT: step.mqtt ? String(mqttPort) : 'off',
+        // The gateway process (the one with MQTT) takes the trackers too.
+        IOTCORE_TELTONIKA_PORT: step.mqtt && teltonika ? String(teltonikaPort) : 'off',
       })
       passed = e.passed
       procs.push(spawnIotcore(step.name, e.env, step.roles, httpPort))
@@ -797,14 +827,18 @@ async function iotcore(round: number): Promise<Figures> {
     for (const p of procs) await waitReady(p)
     const front = procs[0]
     const back = procs[procs.length - 1]
-    status.show('(d) iotcore: registering devices ...')
+    const label = teltonika ? '(e) iotcore Teltonika' : '(d) iotcore'
+    status.show(`${label}: registering devices ...`)
     const devices: Array<{ id: string; token: string }> = new Array(size.connections)
     let nextDevice = 0
     await Promise.all(
       Array.from({ length: Math.min(10, size.connections) }, async () => {
         while (nextDevice < size.connections) {
           const i = nextDevice++
-          const r = await request(front.base, 'POST', '/api/v1/devices', { name: `bench-${deviceName(i)}` })
+          const r = await request(front.base, 'POST', '/api/v1/devices', {
+            name: `bench-${deviceName(i)}`,
+            ...(teltonika ? { imei: imeiOf(i) } : {}),
+          })
           if (r.status !== 201) throw new Error(`POST /api/v1/devices: ${r.status} ${r.text}`)
           const b = JSON.parse(r.text)
           devices[i] = { id: b.id, token: b.token }
@@ -812,13 +846,18 @@ async function iotcore(round: number): Promise<Figures> {
       }),
     )
     await checkpoint()
-    const run = startGenerator(
-      mqttPort,
-      connections(
-        (i) => `devices/${devices[i].id}/telemetry`,
-        (i) => [devices[i].id, devices[i].token],
-      ),
-    )
+    const run = teltonika
+      ? startTeltonikaGenerator(
+          teltonikaPort,
+          devices.map((_, i) => imeiOf(i)),
+        )
+      : startGenerator(
+          mqttPort,
+          connections(
+            (i) => `devices/${devices[i].id}/telemetry`,
+            (i) => [devices[i].id, devices[i].token],
+          ),
+        )
     const { startEpoch } = await run.started
     const cpu = cpuWindow({
       iotcore: () => procs.reduce((sum, p) => sum + cpuOf(p.child.pid), 0),
@@ -840,7 +879,6 @@ async function iotcore(round: number): Promise<Figures> {
       }
       return storedMetric
     }
-    const label = '(d) iotcore'
     const [load, st] = await Promise.all([
       runLoad(label, run, false),
       waitStored(label, url, startEpoch, hint, run.acked),
@@ -889,14 +927,20 @@ async function iotcore(round: number): Promise<Figures> {
 
 // ---------------------------------------------------------------- rounds and the report
 
-type Key = 'a' | 'b' | 'c' | 'd'
+type Key = 'a' | 'b' | 'c' | 'd' | 'e'
 type Outcome = { ok: true; value: Figures } | { ok: false; error: string }
 
 const SYSTEMS: Array<{ key: Key; title: string; db?: string; run: (round: number) => Promise<Figures> }> = [
   { key: 'a', title: '(a) database ceiling', db: 'bench_copy', run: dbCeiling },
   { key: 'b', title: '(b) MQTT ceiling', run: mqttCeiling },
   { key: 'c', title: '(c) peer', db: 'bench_peer', run: peer },
-  { key: 'd', title: '(d) iotcore', db: 'bench_iotcore', run: iotcore },
+  { key: 'd', title: '(d) iotcore', db: 'bench_iotcore', run: (round) => iotcore(round) },
+  {
+    key: 'e',
+    title: '(e) iotcore Teltonika',
+    db: 'bench_iotcore_teltonika',
+    run: (round) => iotcore(round, 'teltonika'),
+  },
 ]
 
 async function phase(title: string, fn: () => Promise<Figures>): Promise<Outcome> {
@@ -978,6 +1022,7 @@ function report(outcomes: Record<Key, Outcome[]>): {
     b: medianFigures(outcomes.b),
     c: medianFigures(outcomes.c),
     d: medianFigures(outcomes.d),
+    e: medianFigures(outcomes.e),
   }
   const state = (k: Key) => {
     if (!only.has(k)) return 'not run'
@@ -1021,6 +1066,7 @@ function report(outcomes: Record<Key, Outcome[]>): {
       line('b', '(b) Mosquitto, nothing stored', true, false),
       line('c', '(c) peer: Mosquitto + subscriber', true, true),
       line('d', '(d) iotcore, durable acks', true, true),
+      line('e', '(e) iotcore, Teltonika Codec 8E', true, true),
     ]),
   )
 
@@ -1030,18 +1076,20 @@ function report(outcomes: Record<Key, Outcome[]>): {
       return o?.ok ? o.value : undefined
     }
     return {
-      other: (['a', 'b', 'c', 'd'] as Key[]).map((k) => {
+      other: (['a', 'b', 'c', 'd', 'e'] as Key[]).map((k) => {
         const share = v(k)?.otherShare
         return share === undefined ? '-' : pct(share) + (share > NOISY_SHARE ? '*' : '')
       }),
       storedDC: ratio(v('d')?.storedPerSec, v('c')?.storedPerSec),
       acksDB: ratio(v('d')?.acksPerSec, v('b')?.acksPerSec),
+      storedED: ratio(v('e')?.storedPerSec, v('d')?.storedPerSec),
       figures: {
         a: v('a')?.storedPerSec,
         b: v('b')?.acksPerSec,
         cStored: v('c')?.storedPerSec,
         dAcks: v('d')?.acksPerSec,
         dStored: v('d')?.storedPerSec,
+        eStored: v('e')?.storedPerSec,
       },
     }
   })
@@ -1056,8 +1104,10 @@ function report(outcomes: Record<Key, Outcome[]>): {
           '(c) stored/s',
           '(d) acks/s',
           '(d) stored/s',
+          '(e) stored/s',
           'd/c stored',
           'd/b acks',
+          'e/d stored',
         ],
         ...perRound.map((p, r) => [
           String(r + 1),
@@ -1066,8 +1116,10 @@ function report(outcomes: Record<Key, Outcome[]>): {
           fmt(p.figures.cStored),
           fmt(p.figures.dAcks),
           fmt(p.figures.dStored),
+          fmt(p.figures.eStored),
           times(p.storedDC),
           times(p.acksDB),
+          times(p.storedED),
           p.other.join(' / '),
         ]),
       ]),
@@ -1091,9 +1143,19 @@ function report(outcomes: Record<Key, Outcome[]>): {
   )
   const storedDA = ratio(medians.d?.storedPerSec, medians.a?.storedPerSec)
   if (storedDA !== undefined) console.log(`d/a stored: ${times(storedDA)} of the plain COPY ceiling`)
+  const storedED = ratio(medians.e?.storedPerSec, medians.d?.storedPerSec)
+  if (only.has('e'))
+    console.log(
+      `e/d stored: ${times(storedED)}${of}   the Teltonika path (Codec 8E, ${TELTONIKA_RECORDS} records a packet, ` +
+        'one packet in flight per tracker) against the MQTT path',
+    )
 
   // iotcore's own account of every round: nothing lost, nothing doubled, nothing complained about.
-  outcomes.d.forEach((o, r) => {
+  const accounts = [
+    ...outcomes.d.map((o, r) => ({ who: 'iotcore', o, r })),
+    ...outcomes.e.map((o, r) => ({ who: 'iotcore Teltonika', o, r })),
+  ]
+  accounts.forEach(({ who, o, r }) => {
     if (!o.ok || !o.value.iotcore) return
     const m = o.value.iotcore.metrics
     const rows = o.value.rows ?? 0
@@ -1113,7 +1175,7 @@ function report(outcomes: Record<Key, Outcome[]>): {
         : '',
       o.value.iotcore.shutdown.graceful ? '' : 'graceful stop FAILED',
     ].filter(Boolean)
-    const name = rounds > 1 ? `iotcore round ${r + 1}` : 'iotcore'
+    const name = rounds > 1 ? `${who} round ${r + 1}` : who
     console.log(
       `${name}: ${problems.length ? problems.join(', ') : `acked = stored = rows = ${fmt(size.messages)}, clean log`}; ` +
         `mean ingest batch ${fmt(m.iotcore_ingest_batch_size_sum / m.iotcore_ingest_batch_size_count)} readings in ` +
@@ -1125,7 +1187,7 @@ function report(outcomes: Record<Key, Outcome[]>): {
         `stop ${fmt(o.value.iotcore.shutdown.seconds * 1000)} ms`,
     )
   })
-  for (const k of ['b', 'c', 'd'] as Key[]) {
+  for (const k of ['b', 'c', 'd', 'e'] as Key[]) {
     outcomes[k].forEach((o, r) => {
       if (o.ok && o.value.unexpectedAcks)
         console.log(`(${k}) round ${r + 1}: ${o.value.unexpectedAcks} PUBACKs for packet ids not in flight`)
@@ -1140,7 +1202,7 @@ function report(outcomes: Record<Key, Outcome[]>): {
         "a system's rounds were. The machine is shared: more rounds (BENCH_ROUNDS) give steadier medians.",
     )
   }
-  return { medians, ratios: { storedDC, acksDB, perRound } }
+  return { medians, ratios: { storedDC, acksDB, storedED, perRound } }
 }
 
 async function main(): Promise<number> {
@@ -1160,7 +1222,7 @@ async function main(): Promise<number> {
     console.log(`PostgreSQL ${v} (embedded, one server for all systems, a database each)`)
   })
 
-  const outcomes: Record<Key, Outcome[]> = { a: [], b: [], c: [], d: [] }
+  const outcomes: Record<Key, Outcome[]> = { a: [], b: [], c: [], d: [], e: [] }
   for (let round = 1; round <= size.rounds; round++) {
     if (size.rounds > 1) status.line(`round ${round} of ${size.rounds}`)
     for (const s of SYSTEMS) {
@@ -1185,12 +1247,14 @@ async function main(): Promise<number> {
       mqttCeiling: medians.b ?? null,
       peer: medians.c ?? null,
       iotcore: medians.d ?? null,
+      iotcoreTeltonika: medians.e ?? null,
     },
     rounds: Array.from({ length: size.rounds }, (_, r) => ({
       databaseCeiling: outcomes.a[r] ?? null,
       mqttCeiling: outcomes.b[r] ?? null,
       peer: outcomes.c[r] ?? null,
       iotcore: outcomes.d[r] ?? null,
+      iotcoreTeltonika: outcomes.e[r] ?? null,
     })),
     totalSeconds: (performance.now() - t0) / 1000,
   }

@@ -3,29 +3,52 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { WebSocketServer } from 'ws'
 import { type AdminToken, adminToken } from './api/admin-token.js'
+import { AlertStream } from './api/alert-stream.js'
 import { api } from './api/index.js'
-import { DeviceBody, QuarantineItem } from './api/schemas.js'
+import { CommandBody, DeviceBody, QuarantineItem } from './api/schemas.js'
 import type { Config, Role } from './config/index.js'
 import { CredentialCache, Devices } from './devices/index.js'
+import { CommandDispatcher } from './gateway/dispatch.js'
 import { httpIngest } from './gateway/http/index.js'
+import { JsonlGateway } from './gateway/jsonl/gateway.js'
 import { MqttGateway } from './gateway/mqtt/gateway.js'
+import { OperatorTopic } from './gateway/mqtt/operators.js'
 import { Sessions } from './gateway/mqtt/sessions.js'
 import { attachWebSocket } from './gateway/mqtt/websocket.js'
+import { OsmAndGateway } from './gateway/osmand/gateway.js'
+import { SignalGateway } from './gateway/signal/gateway.js'
+import { TeltonikaGateway } from './gateway/teltonika/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
 import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
 import { type Component, type Health, Lifecycle, type Part, builtAtStart } from './lib/component.js'
+import { Certificates } from './lib/tls.js'
 import { createLogger } from './logger.js'
 import { type Metrics, createMetrics } from './metrics/index.js'
-import { Heartbeat, Organizer } from './organizer/index.js'
+import { type Listening, ServiceChecks } from './organizer/checks.js'
+import { Heartbeat, Organizer, serviceName } from './organizer/index.js'
 import { createQueue } from './queue/index.js'
 import type { Queue } from './queue/types.js'
+import { EventFeed } from './store/event-feed.js'
 import type { Store } from './store/index.js'
 import { Database } from './store/open.js'
 
+/** What a device protocol's listener is made with (App.deviceListener). */
+interface DeviceListenerOptions {
+  host: string
+  port: number
+  maxPayloadBytes: number
+  tls?: Certificates
+}
+
 /** How often a stop looks whether the appends already acknowledged have landed. */
 const APPENDS_POLL_MS = 5
+/**
+ * A process this many heartbeats silent is gone, as the organizer reports it: the commands it was sending are
+ * queued again for the device's next connection.
+ */
+const GONE_AFTER_BEATS = 3
 
 /**
  * The one place that wires the platform: a map from roles to components, started in order and stopped in
@@ -37,11 +60,23 @@ export class App {
   store!: Store
   queue!: Queue
   credentials: CredentialCache | undefined
+  /** The TLS certificate (IOTCORE_TLS_CERT/KEY), for every listener that serves TLS; undefined: no TLS. */
+  tls: Certificates | undefined
   mqtt: MqttGateway | undefined
+  teltonika: TeltonikaGateway | undefined
+  osmand: OsmAndGateway | undefined
+  jsonl: JsonlGateway | undefined
+  signal: SignalGateway | undefined
   sessions: Sessions | undefined
+  commands: CommandDispatcher | undefined
   ingest: Ingest | IngestThread | undefined
   heartbeat: Heartbeat | undefined
   organizer: Organizer | undefined
+  /** The alert events as they commit, followed once for this process's readers (SSE, MQTT operators). */
+  events: EventFeed | undefined
+  alertStream: AlertStream | undefined
+  operators: OperatorTopic | undefined
+  checks: ServiceChecks | undefined
   http: FastifyInstance | undefined
   httpPort = 0
   admin!: AdminToken
@@ -69,18 +104,31 @@ export class App {
     const every = true
     const gateway = this.has('gateway')
     const http = config.httpPort !== null
+    const api = http && this.has('api')
     const plan: Array<[runs: boolean, make: () => Component]> = [
+      // First: a certificate that cannot be used stops the start before anything else is up.
+      [config.tlsCert !== undefined && (http || gateway), () => this.tlsComponent()],
       [every, () => this.databaseComponent()],
       [every, () => this.queueComponent()],
       [every, () => this.heartbeatComponent()],
       [this.has('organizer'), () => this.organizerComponent()],
       [gateway, () => this.credentialsComponent()],
       [gateway, () => this.sessionsComponent()],
+      // Before the listeners, which attach their command channels to it as they are built.
+      [gateway, () => this.commandsComponent()],
       [this.has('ingest'), () => this.ingestComponent()],
       [every, () => this.appendsComponent()],
+      [api || gateway, () => this.eventFeedComponent()],
+      [api, () => this.alertStreamComponent()],
       [http, () => this.httpComponent()],
+      [gateway, () => this.operatorsComponent()],
       [gateway, () => this.mqttComponent()],
       [gateway && http, () => this.websocketComponent()],
+      [gateway && config.teltonikaPort !== null, () => this.teltonikaComponent()],
+      [gateway && config.osmandPort !== null, () => this.deviceListener('osmand', OsmAndGateway)],
+      [gateway && config.jsonlPort !== null, () => this.deviceListener('jsonl', JsonlGateway)],
+      [gateway && config.signalPort !== null, () => this.deviceListener('signal', SignalGateway)],
+      [every, () => this.checksComponent()],
     ]
     return plan.filter(([runs]) => runs).map(([, make]) => make())
   }
@@ -104,6 +152,14 @@ export class App {
 
   private child(component: string): Logger {
     return this.log.child({ component })
+  }
+
+  /** Made before the components that serve TLS are (the HTTP server takes it when it is made). */
+  private tlsComponent(): Component {
+    const { tlsCert, tlsKey, tlsCa } = this.config
+    const files = { cert: tlsCert!, key: tlsKey!, ...(tlsCa ? { ca: tlsCa } : {}) }
+    this.tls = new Certificates(files, this.child('tls'))
+    return this.tls
   }
 
   private databaseComponent(): Component {
@@ -159,14 +215,87 @@ export class App {
     const { roles, checkIntervalSeconds } = this.config
     return this.built(
       'heartbeat',
-      (log) => (this.heartbeat = new Heartbeat(this.store, roles, checkIntervalSeconds, log)),
+      (log) => (this.heartbeat = new Heartbeat(this.store, roles, checkIntervalSeconds, this.metrics, log)),
     )
   }
 
   private organizerComponent(): Component {
+    const { checkIntervalSeconds, offlineAfterSeconds, webhookRetryForSeconds } = this.config
     return this.built(
       'organizer',
-      (log) => (this.organizer = new Organizer(this.store, this.config.checkIntervalSeconds, log)),
+      (log) =>
+        (this.organizer = new Organizer(
+          this.store,
+          { checkIntervalSeconds, offlineAfterSeconds, webhookRetryForSeconds },
+          this.queue,
+          this.metrics,
+          log,
+        )),
+    )
+  }
+
+  /** The one LISTEN for alert events of this process, which its readers follow. */
+  private eventFeedComponent(): Component {
+    return this.built(
+      'events',
+      (log) => (this.events = new EventFeed(this.store, log)),
+      (events) => events?.health() ?? { ok: false, detail: 'not started' },
+    )
+  }
+
+  /** The SSE streams; started before the HTTP server, whose close ends their requests first. */
+  private alertStreamComponent(): Component {
+    return this.built(
+      'alert-stream',
+      (log) => (this.alertStream = new AlertStream(this.events!, this.store, log)),
+    )
+  }
+
+  /** `$iotcore/alerts/<type>` for operator MQTT clients; made before the gateway, which takes it. */
+  private operatorsComponent(): Component {
+    return this.built(
+      'mqtt-operators',
+      (log) => (this.operators = new OperatorTopic(this.events!, this.admin.token, log)),
+      (operators) => operators?.health() ?? { ok: false, detail: 'not started' },
+    )
+  }
+
+  /**
+   * The service checks of this process (checks.ts). Started last, once the listeners it checks are bound, and
+   * stopped first, so a graceful stop closing them raises no alert.
+   */
+  private checksComponent(): Component {
+    const { config } = this
+    const listeners: Listening[] = []
+    if (config.httpPort !== null)
+      listeners.push({ name: 'http', listening: () => this.http?.server.listening ?? false })
+    if (this.has('gateway') && config.mqttPort !== null)
+      listeners.push({ name: 'mqtt', listening: () => this.mqtt?.listening ?? false })
+    if (this.has('gateway') && config.teltonikaPort !== null)
+      listeners.push({ name: 'teltonika', listening: () => this.teltonika?.listening ?? false })
+    for (const name of ['osmand', 'jsonl', 'signal'] as const)
+      if (this.has('gateway') && config[`${name}Port`] !== null)
+        listeners.push({ name, listening: () => this[name]?.listening ?? false })
+    return this.built(
+      'checks',
+      (log) =>
+        (this.checks = new ServiceChecks(
+          this.store,
+          this.queue,
+          this.metrics,
+          {
+            service: serviceName(config.roles),
+            heartbeatId: () => this.heartbeat?.id,
+            roles: config.roles,
+            dataDir: config.dataDir,
+            intervalSeconds: config.checkIntervalSeconds,
+            maxIngestLagSeconds: config.maxIngestLagSeconds,
+            minFreeDiskBytes: config.minFreeDiskBytes,
+            listeners,
+          },
+          log,
+        )),
+      (checks) => checks?.health() ?? { ok: false, detail: 'not started' },
     )
   }
 
@@ -176,6 +305,19 @@ export class App {
 
   private sessionsComponent(): Component {
     return this.built('mqtt-sessions', (log) => (this.sessions = new Sessions(this.store, log)))
+  }
+
+  private commandsComponent(): Component {
+    const { checkIntervalSeconds } = this.config
+    return this.built(
+      'commands',
+      (log) =>
+        (this.commands = new CommandDispatcher(
+          this.store,
+          { serviceId: this.heartbeat!.id, silentAfterSeconds: checkIntervalSeconds * GONE_AFTER_BEATS },
+          log,
+        )),
+    )
   }
 
   private ingestComponent(): Component {
@@ -204,11 +346,13 @@ export class App {
     const { config } = this
     return this.built(
       'mqtt',
-      (log) =>
-        (this.mqtt = new MqttGateway(
+      (log) => {
+        const mqtt = new MqttGateway(
           {
             host: config.host,
             port: config.mqttPort,
+            mqttsPort: config.mqttsPort,
+            tls: this.tls,
             maxPayloadBytes: config.maxPayloadBytes,
             connectTimeoutSeconds: config.mqttConnectTimeoutSeconds,
             maxKeepaliveSeconds: config.mqttMaxKeepaliveSeconds,
@@ -220,11 +364,77 @@ export class App {
           this.metrics,
           log,
           this.sessions,
-        )),
+        )
+        this.commands!.attach(mqtt.commands)
+        mqtt.commands.outcomes = this.commands
+        mqtt.operators = this.operators
+        return (this.mqtt = mqtt)
+      },
       (mqtt) => ({
-        ok: config.mqttPort === null || (mqtt?.port ?? 0) > 0,
+        ok:
+          (config.mqttPort === null || (mqtt?.port ?? 0) > 0) &&
+          (!this.tls || config.mqttsPort === null || (mqtt?.tlsPort ?? 0) > 0),
         connections: mqtt?.connections.size ?? 0,
       }),
+    )
+  }
+
+  /**
+   * Teltonika over TCP (TLS with a certificate) and UDP on one port number; `teltonika.port` / `udpPort` are
+   * the bound ones. Its Codec 12 channel is attached to the dispatcher before it accepts connections.
+   */
+  private teltonikaComponent(): Component {
+    const { config } = this
+    return this.built(
+      'teltonika',
+      (log) => {
+        const gw = new TeltonikaGateway(
+          {
+            host: config.host,
+            port: config.teltonikaPort!,
+            timeoutSeconds: config.teltonikaTimeoutSeconds,
+            tls: this.tls,
+          },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )
+        this.commands!.attach(gw)
+        return (this.teltonika = gw)
+      },
+      (gw) => gw?.health() ?? { ok: false },
+    )
+  }
+
+  /**
+   * A device protocol's listener (OsmAnd, JSON lines, the founders' signal) on its configured port, kept as
+   * `this[name]` (tests read the bound port there); /readyz shows its health. The certificate goes to the
+   * JSON-lines listener, which takes TLS with one; OsmAnd and the signal stay plain, as their senders are.
+   */
+  private deviceListener<K extends 'osmand' | 'jsonl' | 'signal'>(
+    name: K,
+    Gateway: new (
+      opts: DeviceListenerOptions,
+      queue: Queue,
+      credentials: CredentialCache,
+      metrics: Metrics,
+      log: Logger,
+    ) => NonNullable<App[K]>,
+  ): Component {
+    const { host, maxPayloadBytes } = this.config
+    const port = this.config[`${name}Port`]!
+    return this.built(
+      name,
+      (log) =>
+        ((this as App)[name] = new Gateway(
+          { host, port, maxPayloadBytes, tls: this.tls },
+          this.queue,
+          this.credentials!,
+          this.metrics,
+          log,
+        )),
+      (gw) => gw?.health() ?? { ok: false },
     )
   }
 
@@ -249,6 +459,7 @@ export class App {
       port: config.httpPort!,
       bodyLimit: config.maxPayloadBytes,
       log: this.child('http'),
+      tls: this.tls,
       routes: async (app) => {
         await app.register(ops, { readiness: () => this.readiness(), metrics, queue: this.queue })
         if (this.has('gateway')) {
@@ -263,6 +474,7 @@ export class App {
         if (this.has('api')) {
           app.addSchema(DeviceBody)
           app.addSchema(QuarantineItem)
+          app.addSchema(CommandBody)
           await app.register(api, {
             prefix: '/api/v1',
             store: this.store,
@@ -270,6 +482,7 @@ export class App {
             queue: this.queue,
             metrics,
             adminToken: this.admin.token,
+            alertStream: this.alertStream!,
           })
           const { web } = await import('./web/index.js')
           await app.register(web)

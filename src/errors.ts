@@ -11,7 +11,10 @@ export const ErrorCodes = {
   IOT_ERR_DEVICE_NOT_FOUND: { status: 404, message: "Device '%s' does not exist; list devices with GET /api/v1/devices" },
   IOT_ERR_DEVICE_RETIRED: { status: 409, message: "Device '%s' is retired: its telemetry can still be read, and it cannot connect again; DELETE it with data=delete to remove it" },
   IOT_ERR_DEVICE_CONFLICT: { status: 409, message: 'A device with this %s already exists; choose another or delete it first' },
+  IOT_ERR_COMMAND_NOT_FOUND: { status: 404, message: "Command '%s' of device '%s' does not exist; list the device's commands with GET /api/v1/devices/:id/commands" },
   IOT_ERR_QUARANTINE_NOT_FOUND: { status: 404, message: "Quarantined message '%s' does not exist" },
+  IOT_ERR_ALERT_NOT_FOUND: { status: 404, message: "Alert '%s' does not exist; list alerts with GET /api/v1/alerts" },
+  IOT_ERR_WEBHOOK_NOT_FOUND: { status: 404, message: "Webhook '%s' does not exist; list webhooks with GET /api/v1/webhooks" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
   IOT_ERR_RULE_NOT_FOUND: { status: 404, message: "Rule '%s' does not exist; list rules with GET /api/v1/rules" },
   IOT_ERR_RULE_CONFLICT: { status: 409, message: "A rule named '%s' already exists; choose another name or delete it first" },
@@ -29,6 +32,11 @@ export const ErrorCodes = {
   IOT_ERR_QUEUE_UNAVAILABLE: { status: 503, message: 'The durable queue is unavailable: %s; retry later' },
   IOT_ERR_INTERNAL: { status: 500, message: 'Internal error; see the server log' },
   IOT_ERR_QUEUE_LOCKED: { status: 409, message: 'The local queue in %s already has its appending process (pid %s): one process per data dir runs the gateway and api roles. For several gateway processes, set AMQP_URL to use RabbitMQ' },
+  IOT_ERR_IMEI_NOT_REGISTERED: { status: 403, message: "No device is registered with the identifier '%s'; register one with POST /api/v1/devices {\"name\": ..., \"imei\": \"%s\"}" },
+  IOT_ERR_RATE_LIMITED: { status: 429, message: 'Too many refused attempts from %s; retry in %s s' },
+  IOT_ERR_TIMEOUT: { status: 408, message: 'Nothing complete came in time: %s' },
+  IOT_ERR_CLOUD_API: { status: 502, message: 'DigitalOcean answered %s %s with %s: %s' },
+  IOT_ERR_CLOUD_NOT_READY: { status: 504, message: '%s did not happen within %s s' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -30,10 +30,12 @@ describe('app: one lifecycle', () => {
       assert.equal(r.status, 200)
       const body = await r.json()
       assert.equal(body.status, 'ready')
-      assert.deepEqual(Object.keys(body.components), ['database', 'queue', 'ingest', 'mqtt'])
+      const gatewayParts = ['events', 'mqtt-operators', 'mqtt', 'checks']
+      assert.deepEqual(Object.keys(body.components), ['database', 'queue', 'ingest', ...gatewayParts])
       assert.equal(body.components.queue.kind, 'local')
+      assert.deepEqual(body.components['mqtt-operators'], { ok: true, connections: 0, cutSlow: 0 })
       const g = await (await fetch(`${gateway.base}/readyz`)).json()
-      assert.deepEqual(Object.keys(g.components), ['database', 'queue', 'mqtt'])
+      assert.deepEqual(Object.keys(g.components), ['database', 'queue', ...gatewayParts])
     } finally {
       await gateway.stop()
       await all.stop()

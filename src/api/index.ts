@@ -10,6 +10,7 @@ import type { Queue } from '../queue/types.js'
 import { parseTimeQuery } from '../readings/time.js'
 import {
   type Aggregate,
+  COMMAND_ID,
   isKeyset,
   jsonProblem,
   type Keyset,
@@ -20,10 +21,17 @@ import {
   type Store,
   unstorable,
 } from '../store/index.js'
+import type { AlertStream } from './alert-stream.js'
+import { alertRoutes } from './alerts.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
 import { qualityRoutes } from './rules.js'
 import {
   Accepted,
+  CommandBody,
+  CommandList,
+  CommandListQuery,
+  CommandParams,
+  CreateCommand,
   CreateDevice,
   CreatedDevice,
   DeviceBody,
@@ -48,6 +56,8 @@ const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w:
  * mistake or an attack, and PostgreSQL's jsonb parser would fail deep enough (a 500).
  */
 const MAX_ATTRIBUTE_DEPTH = 32
+/** A command's params, like attributes, are arguments, not documents. */
+const MAX_PARAMS_DEPTH = 32
 
 export interface ApiDeps {
   store: Store
@@ -55,6 +65,8 @@ export interface ApiDeps {
   queue: Queue
   metrics: Metrics
   adminToken: string
+  /** The alert events' SSE streams of this process. */
+  alertStream: AlertStream
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest()
@@ -105,6 +117,15 @@ function checkNewDevice(body: CreateDevice): void {
   if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
 }
 
+/** A command's text where PostgreSQL would refuse it (a 500): its name and its params at any depth. */
+function checkNewCommand(body: CreateCommand): void {
+  const bad = unstorable(body.name)
+  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
+  const problem = body.params && jsonProblem(body.params, 'params', MAX_PARAMS_DEPTH)
+  if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
+  if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
+}
+
 /** Strings of a request's path or query that PostgreSQL could not compare: a 400 naming the parameter. */
 function checkStorable(part: string, values: unknown): void {
   if (values === null || typeof values !== 'object') return
@@ -129,7 +150,15 @@ export function parseInterval(raw: string): number {
 }
 
 /** The OpenAPI tags of the admin API, one per resource. */
-type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine' | 'rules'
+type Tag =
+  | 'devices'
+  | 'telemetry'
+  | 'operations'
+  | 'quarantine'
+  | 'commands'
+  | 'alerts'
+  | 'webhooks'
+  | 'rules'
 
 /**
  * A route's options: its schema (validation, handler types, OpenAPI), documented under `tag` and as needing
@@ -140,12 +169,23 @@ export function adminRoute<S extends FastifySchema>(tag: Tag, summary: string, s
 }
 
 /**
- * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer. Its summary
- * says it comes a page at a time, and a request that asks for an offset is refused.
+ * As adminRoute, for a list paged by keyset cursors: `querystring` its parameters, `list` its answer, `params`
+ * its path's, if any. Its summary says it comes a page at a time, and a request that asks for an offset is
+ * refused.
  */
-function listRoute<Q extends TSchema, L extends TSchema>(tag: Tag, summary: string, querystring: Q, list: L) {
+export function listRoute<Q extends TSchema, L extends TSchema, P extends TSchema = TSchema>(
+  tag: Tag,
+  summary: string,
+  querystring: Q,
+  list: L,
+  params?: P,
+) {
   return {
-    ...adminRoute(tag, `${summary}, a page at a time`, { querystring, response: { 200: list } }),
+    ...adminRoute(tag, `${summary}, a page at a time`, {
+      querystring,
+      response: { 200: list },
+      ...(params ? { params } : {}),
+    }),
     preHandler: refuseOffset,
   }
 }
@@ -170,6 +210,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     checkStorable('query parameter', req.query)
   })
 
+  await app.register(alertRoutes, { store, stream: deps.alertStream })
   await app.register(qualityRoutes, { store })
 
   app.post(
@@ -445,6 +486,76 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         await store.quarantine.unmarkReplayed(item.id)
         throw err
       }
+    },
+  )
+
+  commandRoutes(app, store)
+}
+
+/** Downlink commands: queued here, sent by the gateway process holding the device's connection. */
+function commandRoutes(app: FastifyInstance, store: Store): void {
+  const api = app.withTypeProvider<TypeBoxTypeProvider>()
+  api.post(
+    '/devices/:id/commands',
+    adminRoute('commands', 'Send the device a command', {
+      description:
+        'Queued in PostgreSQL and sent at once if the device is connected (to any gateway process), else when ' +
+        'it connects, until its ttl runs out. MQTT devices get it on devices/<id>/commands as ' +
+        '{id, name, params} at QoS 1 (with a Response Topic and Correlation Data in MQTT 5) once subscribed to ' +
+        'that topic, and answer on devices/<id>/commands/ack with {id, status: "ok"|"error", result?}; ' +
+        'Teltonika trackers get `name` as a Codec 12 command. Follow its status with GET .../commands/:cid. ' +
+        'A retired device cannot take commands (409).',
+      params: IdParam,
+      body: CreateCommand,
+      response: { 201: Type.Ref(CommandBody) },
+    }),
+    async (req, reply) => {
+      checkNewCommand(req.body)
+      const { name, params, ttl } = req.body
+      const cmd = await store.commands.create({
+        deviceId: req.params.id,
+        name,
+        params: params ?? {},
+        ttlSeconds: ttl,
+      })
+      return reply.code(201).send(cmd)
+    },
+  )
+
+  api.get(
+    '/devices/:id/commands',
+    {
+      ...adminRoute('commands', "The device's commands with their status, newest first, a page at a time", {
+        params: IdParam,
+        querystring: CommandListQuery,
+        response: { 200: CommandList },
+      }),
+      preHandler: refuseOffset,
+    },
+    async (req, reply) => {
+      const { id } = req.params
+      const { limit, order, status, cursor } = req.query
+      if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
+      const query: QueryIdentity = ['commands', id, status ?? null, order]
+      const page = await keysetPage(req, reply, { query, cursor, idPattern: COMMAND_ID }, (after) =>
+        store.commands.list(id, limit, order, after, status),
+      )
+      return { items: page.items, next: page.next }
+    },
+  )
+
+  api.get(
+    '/devices/:id/commands/:cid',
+    adminRoute('commands', 'Read a command and its status', {
+      params: CommandParams,
+      response: { 200: Type.Ref(CommandBody) },
+    }),
+    async (req) => {
+      const { id, cid } = req.params
+      const cmd = await store.commands.get(id, cid)
+      if (cmd) return cmd
+      if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
+      throw new IotError('IOT_ERR_COMMAND_NOT_FOUND', [cid, id])
     },
   )
 }

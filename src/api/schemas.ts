@@ -1,5 +1,6 @@
 import { type Static, Type } from '@sinclair/typebox'
 import { QUERY_TIME_FORMS } from '../readings/time.js'
+import { COMMAND_STATUSES } from '../store/index.js'
 
 /** REST schemas: they validate requests, type the handlers and produce the OpenAPI document at /docs. */
 
@@ -210,4 +211,73 @@ export const QuarantineList = Type.Object(
 export const ReplayBody = Type.Object(
   { body: Type.Optional(Type.Unknown({ description: 'a corrected reading or array of readings' })) },
   { additionalProperties: false },
+)
+
+const When = (what: string) =>
+  Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: what })
+
+export const CommandBody = Type.Object(
+  {
+    id: Type.String({ description: 'the command id: in the payload the device gets, and in its answer' }),
+    deviceId: Type.String(),
+    name: Type.String(),
+    params: Attributes,
+    status: Type.Union(
+      COMMAND_STATUSES.map((s) => Type.Literal(s)),
+      {
+        description:
+          'queued: waiting for the device to connect (and, over MQTT, to subscribe to its commands topic); ' +
+          'sent: on its connection; delivered: the device took it (MQTT PUBACK); replied: it answered ok; ' +
+          'failed: it answered error, refused it, or every send died with its connection; expired: its ttl ' +
+          'ran out before it was sent',
+      },
+    ),
+    attempts: Type.Integer({ description: 'sends so far, one per connection it went out on' }),
+    error: Type.Union([Type.String(), Type.Null()], { description: 'why it is not further along' }),
+    result: Type.Unknown({ description: "the device's answer (`result` of its ack), or null" }),
+    createdAt: Type.String({ format: 'date-time' }),
+    expiresAt: Type.String({ format: 'date-time', description: 'not sent by then: expired' }),
+    sentAt: When('the latest send'),
+    deliveredAt: When('when the device took it'),
+    repliedAt: When('when the device answered'),
+  },
+  { $id: 'Command' },
+)
+
+export const CreateCommand = Type.Object(
+  {
+    name: Type.String({
+      minLength: 1,
+      maxLength: 512,
+      description:
+        'what to do; for a Teltonika tracker the text command itself, e.g. `getinfo`, `setdigout 1`',
+    }),
+    params: Type.Optional(Attributes),
+    ttl: Type.Integer({
+      minimum: 1,
+      maximum: 30 * 86_400,
+      default: 86_400,
+      description: 'seconds the command may wait for the device; not sent by then, it expires',
+    }),
+  },
+  { additionalProperties: false },
+)
+export type CreateCommand = Static<typeof CreateCommand>
+
+export const CommandParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 64 }),
+  cid: Type.String({ minLength: 1, maxLength: 64 }),
+})
+
+export const CommandListQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
+  order: Order('desc', 'by creation time, ties by id: desc is newest first'),
+  status: Type.Optional(Type.Union(COMMAND_STATUSES.map((s) => Type.Literal(s)))),
+  cursor: Cursor,
+})
+export type CommandListQuery = Static<typeof CommandListQuery>
+
+export const CommandList = Type.Object(
+  { items: Type.Array(Type.Ref(CommandBody)), next: Next },
+  { headers: NEXT_HEADERS, description: OFFSET_REFUSED },
 )

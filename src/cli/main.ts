@@ -17,10 +17,36 @@ Usage:
   iotcore start [--roles api,gateway,ingest,organizer]   run the platform (default: all roles)
   iotcore migrate                                         apply database migrations
   iotcore device create NAME [--imei IMEI]                register a device; prints its id and token
+  iotcore simulate --devices N --rate R --protocol mqtt|http [--duration S]   a simulated fleet (simulate --help)
+  iotcore cloud up|down|list|snapshot [--dry-run] [--ttl D]   a DigitalOcean droplet running iotcore (cloud --help)
 
 Configuration is read from the environment (see README.md): IOTCORE_DATA_DIR, DATABASE_URL, PORT, ...`
 
 async function main(argv: string[]): Promise<number> {
+  // These talk to a running platform or to DigitalOcean, with flags of their own; they run no part of it.
+  if (argv[0] === 'simulate') {
+    const { runSimulate } = await import('../simulate/cli.js')
+    const stop = new AbortController()
+    process.once('SIGINT', () => stop.abort())
+    const r = await runSimulate(argv.slice(1), {
+      out: (l) => console.log(l),
+      err: (t) => process.stderr.write(t),
+      isTTY: process.stderr.isTTY === true,
+      env: process.env,
+      signal: stop.signal,
+    })
+    // Readings handed to a device and never answered: the run did not deliver what it says it sent.
+    return typeof r === 'number' ? r : r.unanswered > 0 ? 1 : 0
+  }
+  if (argv[0] === 'cloud') {
+    const { runCloud } = await import('../cloud/cli.js')
+    return runCloud(argv.slice(1), {
+      out: (l) => console.log(l),
+      err: (t) => process.stderr.write(t),
+      isTTY: process.stderr.isTTY === true,
+      env: process.env,
+    })
+  }
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -66,7 +92,8 @@ async function main(argv: string[]): Promise<number> {
 
   if (cmd === 'migrate') {
     const { store, embedded } = await openStore(config, log)
-    const applied = await store.migrate()
+    // Opening the store migrated it: say what that applied.
+    const applied = store.applied
     console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'the database is up to date')
     await store.stop()
     await embedded?.stop()
@@ -97,8 +124,9 @@ async function main(argv: string[]): Promise<number> {
 function banner(app: App): string {
   const { config } = app
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-  const http = app.httpPort ? `http://${host}:${app.httpPort}` : undefined
-  const ws = http && app.mqtt ? `ws://${host}:${app.httpPort}/mqtt` : undefined
+  const s = app.tls ? 's' : ''
+  const http = app.httpPort ? `http${s}://${host}:${app.httpPort}` : undefined
+  const ws = http && app.mqtt ? `ws${s}://${host}:${app.httpPort}/mqtt` : undefined
   const api = app.has('api')
   const lines = [`iotcore is running (roles: ${config.roles.join(', ')}; data: ${config.dataDir})`]
   if (api && http) lines.push(`  REST API   ${http}/api/v1   (docs: ${http}/docs; dashboard: ${http}/)`)
@@ -106,6 +134,14 @@ function banner(app: App): string {
   if (app.mqtt?.port)
     lines.push(`  MQTT       mqtt://${host}:${app.mqtt.port}${ws ? `   (WebSocket: ${ws})` : ''}`)
   else if (ws) lines.push(`  MQTT       over WebSocket only: ${ws}`)
+  if (app.mqtt?.tlsPort) lines.push(`  MQTTS      mqtts://${host}:${app.mqtt.tlsPort}`)
+  const devices = [
+    app.teltonika && `Teltonika ${host}:${app.teltonika.port}`,
+    app.osmand && `OsmAnd http://${host}:${app.osmand.port}`,
+    app.jsonl && `JSON lines ${host}:${app.jsonl.port}`,
+    app.signal && `signal ${host}:${app.signal.port}`,
+  ].filter(Boolean)
+  if (devices.length > 0) lines.push(`  devices    ${devices.join('   ')}`)
   if (http) lines.push(`  health     ${http}/readyz   metrics: ${http}/metrics`)
   if (api)
     lines.push(

@@ -1,5 +1,5 @@
-import { statfsSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { readFileSync, statfsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { IotError } from '../errors.js'
 
 export const ROLES = ['api', 'gateway', 'ingest', 'organizer'] as const
@@ -15,12 +15,22 @@ export const DEFAULTS = {
   osmandPort: 5055,
   jsonlPort: 5060,
   signalPort: 2006,
+  /** IANA's port for MQTT over TLS; listened on only with a certificate. */
+  mqttsPort: 8883,
   /** The issue's payload limit: large enough for a batch of a few thousand readings, small enough that one
    * device cannot make the process buffer megabytes. */
   maxPayloadBytes: 256 * 1024,
   /** Seconds of silence before a device counts as offline (CONTRACT.md). */
   offlineAfterSeconds: 600,
   checkIntervalSeconds: 30,
+  /** Stripe's retry period: a receiver down over a weekend still gets every event. */
+  webhookRetryForSeconds: 3 * 86_400,
+  /** The age of the oldest queued reading past which the ingest counts as lagging: well past a backlog
+   * drained after a short database restart (seconds), short of an operator noticing on their own. */
+  maxIngestLagSeconds: 300,
+  /** Free disk in the data dir below which a service alert opens: room for PostgreSQL's WAL to grow and for
+   * an operator to act before the queue's budget, or PostgreSQL, runs out of disk. */
+  minFreeDiskBytes: 1024 ** 3,
   /** A socket that has not sent CONNECT within this many seconds is closed, so idle scanners cannot hold
    * file descriptors. */
   mqttConnectTimeoutSeconds: 10,
@@ -32,6 +42,10 @@ export const DEFAULTS = {
    * most mobile carriers' NATs (minutes), past which a silent TCP connection is more likely dead than quiet,
    * while holding it costs memory and a file descriptor. A device quieter than this should send PINGREQs. */
   mqttIdleLimitSeconds: 3600,
+  /** Seconds a Teltonika device has to complete its IMEI handshake, or a packet it began sending, before the
+   * connection is closed. The documented largest packet (1,280 bytes) takes well under a second even on 2G;
+   * 30 s covers a radio stall and TCP retransmissions, and frees a socket that trickles bytes to hold it. */
+  teltonikaTimeoutSeconds: 30,
   /** QoS 1/2 publishes a client may have unacknowledged (MQTT 5 Receive Maximum). 100 covers a pipelined
    * client's window with no head-of-line wait at our group-commit latency. */
   mqttReceiveMaximum: 100,
@@ -73,14 +87,29 @@ export interface Config {
   readonly osmandPort: number | null
   readonly jsonlPort: number | null
   readonly signalPort: number | null
+  /**
+   * The TLS certificate and key (PEM files, absolute paths), both or neither: with them the HTTP port serves
+   * HTTPS and the TCP device listeners accept TLS. Reloaded when the files change (lib/tls.ts).
+   */
+  readonly tlsCert: string | undefined
+  readonly tlsKey: string | undefined
+  /** CA bundle (PEM) that MQTT client certificates are verified against; only with a certificate. */
+  readonly tlsCa: string | undefined
+  /** MQTT over TLS; null without a certificate or when 'off'. */
+  readonly mqttsPort: number | null
   readonly queueMaxBytes: number
   readonly maxPayloadBytes: number
   readonly offlineAfterSeconds: number
   readonly checkIntervalSeconds: number
+  /** How long a webhook delivery is retried before it is given up. */
+  readonly webhookRetryForSeconds: number
+  readonly maxIngestLagSeconds: number
+  readonly minFreeDiskBytes: number
   readonly mqttConnectTimeoutSeconds: number
   readonly mqttMaxKeepaliveSeconds: number
   readonly mqttIdleLimitSeconds: number
   readonly mqttReceiveMaximum: number
+  readonly teltonikaTimeoutSeconds: number
   readonly ingestBatchSize: number
   readonly ingestBatchMs: number
   readonly ingestConcurrency: number
@@ -98,6 +127,10 @@ type Env = Record<string, string | undefined>
 
 function fail(name: string, value: string, want: string): never {
   throw new IotError('IOT_ERR_CONFIG_INVALID', `${name}=${JSON.stringify(value)}: expected ${want}`)
+}
+
+function missing(name: string, why: string): never {
+  throw new IotError('IOT_ERR_CONFIG_INVALID', `${name} is unset: ${why}`)
 }
 
 function int(env: Env, name: string, def: number, min: number, max: number): number {
@@ -153,6 +186,41 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw
 }
 
+function file(env: Env, name: string): string | undefined {
+  const raw = env[name]
+  return raw === undefined || raw.trim() === '' ? undefined : resolve(raw.trim())
+}
+
+/**
+ * The TLS entries: a certificate needs its key and a key its certificate; a CA bundle or an MQTTS port number
+ * means nothing without them, so each is refused alone rather than silently ignored. The files are read when
+ * the platform starts (lib/tls.ts), which fails then, naming the variable, if one cannot be used.
+ */
+function tls(env: Env): Pick<Config, 'tlsCert' | 'tlsKey' | 'tlsCa' | 'mqttsPort'> {
+  const tlsCert = file(env, 'IOTCORE_TLS_CERT')
+  const tlsKey = file(env, 'IOTCORE_TLS_KEY')
+  const tlsCa = file(env, 'IOTCORE_TLS_CA')
+  if (tlsCert !== undefined && tlsKey === undefined)
+    missing('IOTCORE_TLS_KEY', "IOTCORE_TLS_CERT is set; give its private key's PEM file too")
+  if (tlsKey !== undefined && tlsCert === undefined)
+    missing('IOTCORE_TLS_CERT', "IOTCORE_TLS_KEY is set; give its certificate's PEM file too")
+  const mqttsPort = port(env, ['IOTCORE_MQTTS_PORT'], DEFAULTS.mqttsPort)
+  if (tlsCert === undefined) {
+    if (tlsCa !== undefined)
+      missing(
+        'IOTCORE_TLS_CERT',
+        'IOTCORE_TLS_CA is set, and client certificates need TLS: set IOTCORE_TLS_CERT and IOTCORE_TLS_KEY',
+      )
+    const mqtts = env.IOTCORE_MQTTS_PORT
+    if (mqttsPort !== null && mqtts !== undefined && mqtts.trim() !== '')
+      missing(
+        'IOTCORE_TLS_CERT',
+        `IOTCORE_MQTTS_PORT=${mqtts} is set, and MQTT over TLS needs a certificate: set IOTCORE_TLS_CERT and IOTCORE_TLS_KEY`,
+      )
+  }
+  return { tlsCert, tlsKey, tlsCa, mqttsPort: tlsCert === undefined ? null : mqttsPort }
+}
+
 export function parseRoles(raw: string | undefined): Role[] {
   if (raw === undefined || raw.trim() === '' || raw.trim() === 'all') return [...ROLES]
   const roles = raw.split(',').map((r) => r.trim())
@@ -187,7 +255,8 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     roles: parseRoles(flags.roles ?? env.IOTCORE_ROLES),
     dataDir,
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
-    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
+    // CLOUDAMQP_URL is what RabbitMQ add-ons on a PaaS set; AMQP_URL, when set, wins.
+    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']) ?? url(env, 'CLOUDAMQP_URL', ['amqp:', 'amqps:']),
     adminToken,
     host: env.IOTCORE_HOST || DEFAULTS.host,
     httpPort: port(env, ['IOTCORE_HTTP_PORT', 'PORT'], DEFAULTS.httpPort),
@@ -196,10 +265,20 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     osmandPort: port(env, ['IOTCORE_OSMAND_PORT'], DEFAULTS.osmandPort),
     jsonlPort: port(env, ['IOTCORE_JSONL_PORT'], DEFAULTS.jsonlPort),
     signalPort: port(env, ['IOTCORE_SIGNAL_PORT'], DEFAULTS.signalPort),
+    ...tls(env),
     queueMaxBytes: bytes(env, 'IOTCORE_QUEUE_MAX_BYTES') ?? defaultQueueBytes(existingParent(dataDir)),
     maxPayloadBytes: int(env, 'IOTCORE_MAX_PAYLOAD_BYTES', DEFAULTS.maxPayloadBytes, 1024, 64 * 1024 * 1024),
     offlineAfterSeconds: int(env, 'IOTCORE_OFFLINE_AFTER', DEFAULTS.offlineAfterSeconds, 1, 365 * 86400),
     checkIntervalSeconds: int(env, 'IOTCORE_CHECK_INTERVAL', DEFAULTS.checkIntervalSeconds, 1, 86400),
+    webhookRetryForSeconds: int(
+      env,
+      'IOTCORE_WEBHOOK_RETRY_FOR',
+      DEFAULTS.webhookRetryForSeconds,
+      1,
+      30 * 86400,
+    ),
+    maxIngestLagSeconds: int(env, 'IOTCORE_MAX_INGEST_LAG', DEFAULTS.maxIngestLagSeconds, 1, 7 * 86400),
+    minFreeDiskBytes: bytes(env, 'IOTCORE_MIN_FREE_DISK') ?? DEFAULTS.minFreeDiskBytes,
     mqttConnectTimeoutSeconds: int(
       env,
       'IOTCORE_MQTT_CONNECT_TIMEOUT',
@@ -216,6 +295,7 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     ),
     mqttIdleLimitSeconds: int(env, 'IOTCORE_MQTT_IDLE_LIMIT', DEFAULTS.mqttIdleLimitSeconds, 1, 7 * 86400),
     mqttReceiveMaximum: int(env, 'IOTCORE_MQTT_RECEIVE_MAXIMUM', DEFAULTS.mqttReceiveMaximum, 1, 65535),
+    teltonikaTimeoutSeconds: int(env, 'IOTCORE_TELTONIKA_TIMEOUT', DEFAULTS.teltonikaTimeoutSeconds, 1, 3600),
     ingestBatchSize: int(env, 'IOTCORE_INGEST_BATCH_SIZE', DEFAULTS.ingestBatchSize, 1, 100000),
     ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),
     ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
@@ -260,4 +340,36 @@ function existingParent(dir: string): string {
       d = parent
     }
   }
+}
+
+/** What the commands that talk to a running platform or to DigitalOcean read (`iotcore simulate`, `cloud`). */
+export interface ClientConfig {
+  /** Where a running platform's HTTP port answers. */
+  readonly url: string
+  /** Its MQTT port over TCP, on the same host. */
+  readonly mqttPort: number
+  /** IOTCORE_ADMIN_TOKEN, else the data dir's admin-token file when there is one. */
+  readonly adminToken: string | undefined
+  readonly digitalOceanToken: string | undefined
+  /** DigitalOcean's API; another base URL (a test server, a proxy) is accepted as doctl's --api-url is. */
+  readonly digitalOceanApiUrl: string
+}
+
+export function loadClientConfig(env: Env = process.env): ClientConfig {
+  const dataDir = resolve(env.IOTCORE_DATA_DIR || DEFAULTS.dataDir)
+  let adminToken = env.IOTCORE_ADMIN_TOKEN || undefined
+  if (!adminToken) {
+    try {
+      adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() || undefined
+    } catch {}
+  }
+  return Object.freeze({
+    url: (url(env, 'IOTCORE_URL', ['http:', 'https:']) ?? 'http://localhost:8080').replace(/\/+$/, ''),
+    mqttPort: port(env, ['IOTCORE_MQTT_PORT'], DEFAULTS.mqttPort) ?? DEFAULTS.mqttPort,
+    adminToken,
+    digitalOceanToken: env.DIGITALOCEAN_TOKEN || undefined,
+    digitalOceanApiUrl: (
+      url(env, 'DIGITALOCEAN_API_URL', ['https:', 'http:']) ?? 'https://api.digitalocean.com'
+    ).replace(/\/+$/, ''),
+  })
 }

@@ -67,6 +67,35 @@ export async function acceptPayload(
 }
 
 /**
+ * The path of a device protocol that decodes its own format into a reading (OsmAnd, the founders' signal): the
+ * decoded reading JSON is judged and appended as acceptPayload does, but a refused one is quarantined as the
+ * device sent it (`raw`), which is what an operator needs to see. Resolves once the reading is durably queued;
+ * throws IOT_ERR_INVALID_READING when it is refused.
+ */
+export async function acceptDecoded(
+  queue: Queue,
+  metrics: Metrics,
+  deviceId: string,
+  transport: Transport,
+  reading: Buffer,
+  raw: Buffer,
+  receivedAt: number,
+): Promise<void> {
+  const parsed = judgePayload(reading)
+  if (parsed.valid === 0) {
+    const { reason, detail } = parsed.rejections[0]
+    metrics.received.inc({ transport })
+    quarantineRefused(queue, metrics, deviceId, transport, raw, reason, detail)
+    throw new IotError('IOT_ERR_INVALID_READING', detail)
+  }
+  metrics.received.inc({ transport }, parsed.valid)
+  const env: Envelope = { id: envelopeId(transport[0]), deviceId, transport, receivedAt, payload: reading }
+  if (parsed.rejections.length === 0) env.allValid = true
+  await queue.enqueueAll([env])
+  metrics.acked.inc({ transport }, parsed.valid)
+}
+
+/**
  * A correction sent as parsed JSON (a replay's body) as the bytes a device would have sent. One too deep is
  * refused before JSON.stringify, which recurses, can overflow on it.
  */

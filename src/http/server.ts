@@ -1,23 +1,33 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
+import type { Server as TlsServer } from 'node:tls'
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { ErrorBody } from '../api/schemas.js'
 import { IotError } from '../errors.js'
 import type { Component } from '../lib/component.js'
+import type { Certificates } from '../lib/tls.js'
 import { schemaErrorFormatter, sendError } from './errors.js'
 
 /**
  * Fastify with what every route shares: the one error rendering (thrown errors, schema errors, unknown
- * routes), the `Error` schema, and the OpenAPI document at /docs. Routes are registered by the caller.
+ * routes), the `Error` schema, and the OpenAPI document at /docs. Routes are registered by the caller. With
+ * the platform's certificate it serves HTTPS only, renewed in place (lib/tls.ts), and so whatever shares the
+ * port: the API, HTTP ingest, MQTT over WebSocket (wss://).
  */
-export async function createHttpServer(log: Logger, bodyLimit: number): Promise<FastifyInstance> {
+export async function createHttpServer(
+  log: Logger,
+  bodyLimit: number,
+  tls?: Certificates,
+): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
     schemaErrorFormatter,
-  })
+    ...(tls ? { https: tls.serverOptions() } : {}),
+  }) as unknown as FastifyInstance
+  if (tls) tls.track(app.server as unknown as TlsServer)
   app.addSchema(ErrorBody)
   app.setErrorHandler(sendError)
   app.setNotFoundHandler((req, reply) =>
@@ -39,7 +49,7 @@ export async function createHttpServer(log: Logger, bodyLimit: number): Promise<
     },
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
-  return app as unknown as FastifyInstance
+  return app
 }
 
 export interface HttpServerOptions {
@@ -48,6 +58,8 @@ export interface HttpServerOptions {
   /** The largest request body anywhere: the payload limit. */
   bodyLimit: number
   log: Logger
+  /** The platform's certificate: HTTPS. */
+  tls?: Certificates
   /** Registers the routes this process serves, which depend on its roles. */
   routes(app: FastifyInstance): Promise<void>
 }
@@ -61,7 +73,7 @@ export class HttpServer implements Component {
   constructor(private readonly opts: HttpServerOptions) {}
 
   async start(): Promise<void> {
-    const app = await createHttpServer(this.opts.log, this.opts.bodyLimit)
+    const app = await createHttpServer(this.opts.log, this.opts.bodyLimit, this.opts.tls)
     this.app = app
     await this.opts.routes(app)
     await app.listen({ port: this.opts.port, host: this.opts.host })

@@ -25,13 +25,26 @@ export class Backoff {
 
   /** The longest pause the current failure count can draw: what `next()` just drew from. */
   ceiling(): number {
-    // 2^30 is past any cap in ms; the exponent is bounded so the product stays finite.
-    return Math.min(this.maxMs, this.minMs * 2 ** Math.min(Math.max(this.failed - 1, 0), 30))
+    return backoffCeiling(this.minMs, this.maxMs, this.failed)
   }
 
   reset(): void {
     this.failed = 0
   }
+}
+
+/** The longest pause after the `failures`-th failure in a row: minMs doubled per failure, capped at maxMs. */
+export function backoffCeiling(minMs: number, maxMs: number, failures: number): number {
+  // 2^30 is past any cap in ms; the exponent is bounded so the product stays finite.
+  return Math.min(maxMs, minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30))
+}
+
+/**
+ * A pause drawn as Backoff draws it, for a thing whose failure count is kept elsewhere (a webhook delivery
+ * counts its attempts in PostgreSQL, and any process may make the next one).
+ */
+export function jitteredPause(minMs: number, maxMs: number, failures: number): number {
+  return Math.random() * backoffCeiling(minMs, maxMs, failures)
 }
 
 /**

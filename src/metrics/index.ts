@@ -17,7 +17,8 @@ export function createMetrics() {
     labelNames: readonly L[] = [],
     collect?: () => void,
   ) => new client.Counter<L>({ name, help, labelNames, registers, collect })
-  const gauge = (name: string, help: string) => new client.Gauge({ name, help, registers })
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new client.Gauge<L>({ name, help, labelNames, registers })
   const histogram = (name: string, help: string, buckets: number[]) =>
     new client.Histogram({ name, help, buckets, registers })
   const transport = ['transport'] as const
@@ -31,6 +32,7 @@ export function createMetrics() {
     received: counter('iotcore_messages_received_total', 'Readings received by the gateways, valid or not', transport, handOver),
     acked: counter('iotcore_messages_acked_total', 'Readings acknowledged to devices after the durable append', transport),
     rejected: counter('iotcore_messages_rejected_total', 'Readings refused with an error to the device (never acknowledged)', ['transport', 'reason'] as const),
+    refusals: counter('iotcore_device_refusals_total', 'Device connections and requests refused before a reading was taken (unknown device or token, a flood from one address, broken framing, too large, too slow), by device listener', ['transport', 'reason'] as const),
     stored: counter('iotcore_messages_stored_total', 'Readings written to the telemetry table'),
     duplicate: counter('iotcore_messages_duplicate_total', 'Readings whose device and msgId were already stored'),
     quarantined: counter('iotcore_messages_quarantined_total', 'Acknowledged readings that failed validation or storage, kept in the quarantine table'),
@@ -43,6 +45,12 @@ export function createMetrics() {
     queueOldestAge: gauge('iotcore_queue_oldest_age_seconds', 'Age of the oldest message in the durable queue'),
     queueBytes: gauge('iotcore_queue_bytes', 'Disk used by the durable queue'),
     databaseUp: gauge('iotcore_database_up', '1 while the ingest can write to PostgreSQL'),
+    jobLastRun: gauge('iotcore_job_last_run_timestamp_seconds', 'When each scheduled job of this process last finished a run (unix seconds)', ['job'] as const),
+    jobLastDuration: gauge('iotcore_job_last_duration_seconds', 'How long the last run of each scheduled job took', ['job'] as const),
+    jobRuns: counter('iotcore_job_runs_total', 'Runs of each scheduled job of this process, by result (ok, failed)', ['job', 'result'] as const),
+    checkUp: gauge('iotcore_check_up', "1 while this process's service check passes, 0 while it fails (a service alert is open)", ['check'] as const),
+    countersUnaccounted: gauge('iotcore_counters_unaccounted', 'Acked readings minus those stored, duplicate or quarantined, at the last check that found the queue empty (0: they add up)'),
+    webhookAttempts: counter('iotcore_webhook_attempts_total', 'Webhook delivery attempts made by this process, by result (delivered, retry, gave_up)', ['result'] as const),
   }
 }
 

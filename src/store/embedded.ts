@@ -63,7 +63,9 @@ export class EmbeddedDatabase {
       user: 'postgres',
       password,
       persistent: true,
-      createPostgresUser: true,
+      // Only root needs (and may create) a `postgres` user to run as; anyone else runs the server as itself
+      // (the container image's unprivileged user, say).
+      createPostgresUser: process.getuid?.() === 0,
       initdbFlags: ['--encoding=UTF8', '--locale=C'],
       postgresFlags: [
         '-c',

@@ -1,4 +1,6 @@
 import type { Logger } from 'pino'
+import { CommandStore } from './commands.js'
+import { AlertStore } from './alerts.js'
 import { DeviceStore } from './devices.js'
 import { GapStore } from './gaps.js'
 import { IdempotencyStore } from './idempotency.js'
@@ -10,6 +12,7 @@ import { QuarantineStore } from './quarantine.js'
 import { type BatchJudge, DueAlertStore, RuleStore } from './rules.js'
 import { ServiceStore } from './services.js'
 import { SessionStore } from './sessions.js'
+import { WebhookStore } from './webhooks.js'
 import {
   type QuarantineInsert,
   type TelemetryBatch,
@@ -17,6 +20,38 @@ import {
   writeBatch,
 } from './telemetry-write.js'
 
+export {
+  type ClaimedCommand,
+  COMMAND_ID,
+  COMMAND_STATUSES,
+  type CommandRow,
+  type CommandStatus,
+  type NewCommand,
+} from './commands.js'
+export {
+  ALERT_EVENTS,
+  ALERT_ID,
+  ALERT_STATUSES,
+  type AlertEventType,
+  type AlertFilter,
+  type AlertRaise,
+  type AlertRow,
+  type AlertStatus,
+  type Clear,
+  clearWith,
+  EVENT_TYPES,
+  EVENTS_CHANNEL,
+  type EventType,
+  OFFLINE,
+  type OutboxEvent,
+  type RaiseResult,
+  raiseWith,
+  SEVERITIES,
+  type Severity,
+  SUBJECT_KINDS,
+  type Subject,
+  type SubjectKind,
+} from './alerts.js'
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
 export { GAP_ID, type GapRow } from './gaps.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
@@ -41,6 +76,18 @@ export type { AdvisoryLock, ServiceBeat, ServiceRow } from './services.js'
 export { NEVER_EXPIRES, type SessionRow } from './sessions.js'
 export { type QuarantineInsert, TelemetryBatch, type WriteResult } from './telemetry-write.js'
 export { type JsonProblem, jsonProblem, unstorable } from './text.js'
+export {
+  type Attempt,
+  type AttemptRow,
+  DELIVERY_STATUSES,
+  type DeliveryFilter,
+  type DeliveryRow,
+  type DeliveryStatus,
+  type DueDelivery,
+  type NewWebhook,
+  WEBHOOK_ID,
+  type WebhookRow,
+} from './webhooks.js'
 
 /**
  * What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction,
@@ -73,6 +120,12 @@ export class Store implements BatchWriter {
   readonly notifications: Notifications
   /** HTTP ingest's Idempotency-Key records. */
   readonly idempotency: IdempotencyStore
+  /** Downlink commands and their progress. */
+  readonly commands: CommandStore
+  /** Alerts of devices and services, and the events outbox their changes write. */
+  readonly alerts: AlertStore
+  /** Webhooks, and their deliveries of the outbox's events with each attempt. */
+  readonly webhooks: WebhookStore
   /** The quality checks' user rules. */
   readonly rules: RuleStore
   /** Gaps in the devices' sequence numbers. */
@@ -95,6 +148,9 @@ export class Store implements BatchWriter {
     this.services = new ServiceStore(this.db)
     this.notifications = new Notifications(this.db, log)
     this.idempotency = new IdempotencyStore(this.db)
+    this.commands = new CommandStore(this.db)
+    this.alerts = new AlertStore(this.db)
+    this.webhooks = new WebhookStore(this.db)
     this.rules = new RuleStore(this.db)
     this.gaps = new GapStore(this.db)
     this.dueAlerts = new DueAlertStore(this.db)
@@ -105,9 +161,12 @@ export class Store implements BatchWriter {
     return this.db.pool
   }
 
+  /** The versions the start applied; none if the database was up to date. */
+  applied: number[] = []
+
   /** Applies pending migrations. */
   async start(): Promise<void> {
-    await this.migrate()
+    this.applied = await this.migrate()
   }
 
   /** Ends the pool; listeners and locks are ended by whoever took them. */

@@ -32,4 +32,6 @@ export const LOCK_IDS = {
   migrations: 4_171_001,
   /** Held by the one organizer across processes. */
   organizer: 4_171_002,
+  /** Taken by a transaction that writes events, until it ends: event ids are committed in id order. */
+  events: 4_171_003,
 } as const

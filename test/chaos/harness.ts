@@ -76,7 +76,7 @@ export class Proc {
     readonly logFile: string,
   ) {}
 
-  async start(httpPort?: number): Promise<void> {
+  async start(httpPort?: number, host = '127.0.0.1'): Promise<void> {
     this.starts++
     const log = createWriteStream(this.logFile, { flags: 'a' })
     const child = spawn(process.execPath, [main, 'start'], {
@@ -90,7 +90,7 @@ export class Proc {
       await waitFor(
         async () => {
           if (child.exitCode !== null) throw new GiveUp(`it exited with ${child.exitCode}`)
-          return (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).ok
+          return (await fetch(`http://${host}:${httpPort}/healthz`)).ok
         },
         120_000,
         `${this.name} to start (see ${this.logFile})`,

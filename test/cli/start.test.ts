@@ -29,6 +29,11 @@ function start(
       IOTCORE_HOST: '127.0.0.1',
       IOTCORE_HTTP_PORT: '0',
       IOTCORE_MQTT_PORT: '0',
+      // Free ports, not the defaults: a fixed port would collide with any other iotcore on the machine.
+      IOTCORE_TELTONIKA_PORT: '0',
+      IOTCORE_OSMAND_PORT: '0',
+      IOTCORE_JSONL_PORT: '0',
+      IOTCORE_SIGNAL_PORT: '0',
       IOTCORE_LOG_LEVEL: 'warn',
       DATABASE_URL: '',
       ...env,
@@ -145,6 +150,10 @@ describe('iotcore start with some roles', () => {
     assert.doesNotMatch(g.banner, /REST API|admin token|docs/, g.banner)
     assert.match(g.banner, /roles: gateway, ingest/)
     assert.match(g.banner, /HTTP ingest POST http:\/\/\S+\/telemetry/)
+    assert.match(
+      g.banner,
+      /devices\s+Teltonika \S+:\d+\s+OsmAnd http:\/\/\S+:\d+\s+JSON lines \S+:\d+\s+signal \S+:\d+/,
+    )
     assert.ok(g.mqtt > 0, g.banner)
     // What it lists answers: the API it does not list does not.
     const api = await fetch(`http://127.0.0.1:${g.http}/api/v1/devices`)
@@ -155,7 +164,7 @@ describe('iotcore start with some roles', () => {
     const a = await admin.ready
     assert.match(a.banner, /REST API\s+http:\/\/\S+\/api\/v1/)
     assert.match(a.banner, /admin token \(shown once/, 'the first process serving the API shows the token')
-    assert.doesNotMatch(a.banner, /MQTT|HTTP ingest|WebSocket/, a.banner)
+    assert.doesNotMatch(a.banner, /MQTT|HTTP ingest|WebSocket|OsmAnd/, a.banner)
     assert.equal(await stop(admin.child), 0)
   })
 })

@@ -78,6 +78,8 @@ export function testConfig(databaseUrl: string, dataDir: string, env: Record<str
     IOTCORE_OSMAND_PORT: 'off',
     IOTCORE_JSONL_PORT: 'off',
     IOTCORE_SIGNAL_PORT: 'off',
+    // Only with a certificate; off unless a test turns it on, so none binds 8883.
+    IOTCORE_MQTTS_PORT: 'off',
     IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
     IOTCORE_QUEUE_MAX_BYTES: '256MiB',
     IOTCORE_INGEST_BATCH_MS: '10',

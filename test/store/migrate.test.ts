@@ -57,6 +57,7 @@ describe('store: migration 7, telemetry keyed by devices.pk', () => {
     }
     const store = new Store(url, createLogger('silent'), 1)
     try {
+      // 7 and the migrations after it.
       assert.deepEqual(
         await store.migrate(),
         migrations.filter((m) => m.version >= rewrite.version).map((m) => m.version),

@@ -1,13 +1,16 @@
 import type { Duplex } from 'node:stream'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
+import type { ClientCertificate } from '../../lib/tls.js'
 import type { AckSink, Transport } from '../../queue/types.js'
 import { TOKEN_QOS2, ackToken, ackTokens } from './acks.js'
 import { ConnState, PacketType, ReasonCode } from './codes.js'
+import type { Downlink } from './downlink.js'
 import { decodePublish } from './fast-publish.js'
 import { FrameStatus, decodeVbi, vbi } from './framing.js'
 import type { MqttGateway } from './gateway.js'
 import { refuseConnect } from './handlers/connect.js'
 import { deliverWill, handlePublish, refuseTooLarge } from './handlers/publish.js'
+import type { OperatorLink } from './operators.js'
 import type { ResendWindow } from './resends.js'
 import { checkConnect } from './validate-connect.js'
 import { checkPacket } from './validate.js'
@@ -35,6 +38,10 @@ export class Connection implements AckSink {
    * credential still holds it, the connection may stay; a rotation or a delete cuts it (gateway.ts).
    */
   tokenHash = ''
+  /** The client certificate presented over MQTTS with IOTCORE_TLS_CA (lib/tls.ts), or null. */
+  certificate: ClientCertificate | null = null
+  /** Authenticated by that certificate, with no token: a token rotation does not cut it (gateway.ts). */
+  byCertificate = false
   clientId: string | undefined
   telemetryTopic = ''
   telemetryTopicBytes: Buffer | null = null
@@ -58,6 +65,10 @@ export class Connection implements AckSink {
   /** Receive stamps of the latest QoS 1/2 publishes, for resends (resends.ts); made on the first one. */
   resends: ResendWindow | null = null
   will: IConnectPacket['will'] | null = null
+  /** Commands to the device on this connection (downlink.ts); made when it subscribes to them. */
+  downlink: Downlink | null = null
+  /** An operator's connection (username `$admin`): the alert events it is sent (operators.ts); else null. */
+  operator: OperatorLink | null = null
 
   constructor(
     readonly gw: MqttGateway,
@@ -233,6 +244,11 @@ export class Connection implements AckSink {
       this.paused = false
       this.wire.resume()
     }
+  }
+
+  /** Bytes written and not yet taken by the client. */
+  get unsent(): number {
+    return this.wire.writableLength
   }
 
   write(buf: Buffer): void {

@@ -1,14 +1,18 @@
-import { type Server, createServer } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
+import { type Certificates, type ClientCertificate, clientCertificate } from '../../lib/tls.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { AckSink, Queue, Transport } from '../../queue/types.js'
+import { type Listener, listen } from '../listen.js'
 import { MetricsSink } from './acks.js'
 import { ConnState, ReasonCode } from './codes.js'
 import { Connection } from './connection.js'
+import { MqttCommands } from './downlink.js'
 import { type FrameScan, scanFrames } from './framing.js'
 import { silenceWhy } from './handlers/connect.js'
+import type { OperatorTopic } from './operators.js'
 import { SharedParser } from './parser.js'
 import type { ResendWindow } from './resends.js'
 import { NEVER_EXPIRES, type Sessions } from './sessions.js'
@@ -26,6 +30,10 @@ const PARKED_SWEEPS = 60
 export interface MqttGatewayOptions {
   host: string
   port: number | null
+  /** MQTT over TLS, with `tls`; null: off. */
+  mqttsPort: number | null
+  /** The platform's certificate (lib/tls.ts); with IOTCORE_TLS_CA it also checks client certificates. */
+  tls: Certificates | undefined
   maxPayloadBytes: number
   connectTimeoutSeconds: number
   maxKeepaliveSeconds: number
@@ -45,7 +53,7 @@ export interface MqttGatewayOptions {
  * connection only a small object.
  */
 export class MqttGateway {
-  private server: Server | undefined
+  private listeners: Listener[] = []
   readonly connections = new Set<Connection>()
   private readonly byClientId = new Map<string, Connection>()
   private readonly parser = new SharedParser()
@@ -66,7 +74,18 @@ export class MqttGateway {
   private readonly parked = new Map<string, { window: ResendWindow; expires: number }>()
   private sweeps = 0
   private unwatch: (() => void) | undefined
+  /** Downlink commands to the devices connected here. */
+  readonly commands = new MqttCommands(this)
+  /** Set by the wiring: the operators' alert topic (operators.ts). Unset, operator logins are refused. */
+  operators: OperatorTopic | undefined
   port = 0
+  /** The MQTTS port bound, or 0. */
+  tlsPort = 0
+
+  /** Whether the TCP listeners are bound (the service checks watch them). */
+  get listening(): boolean {
+    return this.listeners.length > 0 && this.listeners.every((l) => l.listening)
+  }
 
   constructor(
     readonly opts: MqttGatewayOptions,
@@ -84,19 +103,23 @@ export class MqttGateway {
     this.unwatch = this.credentials.watch((ids) => this.revokeStale(ids))
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
     this.sweepTimer.unref()
-    if (this.opts.port === null) return
-    const server = createServer({ noDelay: true }, (socket) => this.accept(socket, 'mqtt'))
-    server.on('error', (err) => this.log.error({ err }, 'MQTT listener error'))
-    this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.opts.port!, this.opts.host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    this.port = (server.address() as { port: number }).port
-    this.log.info({ port: this.port }, 'MQTT gateway listening')
+    const { host, port, mqttsPort, tls } = this.opts
+    const log = this.log
+    if (port !== null) {
+      const plain = await listen({ host, port, name: 'MQTT', log }, (socket) => this.accept(socket, 'mqtt'))
+      this.listeners.push(plain)
+      this.port = plain.port
+    }
+    if (tls && mqttsPort !== null) {
+      // One gateway behind both ports: the same connection handling, one client-id registry.
+      const secure = await listen(
+        { host, port: mqttsPort, tls, clientCertificates: true, name: 'MQTTS', log },
+        (socket) =>
+          this.accept(socket, 'mqtt', socket instanceof TLSSocket ? clientCertificate(socket) : null),
+      )
+      this.listeners.push(secure)
+      this.tlsPort = secure.port
+    }
   }
 
   /** Stops accepting, tells v5 clients the server is shutting down, closes every connection. */
@@ -104,18 +127,22 @@ export class MqttGateway {
     this.stopping = true
     this.unwatch?.()
     if (this.sweepTimer) clearInterval(this.sweepTimer)
-    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve()
+    const closed = Promise.all(this.listeners.map((l) => l.close()))
     for (const c of [...this.connections]) c.disconnect(ReasonCode.serverShuttingDown, 'server shutting down')
     await closed
   }
 
-  /** Serves one connection on any duplex stream: a TCP socket or a WebSocket stream. */
-  accept(wire: Duplex, transport: Transport): void {
+  /**
+   * Serves one connection on any duplex stream: a TCP or TLS socket or a WebSocket stream; with the client
+   * certificate it presented over MQTTS (handlers/connect.ts).
+   */
+  accept(wire: Duplex, transport: Transport, certificate: ClientCertificate | null = null): void {
     if (this.stopping) {
       wire.destroy()
       return
     }
     const c = new Connection(this, wire, transport)
+    c.certificate = certificate
     this.connections.add(c)
     this.metrics.mqttConnections.inc()
   }
@@ -143,6 +170,8 @@ export class MqttGateway {
   /** @internal */
   closed(c: Connection): void {
     if (this.connections.delete(c)) this.metrics.mqttConnections.dec()
+    this.commands.closed(c)
+    if (c.operator !== null) this.operators?.closed(c)
     if (c.clientId !== undefined && this.byClientId.get(c.clientId) === c) this.byClientId.delete(c.clientId)
   }
 
@@ -161,14 +190,14 @@ export class MqttGateway {
   /**
    * The credentials of these devices changed: every connection whose device no longer holds the token hash it
    * authenticated with is cut, on every gateway process, as each hears the change (devices/index.ts). A new
-   * token's connections stay. One pass over the connections: changes are rare, admin-made.
+   * token's connections stay, and so do those that authenticated with a client certificate while their device
+   * exists. One pass over the connections: changes are rare, admin-made.
    */
   private revokeStale(ids: readonly string[]): void {
     const changed = new Set(ids)
     for (const c of this.connections) {
-      if (c.state !== ConnState.connected || !changed.has(c.deviceId)) continue
+      if (c.state !== ConnState.connected || !changed.has(c.deviceId) || this.authorized(c)) continue
       const now = this.credentials.current(c.deviceId)
-      if (now?.tokenHash === c.tokenHash) continue
       c.revoke(
         now ? "the device's token was rotated; connect with the new one" : 'the device was deleted',
         !now,
@@ -179,6 +208,15 @@ export class MqttGateway {
       const deviceId = key.slice(0, key.indexOf('/'))
       if (changed.has(deviceId) && !this.credentials.current(deviceId)) this.parked.delete(key)
     }
+  }
+
+  /**
+   * @internal Whether the connection's device still holds the credential it authenticated with: the token
+   * hash, or for a client certificate (which a token rotation does not touch) the device itself.
+   */
+  authorized(c: Connection): boolean {
+    const now = this.credentials.current(c.deviceId)
+    return now !== undefined && (c.byCertificate || now.tokenHash === c.tokenHash)
   }
 
   /** @internal Keeps a closed connection's resend window for its session (resends.ts). */

@@ -1,6 +1,7 @@
 /**
  * The MQTT wire contract (CONTRACT.md): which topics a device may use and what each carries. A device owns
- * `devices/<its id>/` and nothing else.
+ * `devices/<its id>/` and nothing else; an operator (operators.ts) may only subscribe under
+ * `$iotcore/alerts/`.
  */
 export interface CommandAck {
   id: string
@@ -21,8 +22,10 @@ export interface TopicPayloads {
   'commands/ack': CommandAck
 }
 
-/** Suffixes a device may publish to. */
-export const PUBLISH_SUFFIXES = ['telemetry'] as const satisfies ReadonlyArray<keyof TopicPayloads>
+/** Suffixes a device may publish to: readings, and its answers to commands (never readings). */
+export const PUBLISH_SUFFIXES = ['telemetry', 'commands/ack'] as const satisfies ReadonlyArray<
+  keyof TopicPayloads
+>
 export type PublishSuffix = (typeof PUBLISH_SUFFIXES)[number]
 
 export const devicePrefix = (deviceId: string) => `devices/${deviceId}/`
@@ -48,6 +51,20 @@ export function subscriptionAllowed(deviceId: string, filter: string): boolean {
   return filter.startsWith(prefix)
 }
 
+/** Where the alert events go, by alert type: `$iotcore/alerts/<type>` (operators.ts). */
+export const OPERATOR_PREFIX = '$iotcore/alerts/'
+
+/**
+ * The topic of an alert type's events. A type is one level of a topic name, which holds no wildcard
+ * [MQTT-3.3.2-2] (v3.1.1: MQTT-3.3.2-2): those, and `/`, become `_` (the built-in types are snake_case and
+ * never have them; U+0000, which a topic may not hold either [MQTT-1.5.4-2], PostgreSQL text cannot).
+ */
+export const alertTopic = (type: string) => OPERATOR_PREFIX + type.replace(/[/+#]/g, '_')
+
+/** An operator may subscribe to `$iotcore/alerts/#`, `$iotcore/alerts/+` or one type, and nothing else. */
+export const operatorSubscriptionAllowed = (filter: string) =>
+  validFilter(filter) && filter.startsWith(OPERATOR_PREFIX)
+
 export function validFilter(filter: string): boolean {
   if (filter.length === 0 || filter.includes('\u0000')) return false
   const levels = filter.split('/')
@@ -57,4 +74,21 @@ export function validFilter(filter: string): boolean {
     if (l.includes('+') && l !== '+') return false
   }
   return true
+}
+
+/**
+ * Whether a topic filter matches a topic name: `+` matches one whole level, `#` all that follow, the parent
+ * level included (§4.7.1.2 in both versions: `sport/#` also matches `sport`). Filters reach here checked by
+ * validFilter.
+ */
+export function filterMatches(filter: string, topic: string): boolean {
+  // [MQTT-4.7.2-1] (both versions) a filter starting with a wildcard matches no topic starting with `$`.
+  if (topic.startsWith('$') && (filter[0] === '#' || filter[0] === '+')) return false
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false
+  }
+  return f.length === t.length
 }

@@ -196,6 +196,128 @@ CREATE INDEX telemetry_received_brin ON telemetry USING brin (received_at);
 `,
   },
   {
+    version: 8,
+    name: 'downlink commands',
+    sql: `
+-- Commands to devices (store/commands.ts): created by the API, claimed and sent by the gateway process that
+-- holds the device's connection (gateway/dispatch.ts), answered by the device. The id is a bigint identity:
+-- its order is the order a device's commands are sent in.
+CREATE TABLE commands (
+  id           int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  device_id    text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+  name         text NOT NULL,
+  params       jsonb NOT NULL DEFAULT '{}',
+  status       text NOT NULL DEFAULT 'queued'
+               CHECK (status IN ('queued', 'sent', 'delivered', 'replied', 'failed', 'expired')),
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  -- the latest send; the device took it (MQTT PUBACK); it answered
+  sent_at      timestamptz,
+  delivered_at timestamptz,
+  replied_at   timestamptz,
+  -- past this, a command not yet sent is expired instead
+  expires_at   timestamptz NOT NULL,
+  -- what the device answered
+  result       jsonb,
+  -- sends so far, one per connection it went out on
+  attempts     int NOT NULL DEFAULT 0,
+  last_error   text,
+  -- while status is 'sent': the process (services.id) that claimed it, whose connection to the device holds it
+  sent_by      text
+);
+-- A device's waiting commands, oldest first: what a gateway claims when the device connects or one is queued.
+CREATE INDEX commands_waiting ON commands (device_id, id) WHERE status = 'queued';
+-- GET /devices/:id/commands, a page at a time by (created_at, id).
+CREATE INDEX commands_device ON commands (device_id, created_at, id);
+-- The sweeps: waiting commands past their ttl, and sent ones whose process is gone. Both sets stay small.
+CREATE INDEX commands_queued_expiry ON commands (expires_at) WHERE status = 'queued';
+CREATE INDEX commands_sent_by ON commands (sent_by) WHERE status = 'sent';
+`,
+  },
+  {
+    version: 9,
+    name: 'alerts, the events outbox, webhooks and their deliveries',
+    sql: `
+-- Alerts (store/alerts.ts). A subject, a device or a service, has at most one active alert of a type: a raise
+-- while one is active bumps it (count, last_seen, severity, details). Clearing closes it for good: the unique
+-- index covers active rows only, so the next raise opens a new row and a cleared alert is never reused
+-- (ThingsBoard #7811), and clearing is a plain state change any process can make (ThingsBoard #7909).
+-- Acknowledging is independent of it: active or cleared, unacknowledged or acknowledged.
+CREATE TABLE alerts (
+  id              bigserial PRIMARY KEY,
+  subject_kind    text NOT NULL CHECK (subject_kind IN ('device', 'service')),
+  subject_id      text NOT NULL,
+  type            text NOT NULL,
+  severity        text NOT NULL CHECK (severity IN ('critical', 'major', 'minor', 'warning')),
+  status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'cleared')),
+  first_seen      timestamptz NOT NULL,
+  last_seen       timestamptz NOT NULL,
+  count           int8 NOT NULL,
+  details         jsonb NOT NULL DEFAULT '{}',
+  acknowledged_at timestamptz,
+  cleared_at      timestamptz
+);
+CREATE UNIQUE INDEX alerts_one_active ON alerts (subject_kind, subject_id, type) WHERE status = 'active';
+-- GET /alerts pages by (first_seen, id), a key a bump does not move; by subject when one is asked for.
+CREATE INDEX alerts_first_seen ON alerts (first_seen, id);
+CREATE INDEX alerts_subject ON alerts (subject_kind, subject_id, first_seen);
+
+-- The outbox: every alert event (opened, acknowledged, cleared) and webhook test, written in the transaction
+-- that made it, under an advisory lock taken just before, so ids are committed in id order: a reader that has
+-- seen id n has seen every event before it (the SSE streams and the deliverer read by id).
+CREATE TABLE events (
+  id         bigserial PRIMARY KEY,
+  uid        uuid NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+  type       text NOT NULL,
+  alert_id   int8 REFERENCES alerts (id) ON DELETE CASCADE,
+  data       jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_created ON events (created_at);
+
+-- Webhooks: where events are POSTed, signed with the secret (and, during a rotation, the previous one).
+CREATE TABLE webhooks (
+  id                  bigserial PRIMARY KEY,
+  url                 text NOT NULL,
+  -- the event types it gets; NULL: all
+  events              text[],
+  secret              text NOT NULL,
+  previous_secret     text,
+  previous_expires_at timestamptz,
+  created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- One delivery per (webhook, event), made with the event, in its transaction: a receiver gets each event
+-- once (retries of one delivery carry the same event id), and one created while it was down waits here.
+CREATE TABLE webhook_deliveries (
+  id          bigserial PRIMARY KEY,
+  webhook_id  int8 NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+  event_id    int8 NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+  -- the event's alert: deliveries of one alert to one webhook go in id order, each after the one before
+  alert_id    int8,
+  status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts    int NOT NULL DEFAULT 0,
+  next_at     timestamptz NOT NULL DEFAULT now(),
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, alert_id, id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_list ON webhook_deliveries (webhook_id, created_at, id);
+
+CREATE TABLE webhook_attempts (
+  id          bigserial PRIMARY KEY,
+  delivery_id int8 NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+  at          timestamptz NOT NULL DEFAULT now(),
+  -- the receiver's HTTP status; NULL when none came (refused, timed out)
+  status_code int,
+  error       text,
+  duration_ms int NOT NULL
+);
+CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+`,
+  },
+  {
     version: 10,
     name: 'quality checks: reading flags, rules, devices.quality state, sequence gaps, device alerts due',
     sql: `

@@ -2,12 +2,16 @@ import { randomBytes } from 'node:crypto'
 import mqtt, { type IConnectPacket } from 'mqtt-packet'
 import { CONNACK_V3, ConnState, ReasonCode } from '../codes.js'
 import type { Connection } from '../connection.js'
+import { connectLimits } from '../downlink.js'
+import { OPERATOR_USERNAME } from '../operators.js'
 import { NEVER_EXPIRES } from '../sessions.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
 /**
- * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token.
- * Authentication is asynchronous; until it ends, nothing the client sent after the CONNECT is read.
+ * CONNECT, already checked on its bytes (validate-connect.ts): username = device id, password = device token,
+ * or over MQTTS a client certificate whose CN is the device id; or username `$admin`, password = the admin
+ * token, for an operator (operators.ts). Authentication is asynchronous; until it ends, nothing the client
+ * sent after the CONNECT is read.
  */
 export function handleConnect(c: Connection, p: IConnectPacket): void {
   c.version = p.protocolVersion ?? 4
@@ -22,11 +26,26 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
     // §3.1.2.11.10: Authentication Data without an Authentication Method is a Protocol Error.
     return refuseConnect(c, ReasonCode.protocolError, 'authentication data without a method')
   }
-  if (p.username === undefined || p.password === undefined) {
+  if (p.username === OPERATOR_USERNAME) return operatorLogin(c, p)
+  const cert = c.certificate
+  if (cert !== null) {
+    // Over MQTTS with IOTCORE_TLS_CA, a client certificate names its device by its subject's CN, as Mosquitto's
+    // use_identity_as_username does; the CONNECT may repeat the id as username or leave it empty, and may
+    // still send the device's token, which is then checked too.
+    if ('untrusted' in cert)
+      return refuseCertificate(c, `the client certificate is not trusted: ${cert.untrusted}`)
+    if (p.username && p.username !== cert.cn)
+      return refuseCertificate(
+        c,
+        `the client certificate is device ${cert.cn}'s; the username must be that id or empty`,
+      )
+    if (p.password === undefined) return byCertificate(c, p, cert.cn)
+  }
+  const deviceId = cert !== null ? cert.cn : p.username
+  if (deviceId === undefined || p.password === undefined) {
     const why = 'username (device id) and password (device token) are required'
     return refuseConnect(c, ReasonCode.badUsernameOrPassword, why)
   }
-  const deviceId = p.username
   c.pause()
   c.gw.credentials
     .authenticate(deviceId, p.password.toString('utf8'))
@@ -34,6 +53,28 @@ export function handleConnect(c: Connection, p: IConnectPacket): void {
       (cred) => authenticated(c, p, deviceId, cred?.tokenHash),
       () => authenticated(c, p, deviceId, undefined),
     )
+    .catch((err) => c.fail(err))
+}
+
+function refuseCertificate(c: Connection, why: string): void {
+  c.gw.log.info({ transport: c.transport, why }, 'MQTT connect refused: client certificate')
+  refuseConnect(c, ReasonCode.notAuthorized, why)
+}
+
+/** The certificate is trusted and names `deviceId`: the device must exist (and not be retired). */
+function byCertificate(c: Connection, p: IConnectPacket, deviceId: string): void {
+  c.pause()
+  const cached = c.gw.credentials.current(deviceId)
+  // A device created a moment ago may not have reached the cache yet: ask the database once, as for tokens.
+  const found = cached ? Promise.resolve(cached) : c.gw.credentials.refresh(deviceId).catch(() => undefined)
+  found
+    .then((cred) => {
+      if (c.state !== ConnState.auth) return
+      if (cred === undefined)
+        return refuseCertificate(c, `the client certificate names device ${deviceId}, which does not exist`)
+      c.byCertificate = true
+      authenticated(c, p, deviceId, cred.tokenHash)
+    })
     .catch((err) => c.fail(err))
 }
 
@@ -58,32 +99,16 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
     if (v5 && p.will.retain) return refuseConnect(c, ReasonCode.retainNotSupported, 'retain is not supported')
     c.will = p.will
   }
-  keepAlive(c, p.keepalive ?? 0)
-  const properties: Record<string, unknown> = {}
-  if (v5) {
-    // [MQTT-3.2.2-21] if the server sends Server Keep Alive, the client must use it.
-    if (c.keepalive !== (p.keepalive ?? 0)) properties.serverKeepAlive = c.keepalive
-    properties.receiveMaximum = c.gw.opts.receiveMaximum
-    properties.maximumPacketSize = c.gw.maxPacketSize
-    properties.retainAvailable = false
-    properties.sharedSubscriptionAvailable = false
-    properties.topicAliasMaximum = 0
-    if (p.clientId === '') {
-      // [MQTT-3.2.2-16] an empty client id gets one assigned.
-      p.clientId = `${deviceId}-${randomBytes(4).toString('hex')}`
-      properties.assignedClientIdentifier = p.clientId
-    }
-  }
-  c.clientId = `${deviceId}/${p.clientId}`
+  const properties = connackProperties(c, p, deviceId)
   const sessions = c.gw.sessions
   const cleanStart = p.clean !== false
   c.sessionExpiry = v5 ? (p.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : NEVER_EXPIRES
   if (!sessions || (cleanStart && c.sessionExpiry === 0)) {
     // [MQTT-3.1.2-4] (v3.1.1: MQTT-3.1.2-6) a clean start discards any session kept under this client id.
-    if (sessions) sessions.discard(c.clientId).catch(() => {})
+    if (sessions) sessions.discard(c.clientId!).catch(() => {})
     return accept(c, properties, undefined, cleanStart)
   }
-  const key = c.clientId
+  const key = c.clientId!
   const load = cleanStart ? sessions.discard(key).then(() => undefined) : sessions.load(key)
   load
     .then(
@@ -95,6 +120,57 @@ function authenticated(c: Connection, p: IConnectPacket, deviceId: string, token
       },
     )
     .catch((err) => c.fail(err))
+}
+
+/**
+ * An operator: the admin token, compared in constant time. It gets the alert events it subscribes to and may
+ * do nothing else (operators.ts): no will, as it may not publish, and no session kept, as events are not
+ * queued for it while it is away (v5: Session Expiry Interval 0 in the CONNACK, §3.2.2.3.2; a v3.1.1 client
+ * asking for a persistent session is answered Session Present 0, and nothing is kept when it leaves).
+ */
+function operatorLogin(c: Connection, p: IConnectPacket): void {
+  const operators = c.gw.operators
+  if (operators === undefined)
+    return refuseConnect(c, ReasonCode.notAuthorized, 'this gateway takes no operator connections')
+  if (!operators.passwordMatches(p.password)) {
+    c.gw.log.info({ transport: c.transport }, 'MQTT connect refused: bad operator password')
+    return refuseConnect(c, ReasonCode.badUsernameOrPassword, 'bad username or password')
+  }
+  if (p.will) return refuseConnect(c, ReasonCode.notAuthorized, 'an operator connection may not have a will')
+  operators.attach(c, p.properties?.receiveMaximum, p.properties?.maximumPacketSize)
+  const properties = connackProperties(c, p, OPERATOR_USERNAME)
+  if (c.version === 5 && (p.properties?.sessionExpiryInterval ?? 0) > 0) properties.sessionExpiryInterval = 0
+  accept(c, properties, undefined, true)
+}
+
+/**
+ * The Keep Alive, the client id (`<owner>/<client id>`) and, for v5, the CONNACK properties, of a device's or an
+ * operator's connection.
+ */
+function connackProperties(c: Connection, p: IConnectPacket, owner: string): Record<string, unknown> {
+  keepAlive(c, p.keepalive ?? 0)
+  const properties: Record<string, unknown> = {}
+  if (c.version === 5) {
+    // [MQTT-3.2.2-21] if the server sends Server Keep Alive, the client must use it.
+    if (c.keepalive !== (p.keepalive ?? 0)) properties.serverKeepAlive = c.keepalive
+    properties.receiveMaximum = c.gw.opts.receiveMaximum
+    properties.maximumPacketSize = c.gw.maxPacketSize
+    properties.retainAvailable = false
+    properties.sharedSubscriptionAvailable = false
+    // A command sent for a subscription would carry its Subscription Identifier [MQTT-3.3.4-3]; sessions keep
+    // only filters and QoS, so identifiers are announced unavailable (§3.2.2.3.12).
+    properties.subscriptionIdentifiersAvailable = false
+    properties.topicAliasMaximum = 0
+    // What the gateway may send a device: its Receive Maximum and Maximum Packet Size (downlink.ts).
+    if (c.operator === null) c.downlink = connectLimits(c.version, p.properties)
+    if (p.clientId === '') {
+      // [MQTT-3.2.2-16] an empty client id gets one assigned.
+      p.clientId = `${owner}-${randomBytes(4).toString('hex')}`
+      properties.assignedClientIdentifier = p.clientId
+    }
+  }
+  c.clientId = `${owner}/${p.clientId}`
+  return properties
 }
 
 /**
@@ -134,7 +210,7 @@ function accept(
 ): void {
   if (c.state !== ConnState.auth) return
   // Revoked while the session loaded (a rotation or a delete whose cut went by before this was connected).
-  if (c.gw.credentials.current(c.deviceId)?.tokenHash !== c.tokenHash)
+  if (c.operator === null && !c.gw.authorized(c))
     return refuseConnect(c, ReasonCode.badUsernameOrPassword, 'bad device id or token')
   if (restored) c.subs = restored
   c.saveSession()
@@ -155,6 +231,8 @@ function accept(
       { protocolVersion: c.version },
     ),
   )
+  // A resumed session's subscriptions may already take commands.
+  c.gw.commands.update(c)
   c.resumeAfterConnect()
 }
 

@@ -4,6 +4,7 @@ import type { Connection } from '../connection.js'
 import { handleConnect } from './connect.js'
 import { handleDisconnect } from './disconnect.js'
 import { handlePing } from './ping.js'
+import { handlePuback } from './puback.js'
 import { handlePubrel } from './pubrel.js'
 import { handlePublish } from './publish.js'
 import { handleSubscribe } from './subscribe.js'
@@ -26,9 +27,10 @@ export function handlePacket(c: Connection, p: Packet): void {
     case 'pubrel':
       return handlePubrel(c, p)
     case 'puback':
+      return handlePuback(c, p)
     case 'pubrec':
     case 'pubcomp':
-      // Acks of downlink messages; commands are delivered at QoS 0 until downlinks land.
+      // Acks of QoS 2, which the gateway never sends (commands go at QoS 1 at most): nothing to do.
       return
     case 'subscribe':
       return handleSubscribe(c, p)

@@ -6,6 +6,7 @@ import { envelopeId, quarantineRefused } from '../../accept.js'
 import { TOKEN_QOS2, ackPacket, reasonAck } from '../acks.js'
 import { ConnState, PacketType, ReasonCode } from '../codes.js'
 import { type Connection, V3_INFLIGHT_PAUSE } from '../connection.js'
+import { refuseOperatorPublish } from '../operators.js'
 import { ResendWindow } from '../resends.js'
 import { classifyPublish, devicePrefix } from '../topics.js'
 
@@ -39,7 +40,10 @@ export function handlePublish(c: Connection, p: IPublishPacket): void {
   const topic = p.topic
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (topic !== c.telemetryTopic) {
-    const forbidden = classifyPublish(c.deviceId, topic) === 'forbidden'
+    if (c.operator !== null) return refuseOperatorPublish(c, qos, pid, topic)
+    const kind = classifyPublish(c.deviceId, topic)
+    if (kind === 'commands/ack') return commandAnswer(c, p, qos, pid, payload)
+    const forbidden = kind === 'forbidden'
     const detail = forbidden
       ? `device ${c.deviceId} may only publish under ${devicePrefix(c.deviceId)}`
       : `unknown topic ${topic}; telemetry goes to ${c.telemetryTopic}`
@@ -132,6 +136,25 @@ function deliver(
     )
     c.disconnect(full ? ReasonCode.quotaExceeded : ReasonCode.serverBusy, (err as Error).message)
   }
+}
+
+/**
+ * A device's answer to a command, on `devices/<id>/commands/ack`: handed to the commands dispatcher
+ * (downlink.ts), not queued as a reading. Acknowledged at once, as a refusal is: like one, its PUBACK may pass
+ * those of earlier readings still being made durable, where [MQTT-4.6.0-2] asks for the publishes' order. A
+ * malformed one is ignored (logged), and v5 says why with PUBACK/PUBREC 0x99 Payload format invalid, which
+ * ends a QoS 2 exchange [MQTT-4.3.3-9]. A QoS 2 answer resent before its PUBREL was answered above, and is not
+ * handed over twice.
+ */
+function commandAnswer(c: Connection, p: IPublishPacket, qos: number, pid: number, payload: Buffer): void {
+  const malformed = c.gw.commands.reply(c, payload, p.properties?.correlationData)
+  if (qos === 0) return
+  c.inflight--
+  const type = qos === 1 ? 'puback' : 'pubrec'
+  if (malformed !== undefined && c.version === 5)
+    return c.write(reasonAck(type, pid, ReasonCode.payloadFormatInvalid, malformed.slice(0, 200)))
+  if (qos === 2) (c.qos2 ??= new Set()).add(pid)
+  c.write(ackPacket(qos === 1 ? PacketType.puback : PacketType.pubrec, pid))
 }
 
 function refusePublish(

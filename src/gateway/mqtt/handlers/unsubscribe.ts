@@ -19,4 +19,5 @@ export function handleUnsubscribe(c: Connection, p: IUnsubscribePacket): void {
       { protocolVersion: c.version },
     ),
   )
+  c.gw.commands.update(c)
 }

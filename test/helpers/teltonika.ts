@@ -1,0 +1,309 @@
+/**
+ * Teltonika test devices: the packets of Teltonika's documentation, an encoder for packets of any records, and
+ * a raw TCP client that speaks the handshake and keeps every byte the server sends. The bench's load generator
+ * encodes its Codec 8 Extended packets with the same encoder.
+ */
+import { readFileSync } from 'node:fs'
+import { type Socket, connect as netConnect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
+import { crc16 } from '../../src/gateway/teltonika/codec.js'
+
+/**
+ * The hex examples of "Teltonika Data Sending Protocols" (https://wiki.teltonika-gps.com/view/Teltonika_Data_Sending_Protocols),
+ * each under the section it comes from, as the documentation prints them.
+ */
+export const DOCS = {
+  /** Codec 8, 1st example: one record, IO elements of 1, 2, 4 and 8 bytes. Ack 00000001. */
+  codec8a:
+    '000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF',
+  /** Codec 8, 2nd example: one record, 1- and 2-byte IO elements. */
+  codec8b:
+    '000000000000002808010000016B40D9AD80010000000000000000000000000000000103021503010101425E100000010000F22A',
+  /** Codec 8, 3rd example: two records. Ack 00000002. */
+  codec8c:
+    '000000000000004308020000016B40D57B480100000000000000000000000000000001010101000000000000016B40D5C198010000000000000000000000000000000101010101000000020000252C',
+  /** Codec 8 Extended example: one record, 2-byte ids, IO elements of 1, 2, 4 and 8 bytes. */
+  codec8e:
+    '000000000000004A8E010000016B412CEE000100000000000000000000000000000000010005000100010100010011001D00010010015E2C880002000B000000003544C87A000E000000001DD7E06A00000100002994',
+  /** Codec 16 example: two records with a generation type. */
+  codec16:
+    '000000000000005F10020000016BDBC7833000000000000000000000000000000000000B05040200010000030002000B00270042563A00000000016BDBC7871800000000000000000000000000000000000B05040200010000030002000B00260042563A00000200005FB3',
+  /** Codec 12: the server's `getinfo` command. */
+  codec12Getinfo: '000000000000000F0C010500000007676574696E666F0100004312',
+  /** Codec 12: the device's response to it. */
+  codec12Response:
+    '00000000000000900C010600000088494E493A323031392F372F323220373A3232205254433A323031392F372F323220373A3533205253543A32204552523A312053523A302042523A302043463A302046473A3020464C3A302054553A302F302055543A3020534D533A30204E4F4750533A303A3330204750533A31205341543A302052533A332052463A36352053463A31204D443A30010000C78F',
+  codec12ResponseText:
+    'INI:2019/7/22 7:22 RTC:2019/7/22 7:53 RST:2 ERR:1 SR:0 BR:0 CF:0 FG:0 FL:0 TU:0/0 UT:0 SMS:0 NOGPS:0:30 GPS:1 SAT:0 RS:3 RF:65 SF:1 MD:0',
+  /** Codec 13: a `getinfo` message with its 4-byte timestamp. */
+  codec13: '00000000000000130D01050000000B0A81C320676574696E666F010000ED9B',
+  /** Codec 8 over UDP: IMEI 352093086403655, Packet ID CAFE, AVL packet ID 05; answered 0005CAFE010501. */
+  udpCodec8:
+    '003DCAFE0105000F33353230393330383634303336353508010000016B4F815B30010000000000000000000000000000000103021503010101425DBC000001',
+  udpCodec8Ack: '0005cafe010501',
+  /** Codec 8 Extended over UDP: the same IMEI, AVL packet ID 07. */
+  udpCodec8e:
+    '005FCAFE0107000F3335323039333038363430333635358E010000016B4F831C680100000000000000000000000000000000010005000100010100010011009D00010010015E2C880002000B000000003544C87A000E000000001DD7E06A000001',
+  udpCodec8eAck: '0005cafe010701',
+  /** The IMEI of the UDP examples (and of the TCP handshake example, 000F333536333037303432343431303133). */
+  udpImei: '352093086403655',
+} as const
+
+export const hex = (h: string): Buffer => Buffer.from(h, 'hex')
+
+/** One record to encode: the GPS element (degrees, m, km/h) and IO elements by size. */
+export interface RecordSpec {
+  ts: number
+  priority?: number
+  lat?: number
+  lon?: number
+  alt?: number
+  angle?: number
+  sats?: number
+  speed?: number
+  eventIo?: number
+  /** Codec 16's generation type. */
+  generation?: number
+  /** [id, size (1, 2, 4 or 8), value] */
+  io?: Array<[number, 1 | 2 | 4 | 8, number | bigint]>
+  /** Codec 8 Extended's variable-length elements: [id, bytes]. */
+  nx?: Array<[number, Buffer]>
+}
+
+export type AvlCodec = '8' | '8e' | '16'
+const CODEC_IDS: Record<AvlCodec, number> = { '8': 0x08, '8e': 0x8e, '16': 0x10 }
+
+/** The AVL data array (Codec ID to Number of Data 2) of `records`; `n2` to make the counts disagree. */
+export function avlData(codec: AvlCodec, records: RecordSpec[], n2 = records.length): Buffer {
+  const parts: Buffer[] = [Buffer.from([CODEC_IDS[codec], records.length])]
+  const wide = codec === '8e'
+  const idLen = codec === '8' ? 1 : 2
+  const countLen = wide ? 2 : 1
+  const num = (n: number, len: number) => {
+    const b = Buffer.alloc(len)
+    b.writeUIntBE(n, 0, len)
+    return b
+  }
+  for (const r of records) {
+    const head = Buffer.alloc(24)
+    head.writeBigUInt64BE(BigInt(r.ts), 0)
+    head[8] = r.priority ?? 0
+    head.writeInt32BE(Math.round((r.lon ?? 0) * 1e7), 9)
+    head.writeInt32BE(Math.round((r.lat ?? 0) * 1e7), 13)
+    head.writeInt16BE(r.alt ?? 0, 17)
+    head.writeUInt16BE(r.angle ?? 0, 19)
+    head[21] = r.sats ?? 0
+    head.writeUInt16BE(r.speed ?? 0, 22)
+    parts.push(head, num(r.eventIo ?? 0, codec === '8' ? 1 : 2))
+    if (codec === '16') parts.push(Buffer.from([r.generation ?? 0]))
+    const io = r.io ?? []
+    const nx = wide ? (r.nx ?? []) : []
+    parts.push(num(io.length + nx.length, countLen))
+    for (const size of [1, 2, 4, 8] as const) {
+      const group = io.filter(([, s]) => s === size)
+      parts.push(num(group.length, countLen))
+      for (const [id, , value] of group) {
+        const v = Buffer.alloc(size)
+        if (size === 8) v.writeBigUInt64BE(BigInt(value), 0)
+        else v.writeUIntBE(Number(value), 0, size)
+        parts.push(num(id, idLen), v)
+      }
+    }
+    if (wide) {
+      parts.push(num(nx.length, 2))
+      for (const [id, bytes] of nx) parts.push(num(id, 2), num(bytes.length, 2), bytes)
+    }
+  }
+  parts.push(Buffer.from([n2]))
+  return Buffer.concat(parts)
+}
+
+/** A TCP packet around `data` (a Codec ID to Number of Data 2 array): preamble, length, data, CRC. */
+export function frame(data: Buffer, crc = crc16(data)): Buffer {
+  const b = Buffer.alloc(12 + data.length)
+  b.writeUInt32BE(data.length, 4)
+  data.copy(b, 8)
+  b.writeUInt32BE(crc, 8 + data.length)
+  return b
+}
+
+/** A TCP AVL packet of `records`. */
+export function avlPacket(codec: AvlCodec, records: RecordSpec[]): Buffer {
+  return frame(avlData(codec, records))
+}
+
+/** A UDP datagram: Length, Packet ID, the unused byte 0x01, AVL packet ID, the IMEI, the AVL data array. */
+export function udpDatagram(imei: string, packetId: number, avlPacketId: number, data: Buffer): Buffer {
+  const id = Buffer.from(imei, 'ascii')
+  const b = Buffer.alloc(8 + id.length + data.length)
+  b.writeUInt16BE(b.length - 2, 0)
+  b.writeUInt16BE(packetId, 2)
+  b[4] = 0x01
+  b[5] = avlPacketId
+  b.writeUInt16BE(id.length, 6)
+  id.copy(b, 8)
+  data.copy(b, 8 + id.length)
+  return b
+}
+
+/** A Codec 12 response (type 0x06) or Codec 13 message carrying `text`, framed, as a device sends it. */
+export function messagePacket(codec: 12 | 13, text: string, timestampSeconds = 0): Buffer {
+  const body = Buffer.from(text, 'utf8')
+  const ts = codec === 13 ? 4 : 0
+  const data = Buffer.alloc(8 + ts + body.length)
+  data[0] = codec === 12 ? 0x0c : 0x0d
+  data[1] = 1
+  data[2] = 0x06
+  data.writeUInt32BE(body.length + ts, 3)
+  if (ts) data.writeUInt32BE(timestampSeconds, 7)
+  body.copy(data, 7 + ts)
+  data[data.length - 1] = 1
+  return frame(data)
+}
+
+/** The handshake's first frame: the IMEI's length and the IMEI. */
+export function imeiFrame(imei: string): Buffer {
+  const id = Buffer.from(imei, 'ascii')
+  return Buffer.concat([Buffer.from([id.length >> 8, id.length & 0xff]), id])
+}
+
+/** How long a test waits for something the gateway should do: a liveness bound, not a timing assertion. */
+export const LIVENESS_MS = 15_000
+
+/** A device over raw TCP: writes any bytes, keeps every byte the server sends, knows when it is closed. */
+export class RawTeltonika {
+  private data = Buffer.alloc(0)
+  private taken = 0
+  closed = false
+  private wake: (() => void) | undefined
+
+  private constructor(readonly socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.data = Buffer.concat([this.data, d])
+      this.notify()
+    })
+    socket.on('error', () => {})
+    const gone = () => {
+      this.closed = true
+      this.notify()
+    }
+    socket.on('end', gone)
+    socket.on('close', gone)
+  }
+
+  /** `localAddress`: another loopback address (127.0.0.2, ...) to connect from, to be another source. */
+  static open(port: number, localAddress?: string): Promise<RawTeltonika> {
+    return new Promise((resolve, reject) => {
+      const s = netConnect({ host: '127.0.0.1', port, noDelay: true, localAddress }, () => {
+        s.off('error', reject)
+        resolve(new RawTeltonika(s))
+      })
+      s.once('error', reject)
+    })
+  }
+
+  /** Opens a TLS connection that trusts the CA in the PEM file `ca`, for 127.0.0.1. */
+  static openTls(port: number, ca: string): Promise<RawTeltonika> {
+    return new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(ca) }, () => {
+        s.off('error', reject)
+        resolve(new RawTeltonika(s))
+      })
+      s.once('error', reject)
+    })
+  }
+
+  /** Opens a connection and sends the IMEI; resolves with the connection and the server's one-byte answer. */
+  static async handshake(
+    port: number,
+    imei: string,
+    localAddress?: string,
+  ): Promise<{ dev: RawTeltonika; answer: number }> {
+    const dev = await RawTeltonika.open(port, localAddress)
+    dev.write(imeiFrame(imei))
+    const answer = (await dev.read(1))[0]
+    return { dev, answer }
+  }
+
+  /** Opens and completes the handshake of a registered device. */
+  static async connected(port: number, imei: string): Promise<RawTeltonika> {
+    const { dev, answer } = await RawTeltonika.handshake(port, imei)
+    if (answer !== 0x01) throw new Error(`the IMEI ${imei} was answered ${answer}`)
+    return dev
+  }
+
+  write(bytes: Buffer): void {
+    if (!this.closed && this.socket.writable) this.socket.write(bytes)
+  }
+
+  /** Writes `bytes` in pieces of `size`, each its own TCP segment (a write after the last was flushed). */
+  async trickle(bytes: Buffer, size: number): Promise<void> {
+    for (let i = 0; i < bytes.length; i += size) {
+      await new Promise<void>((r) => this.socket.write(bytes.subarray(i, i + size), () => r()))
+      await new Promise((r) => setTimeout(r, 1))
+    }
+  }
+
+  /** The next `n` bytes the server sends; rejects if the connection closes first or nothing comes in time. */
+  async read(n: number, ms = LIVENESS_MS): Promise<Buffer> {
+    const deadline = Date.now() + ms
+    while (this.data.length - this.taken < n) {
+      if (this.closed) throw new Error(`closed after ${this.data.length - this.taken} of ${n} bytes`)
+      if (Date.now() > deadline) throw new Error(`no ${n} bytes within ${ms} ms`)
+      await this.wait(deadline - Date.now())
+    }
+    const out = this.data.subarray(this.taken, this.taken + n)
+    this.taken += n
+    return Buffer.from(out)
+  }
+
+  /** Every byte received and not yet read. */
+  rest(): Buffer {
+    const out = this.data.subarray(this.taken)
+    this.taken = this.data.length
+    return Buffer.from(out)
+  }
+
+  /** Resolves once the server closed the connection; rejects if it is still open after `ms`. */
+  async whenClosed(ms = LIVENESS_MS): Promise<void> {
+    const deadline = Date.now() + ms
+    while (!this.closed) {
+      if (Date.now() > deadline) throw new Error(`still open after ${ms} ms`)
+      await this.wait(deadline - Date.now())
+    }
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  private wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(
+        () => {
+          this.wake = undefined
+          resolve()
+        },
+        Math.max(1, ms),
+      )
+      this.wake = () => {
+        clearTimeout(t)
+        this.wake = undefined
+        resolve()
+      }
+    })
+  }
+
+  private notify(): void {
+    this.wake?.()
+  }
+}
+
+/** Bytes as GET /quarantine shows a payload: the text when they are UTF-8, else base64. */
+export function shown(b: Buffer): string {
+  const text = b.toString('utf8')
+  return Buffer.from(text, 'utf8').equals(b) ? text : b.toString('base64')
+}
+
+/** A 4-byte TCP ack as hex. */
+export const ackHex = (records: number): string => records.toString(16).padStart(8, '0')
