@@ -8,9 +8,12 @@ import type { Batch, Consumer, Envelope, Queue } from '../queue/types.js'
 import { extractJudged } from '../readings/extract.js'
 import { RENAMED_REASONS, parsePayload } from '../readings/index.js'
 import {
+  type AlertRaise,
   type BatchWriter,
+  type Clear,
   type DueAlert,
   type QuarantineInsert,
+  type Severity,
   TelemetryBatch,
   type WriteResult,
 } from '../store/index.js'
@@ -33,8 +36,7 @@ const ALERTS_PER_HANDOVER = 500
 export interface DeviceAlert {
   deviceId: string
   type: string
-  /** critical, major, minor or warning */
-  severity: string
+  severity: Severity
   details: Record<string, unknown>
 }
 
@@ -48,6 +50,29 @@ export interface DeviceAlerts {
   raise(alerts: readonly DeviceAlert[]): Promise<void>
   /** Clears each alert that is open; one that is not is left alone. */
   clear(alerts: ReadonlyArray<{ deviceId: string; type: string }>): Promise<void>
+}
+
+/** DeviceAlerts over the alerts store (store/alerts.ts): one transaction per hand-over's raises, one for its clears. */
+export function storeAlerts(alerts: {
+  raise(raises: readonly AlertRaise[]): Promise<unknown>
+  clear(which: readonly Clear[]): Promise<unknown>
+}): DeviceAlerts {
+  const device = (id: string) => ({ kind: 'device' as const, id })
+  return {
+    async raise(list) {
+      await alerts.raise(
+        list.map((a) => ({
+          subject: device(a.deviceId),
+          type: a.type,
+          severity: a.severity,
+          details: a.details,
+        })),
+      )
+    },
+    async clear(list) {
+      await alerts.clear(list.map((a) => ({ subject: device(a.deviceId), type: a.type })))
+    },
+  }
 }
 
 /** What the ingest reports: to the metrics directly, or across a thread boundary (see thread.ts). */
@@ -95,8 +120,8 @@ export function createIngest(
     writer: BatchWriter
     events: IngestEvents
     log: Logger
-    /** Without it, the device alerts the checks want stay recorded in device_alerts_due. */
-    alerts?: DeviceAlerts
+    /** Where the device alerts the quality checks want go (storeAlerts). */
+    alerts: DeviceAlerts
   },
 ): Ingest {
   return new Ingest(
@@ -144,7 +169,7 @@ export class Ingest {
     private readonly log: Logger,
     private readonly opts: IngestOptions,
     private readonly quality: Quality,
-    private readonly alerts?: DeviceAlerts,
+    private readonly alerts: DeviceAlerts,
   ) {}
 
   start(): void {
@@ -185,7 +210,6 @@ export class Ingest {
   /** Hands the device alerts wanted to DeviceAlerts, one hand-over at a time; a failure waits for the sweep. */
   private handOver(): void {
     const alerts = this.alerts
-    if (alerts === undefined) return
     if (this.handingOver) {
       this.handOverAgain = true
       return
@@ -198,7 +222,7 @@ export class Ingest {
           raise.map((a) => ({
             deviceId: a.deviceId,
             type: a.type,
-            severity: a.severity,
+            severity: a.severity as Severity,
             details: a.details,
           })),
         )

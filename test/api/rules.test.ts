@@ -213,3 +213,64 @@ describe('API: a DURATION rule keeps its clock across a platform restart', () =>
     }
   })
 })
+
+describe('API: the device alerts the checks raise, in GET /alerts', () => {
+  let p: Platform
+  before(async () => {
+    p = await startPlatform({
+      IOTCORE_DEVICE_CHECK_VIOLATIONS: '2',
+      IOTCORE_GAP_ALERT_AFTER: '0',
+      IOTCORE_CHECK_INTERVAL: '1',
+    })
+  })
+  after(() => p.stop())
+
+  const alertsOf = async (deviceId: string, type: string) =>
+    (await p.req('GET', `/api/v1/alerts?deviceId=${deviceId}&type=${type}`)).body.items
+
+  test('past the threshold of flagged readings a device_check alert opens, with what was counted', async () => {
+    const dev = await p.createDevice('broken-gps')
+    await p.postTelemetry(dev, [
+      { msgId: 'a', ts: T0, lat: 0, lon: 0 },
+      { msgId: 'b', ts: T0 + S, lat: 0, lon: 0 },
+    ])
+    const [alert] = await waitFor(async () => {
+      const items = await alertsOf(dev.id, 'device_check')
+      return items.length > 0 && items
+    })
+    assert.deepEqual(
+      [
+        alert.status,
+        alert.severity,
+        alert.deviceId,
+        alert.details.violations,
+        alert.details.lastReading.flags,
+      ],
+      ['active', 'major', dev.id, 2, ['gps_zero']],
+    )
+  })
+
+  test('a sequence gap left open opens a sequence_gap alert; the missing readings arriving clear it', async () => {
+    const dev = await p.createDevice('gappy')
+    const send = (seqs: number[]) =>
+      p.postTelemetry(
+        dev,
+        seqs.map((seq) => ({ msgId: `m${seq}`, ts: T0 + seq * S, seq })),
+      )
+    await send([1, 2, 4])
+    const [open] = await waitFor(async () => {
+      const items = await alertsOf(dev.id, 'sequence_gap')
+      return items.length > 0 && items
+    })
+    assert.deepEqual(
+      [open.status, open.severity, open.details.gaps[0].from, open.details.gaps[0].to],
+      ['active', 'minor', 3, 3],
+    )
+    await send([3])
+    const [cleared] = await waitFor(async () => {
+      const items = await alertsOf(dev.id, 'sequence_gap')
+      return items[0]?.status === 'cleared' && items
+    })
+    assert.equal(cleared.id, open.id)
+  })
+})
