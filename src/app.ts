@@ -20,7 +20,7 @@ import { SignalGateway } from './gateway/signal/gateway.js'
 import { TeltonikaGateway } from './gateway/teltonika/gateway.js'
 import { ops } from './http/ops.js'
 import { HttpServer } from './http/server.js'
-import { type Ingest, createIngest, metricsEvents } from './ingest/index.js'
+import { type Ingest, createIngest, metricsEvents, storeAlerts } from './ingest/index.js'
 import { IngestThread } from './ingest/thread.js'
 import { type Component, type Health, Lifecycle, type Part, builtAtStart } from './lib/component.js'
 import { Certificates } from './lib/tls.js'
@@ -334,6 +334,7 @@ export class App {
                 writer: this.store,
                 events: metricsEvents(metrics),
                 log,
+                alerts: storeAlerts(this.store.alerts),
               })),
       (ingest) => ({
         ok: ingest?.databaseUp ?? false,

@@ -16,6 +16,8 @@ export const ErrorCodes = {
   IOT_ERR_ALERT_NOT_FOUND: { status: 404, message: "Alert '%s' does not exist; list alerts with GET /api/v1/alerts" },
   IOT_ERR_WEBHOOK_NOT_FOUND: { status: 404, message: "Webhook '%s' does not exist; list webhooks with GET /api/v1/webhooks" },
   IOT_ERR_QUARANTINE_REPLAYED: { status: 409, message: "Quarantined message '%s' was already replayed" },
+  IOT_ERR_RULE_NOT_FOUND: { status: 404, message: "Rule '%s' does not exist; list rules with GET /api/v1/rules" },
+  IOT_ERR_RULE_CONFLICT: { status: 409, message: "A rule named '%s' already exists; choose another name or delete it first" },
   IOT_ERR_BAD_REQUEST: { status: 400, message: '%s' },
   IOT_ERR_UNSTORABLE_TEXT: { status: 400, message: '%s, which PostgreSQL cannot store in text; remove it' },
   IOT_ERR_MALFORMED_JSON: { status: 400, message: 'The body is not valid JSON: %s. Send a JSON object or an array of objects' },

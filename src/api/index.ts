@@ -25,6 +25,7 @@ import { type ConsoleDeps, consoleApi } from './console.js'
 import type { AlertStream } from './alert-stream.js'
 import { alertRoutes } from './alerts.js'
 import { decodeCursor, encodeCursor, keysetPage, linkNext, type QueryIdentity } from './cursor.js'
+import { qualityRoutes } from './rules.js'
 import {
   Accepted,
   CommandBody,
@@ -99,7 +100,7 @@ export function parseRange(q: { from?: string; to?: string }): { from?: number; 
  * Offsets were replaced by cursors. Fastify keeps a query parameter the schema does not name, so an old client's
  * `offset` would be ignored, and it would fetch the first page forever: refuse it instead.
  */
-async function refuseOffset(req: FastifyRequest): Promise<void> {
+export async function refuseOffset(req: FastifyRequest): Promise<void> {
   if ((req.query as Record<string, unknown>).offset !== undefined)
     throw new IotError(
       'IOT_ERR_BAD_REQUEST',
@@ -152,7 +153,15 @@ export function parseInterval(raw: string): number {
 }
 
 /** The OpenAPI tags of the admin API, one per resource. */
-type Tag = 'devices' | 'telemetry' | 'operations' | 'quarantine' | 'commands' | 'alerts' | 'webhooks'
+type Tag =
+  | 'devices'
+  | 'telemetry'
+  | 'operations'
+  | 'quarantine'
+  | 'commands'
+  | 'alerts'
+  | 'webhooks'
+  | 'rules'
 
 /**
  * A route's options: its schema (validation, handler types, OpenAPI), documented under `tag` and as needing
@@ -205,6 +214,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
   })
 
   await app.register(alertRoutes, { store, stream: deps.alertStream })
+  await app.register(qualityRoutes, { store })
 
   app.post(
     '/devices',
@@ -300,7 +310,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (!(await store.devices.get(id))) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
       // Keys are the client's words: `__proto__` must be a key like any other, not the object's prototype.
       const out: Record<string, Point[]> = Object.create(null)
-      const range = { deviceId: id, from, to, limit: q.limit, order: q.order }
+      const range = { deviceId: id, from, to, limit: q.limit, order: q.order, flagged: q.flagged }
       if (q.agg !== undefined || q.interval !== undefined) {
         if (q.agg === undefined || q.interval === undefined) {
           throw new IotError('IOT_ERR_BAD_REQUEST', 'agg and interval go together, e.g. agg=avg&interval=1m')
@@ -328,7 +338,15 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
         return out
       }
       // Raw points, a page per key: the cursor holds where each key's page ended, null for a key that ran out.
-      const query: QueryIdentity = ['telemetry', id, keys, from ?? null, to ?? null, q.order]
+      const query: QueryIdentity = [
+        'telemetry',
+        id,
+        keys,
+        from ?? null,
+        to ?? null,
+        q.order,
+        q.flagged ? 'flagged' : null,
+      ]
       const starts =
         q.cursor === undefined
           ? keys.map(() => undefined)

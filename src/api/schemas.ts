@@ -108,6 +108,12 @@ export const DeviceList = Type.Object(
 export const Point = Type.Object({
   ts: Type.Integer({ description: 'ms since the epoch' }),
   value: Type.Unknown(),
+  flags: Type.Optional(
+    Type.Array(Type.String(), {
+      description:
+        'the quality checks the reading failed (gps_zero, gps_jump, ts_future, ts_old, type_changed, rule:<name>); absent when it passed them all',
+    }),
+  ),
 })
 
 const TimeBound = (which: string) =>
@@ -128,6 +134,9 @@ export const TelemetryQuery = Type.Object({
     'by ts, ties by msgId (both reversed by desc, so desc is the mirror of asc): desc is newest first',
   ),
   cursor: Cursor,
+  flagged: Type.Optional(
+    Type.Boolean({ description: 'true: only the readings the quality checks flagged (they carry `flags`)' }),
+  ),
   agg: Type.Optional(
     Type.Union([
       Type.Literal('avg'),

@@ -60,6 +60,16 @@ export const DEFAULTS = {
   queueDiskShare: 0.25,
   queueMaxBytesCap: 64 * 1024 ** 3,
   queueMinBytes: 64 * 1024 ** 2,
+  /** A position implying a faster move than this from the last one is a jump (issue 15: 300 km/h). */
+  maxSpeedKmh: 300,
+  /** 0: no age limit. Trackers out of coverage keep their readings for days or weeks and send them late:
+   * their age alone does not make them wrong. */
+  maxReadingAgeSeconds: 0,
+  /** Flagged readings from one device within the window that want a "device check" alert. */
+  deviceCheckViolations: 10,
+  deviceCheckWindowSeconds: 3600,
+  /** A sequence gap still open this long wants a "sequence gap" alert: late readings get time to arrive. */
+  gapAlertAfterSeconds: 600,
   logLevel: 'info',
 } as const
 
@@ -105,6 +115,11 @@ export interface Config {
   readonly ingestConcurrency: number
   /** Run the ingest on its own thread when it shares the process with a gateway. */
   readonly ingestThread: boolean
+  readonly maxSpeedKmh: number
+  readonly maxReadingAgeSeconds: number
+  readonly deviceCheckViolations: number
+  readonly deviceCheckWindowSeconds: number
+  readonly gapAlertAfterSeconds: number
   readonly logLevel: string
   /** The console map's tile URL template ({z}/{x}/{y}); unset: the bundled world outline alone, offline. */
   readonly mapTiles: string | undefined
@@ -301,6 +316,29 @@ export function loadConfig(env: Env = process.env, flags: { roles?: string } = {
     ingestBatchMs: int(env, 'IOTCORE_INGEST_BATCH_MS', DEFAULTS.ingestBatchMs, 1, 10000),
     ingestConcurrency: int(env, 'IOTCORE_INGEST_CONCURRENCY', DEFAULTS.ingestConcurrency, 1, 16),
     ingestThread: bool(env, 'IOTCORE_INGEST_THREAD', true),
+    maxSpeedKmh: int(env, 'IOTCORE_MAX_SPEED_KMH', DEFAULTS.maxSpeedKmh, 1, 100_000),
+    maxReadingAgeSeconds: int(
+      env,
+      'IOTCORE_MAX_READING_AGE',
+      DEFAULTS.maxReadingAgeSeconds,
+      0,
+      100 * 365 * 86400,
+    ),
+    deviceCheckViolations: int(
+      env,
+      'IOTCORE_DEVICE_CHECK_VIOLATIONS',
+      DEFAULTS.deviceCheckViolations,
+      1,
+      10_000,
+    ),
+    deviceCheckWindowSeconds: int(
+      env,
+      'IOTCORE_DEVICE_CHECK_WINDOW',
+      DEFAULTS.deviceCheckWindowSeconds,
+      1,
+      365 * 86400,
+    ),
+    gapAlertAfterSeconds: int(env, 'IOTCORE_GAP_ALERT_AFTER', DEFAULTS.gapAlertAfterSeconds, 0, 365 * 86400),
     logLevel,
     mapTiles: tileUrl(env, 'IOTCORE_MAP_TILES'),
     mapAttribution: env.IOTCORE_MAP_ATTRIBUTION || undefined,

@@ -8,7 +8,7 @@ import type { Config } from '../config/index.js'
 import { createLogger } from '../logger.js'
 import { createQueue } from '../queue/index.js'
 import { Store } from '../store/index.js'
-import { type IngestEvents, createIngest } from './index.js'
+import { type IngestEvents, createIngest, storeAlerts } from './index.js'
 
 const { config, databaseUrl } = workerData as { config: Config; databaseUrl: string }
 const port = parentPort!
@@ -21,7 +21,7 @@ const events: IngestEvents = {
 const store = new Store(databaseUrl, log, config.ingestConcurrency)
 const queue = createQueue(config, log)
 await queue.start()
-const ingest = createIngest(config, { queue, writer: store, events, log })
+const ingest = createIngest(config, { queue, writer: store, events, log, alerts: storeAlerts(store.alerts) })
 ingest.start()
 port.postMessage({ t: 'started' })
 port.on('message', async (m: { t: string }) => {

@@ -129,6 +129,11 @@ function nameOf(key: string): Name {
   }
 }
 
+/** Whether a reading may hold a value under this key (not ts, msgId, values, __proto__, constructor, prototype). */
+export function isValueName(key: string): boolean {
+  return nameOf(key) === 'value'
+}
+
 /**
  * Parses and validates a payload into readings (the ingest) and rejections. `receivedAt` stamps the readings
  * without `ts`; their derived msgIds come from it, or from `idempotencyKey` when the request had one.

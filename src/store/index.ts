@@ -3,12 +3,14 @@ import { ConsoleQueries } from './console.js'
 import { CommandStore } from './commands.js'
 import { AlertStore } from './alerts.js'
 import { DeviceStore } from './devices.js'
+import { GapStore } from './gaps.js'
 import { IdempotencyStore } from './idempotency.js'
 import { migrate } from './migrate.js'
 import { Notifications } from './notifications.js'
 import { Db } from './pool.js'
 import { TelemetryQueries } from './queries.js'
 import { QuarantineStore } from './quarantine.js'
+import { type BatchJudge, DueAlertStore, RuleStore } from './rules.js'
 import { ServiceStore } from './services.js'
 import { SessionStore } from './sessions.js'
 import { WebhookStore } from './webhooks.js'
@@ -54,11 +56,25 @@ export {
   type SubjectKind,
 } from './alerts.js'
 export type { Credential, DeviceRow, NewDevice, RetiredFilter, RetireResult } from './devices.js'
+export { GAP_ID, type GapRow } from './gaps.js'
 export { type Claim, IDEMPOTENCY_TTL_HOURS, IdempotencyStore } from './idempotency.js'
 export type { ListenHandlers, Listener } from './notifications.js'
 export { isKeyset, type Keyset, type Order, type Page } from './keyset.js'
 export type { Aggregate, AggregateQuery, Latest, Point, PointsQuery, RangeQuery } from './queries.js'
 export { QUARANTINE_ID, type QuarantineFilter, type QuarantineRow } from './quarantine.js'
+export {
+  type BatchJudge,
+  type DueAlert,
+  type Judgement,
+  type LoadedDevice,
+  type NewRule,
+  type OpenGap,
+  RULE_NAME,
+  type RuleCondition,
+  type RuleDef,
+  type RuleRow,
+  type RuleTrigger,
+} from './rules.js'
 export type { AdvisoryLock, ServiceBeat, ServiceRow } from './services.js'
 export { NEVER_EXPIRES, type SessionRow } from './sessions.js'
 export { type QuarantineInsert, TelemetryBatch, type WriteResult } from './telemetry-write.js'
@@ -76,10 +92,15 @@ export {
   type WebhookRow,
 } from './webhooks.js'
 
-/** What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction. */
+/**
+ * What the ingest needs of the store: one batch of readings and quarantined messages, in one transaction,
+ * judged by the quality checks; and the checks' gaps and device alerts, which it sweeps and hands over.
+ */
 export interface BatchWriter {
   /** Throws PostgreSQL's error as is, for the caller to tell bad data from an outage. */
-  writeBatch(batch: TelemetryBatch, quarantine: QuarantineInsert[]): Promise<WriteResult>
+  writeBatch(batch: TelemetryBatch, quarantine: QuarantineInsert[], judge?: BatchJudge): Promise<WriteResult>
+  readonly gaps: GapStore
+  readonly dueAlerts: DueAlertStore
 }
 
 /**
@@ -110,6 +131,12 @@ export class Store implements BatchWriter {
   readonly alerts: AlertStore
   /** Webhooks, and their deliveries of the outbox's events with each attempt. */
   readonly webhooks: WebhookStore
+  /** The quality checks' user rules. */
+  readonly rules: RuleStore
+  /** Gaps in the devices' sequence numbers. */
+  readonly gaps: GapStore
+  /** The device alerts the quality checks want, until handed over. */
+  readonly dueAlerts: DueAlertStore
   private readonly db: Db
 
   constructor(
@@ -130,6 +157,9 @@ export class Store implements BatchWriter {
     this.commands = new CommandStore(this.db)
     this.alerts = new AlertStore(this.db)
     this.webhooks = new WebhookStore(this.db)
+    this.rules = new RuleStore(this.db)
+    this.gaps = new GapStore(this.db)
+    this.dueAlerts = new DueAlertStore(this.db)
   }
 
   /** The pool itself, for tests that check what was stored; code outside the store goes through the modules. */
@@ -160,7 +190,11 @@ export class Store implements BatchWriter {
   }
 
   /** One ingest batch in one transaction (see telemetry-write.ts). */
-  async writeBatch(batch: TelemetryBatch, quarantine: QuarantineInsert[]): Promise<WriteResult> {
-    return writeBatch(await this.db.checkout(), batch, quarantine)
+  async writeBatch(
+    batch: TelemetryBatch,
+    quarantine: QuarantineInsert[],
+    judge?: BatchJudge,
+  ): Promise<WriteResult> {
+    return writeBatch(await this.db.checkout(), batch, quarantine, judge)
   }
 }

@@ -12,6 +12,8 @@ export interface RangeQuery {
   to?: number
   limit: number
   order: Order
+  /** Only the readings the quality checks flagged. */
+  flagged?: boolean
 }
 
 /** A page of raw points: the range, continued after `after` (a page's `next`) when given. */
@@ -29,6 +31,8 @@ export interface Point<V = unknown> {
   /** ms since the epoch */
   ts: number
   value: V
+  /** The quality checks the reading failed (src/quality); absent when it passed them all. */
+  flags?: string[]
 }
 
 export interface Latest {
@@ -36,9 +40,15 @@ export interface Latest {
   values: Record<string, Point>
 }
 
-/** Telemetry rows carry the device's integer key: one look-up by id, then the indexes on (device_pk, ...). */
-const RANGE = `device_pk = (SELECT pk FROM devices WHERE id = $1) AND values ? $2
-  AND ($3::int8 IS NULL OR ts >= ${msToTs('$3::int8')}) AND ($4::int8 IS NULL OR ts < ${msToTs('$4::int8')})`
+/**
+ * Telemetry rows carry the device's integer key: one look-up by id, then the indexes on (device_pk, ...). The
+ * flagged readings alone are served by telemetry_flagged, whose predicate the condition repeats as a literal.
+ */
+const range = (q: {
+  flagged?: boolean
+}) => `device_pk = (SELECT pk FROM devices WHERE id = $1) AND values ? $2
+  AND ($3::int8 IS NULL OR ts >= ${msToTs('$3::int8')}) AND ($4::int8 IS NULL OR ts < ${msToTs('$4::int8')})
+  ${q.flagged ? 'AND flags IS NOT NULL' : ''}`
 
 /** Reads of stored telemetry for the API. */
 export class TelemetryQueries {
@@ -59,8 +69,8 @@ export class TelemetryQueries {
       start = `AND ${after('ts', 'msg_id', q.order, '$6', '$7')}`
     }
     const r = await this.db.query(
-      `SELECT ${tsToMs('ts')} AS ts, values -> $2 AS value, msg_id, ${tsToUs('ts')} AS at FROM telemetry
-       WHERE ${RANGE} ${start}
+      `SELECT ${tsToMs('ts')} AS ts, values -> $2 AS value, flags, msg_id, ${tsToUs('ts')} AS at FROM telemetry
+       WHERE ${range(q)} ${start}
        ${orderBy('telemetry.ts', 'telemetry.msg_id', q.order)} LIMIT $5`,
       params,
     )
@@ -68,7 +78,8 @@ export class TelemetryQueries {
       r.rows,
       q.limit,
       (x) => x.msg_id,
-      (x): Point => ({ ts: x.ts, value: x.value }),
+      (x): Point =>
+        x.flags === null ? { ts: x.ts, value: x.value } : { ts: x.ts, value: x.value, flags: x.flags },
     )
   }
 
@@ -84,7 +95,7 @@ export class TelemetryQueries {
         : [`${q.agg}((values ->> $2)::float8) ${numbers}`, `HAVING count(*) ${numbers} > 0`]
     const r = await this.db.query(
       `SELECT ${tsToMs(`date_bin($6::int8 * interval '1 millisecond', ts, ${PG_EPOCH})`)} AS ts, ${fn} AS value
-       FROM telemetry WHERE ${RANGE}
+       FROM telemetry WHERE ${range(q)}
        GROUP BY 1 ${having} ORDER BY 1 ${q.order === 'asc' ? 'ASC' : 'DESC'} LIMIT $5`,
       [q.deviceId, q.key, q.from ?? null, q.to ?? null, q.limit, q.intervalMs],
     )
@@ -97,7 +108,7 @@ export class TelemetryQueries {
    */
   async someValueType(q: Omit<RangeQuery, 'limit' | 'order'>): Promise<string | undefined> {
     const r = await this.db.query(
-      `SELECT jsonb_typeof(values -> $2) AS type FROM telemetry WHERE ${RANGE} LIMIT 1`,
+      `SELECT jsonb_typeof(values -> $2) AS type FROM telemetry WHERE ${range(q)} LIMIT 1`,
       [q.deviceId, q.key, q.from ?? null, q.to ?? null],
     )
     return r.rows[0]?.type

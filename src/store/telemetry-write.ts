@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { lockLiveDevices } from './devices.js'
+import { type BatchJudge, JUDGE_RETURNING, judgeStored } from './rules.js'
 import { COPY_TIMEOUT_MS, msToTs, tsToMs } from './sql.js'
 import { announceStored } from './stored.js'
 
@@ -103,7 +104,7 @@ export class TelemetryBatch {
 
   /**
    * `json`: JSON.stringify(values), as text or as its UTF-8 bytes, when the caller has it already
-   * (readings/extract.ts reads it from the payload).
+   * (readings/extract.ts reads it from the payload). False for a repeat of a msgId already in the batch.
    */
   add(
     deviceId: string,
@@ -112,11 +113,11 @@ export class TelemetryBatch {
     receivedAt: number,
     values: Record<string, unknown>,
     json: string | Uint8Array = JSON.stringify(values),
-  ): void {
+  ): boolean {
     let d = this.devices.get(deviceId)
     if (d?.msgIds.has(msgId)) {
       this.added(d)
-      return
+      return false
     }
     const text = typeof json === 'string'
     // Worst case: UTF-8 takes at most 3 bytes per UTF-16 unit; 2 + 12 + 4 + 12 + 12 + 5 bytes of framing.
@@ -166,6 +167,7 @@ export class TelemetryBatch {
         lv[k] = values[k]
       }
     }
+    return true
   }
 
   private added(d: DeviceRows): void {
@@ -396,7 +398,7 @@ const INSERT_STAGED = `WITH ins AS (
     FROM (SELECT b.id, b.seen, coalesce(k.latest, '{}') AS latest, k.min_ts, k.max_ts
           FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, seen, pk) LEFT JOIN kept k USING (pk)) AS u
     WHERE d.id = u.id)
-  SELECT count(*)::int AS n FROM ins`
+  SELECT device_pk AS pk, array_agg(msg_id) AS msg_ids FROM ins GROUP BY device_pk`
 
 /**
  * Writes one ingest batch in one transaction: first the batch's devices that are still live are locked
@@ -404,13 +406,15 @@ const INSERT_STAGED = `WITH ins AS (
  * readings by binary COPY, the devices' latest values from the rows stored, and the quarantine. A batch with
  * nothing stored before goes straight into the table; one that repeats stored readings (a redelivery after a
  * crash, a resend) goes through a staging table and INSERT ... ON CONFLICT DO NOTHING (dedup on device +
- * msgId: the first stored wins). Throws the PostgreSQL error as is, for the caller to tell data errors from
+ * msgId: the first stored wins). With a `judge`, the quality checks then judge the readings stored, in the
+ * same transaction (judgeStored). Throws the PostgreSQL error as is, for the caller to tell data errors from
  * outages.
  */
 export async function writeBatch(
   client: pg.PoolClient,
   batch: TelemetryBatch,
   quarantine: QuarantineInsert[],
+  judge?: BatchJudge,
 ): Promise<WriteResult> {
   let broken = false
   try {
@@ -418,9 +422,13 @@ export async function writeBatch(
     let stored = 0
     /** The readings of each device_deleted row, by source id: they count as quarantined, not as one each. */
     let goneReadings: Map<string, number> | undefined
+    /** The batch's live devices, id to key, once locked. */
+    let live: Map<string, number> = new Map()
+    /** On the dedup path, the msgIds it inserted, by device key. */
+    let inserted: Map<number, Set<string>> | undefined
     if (batch.count > 0) {
       const ids = batch.deviceIds()
-      const live = await lockLiveDevices(client, ids)
+      live = await lockLiveDevices(client, ids)
       if (live.size < ids.length) {
         goneReadings = new Map()
         quarantine = [...quarantine]
@@ -456,12 +464,13 @@ export async function writeBatch(
         await client.query('ROLLBACK TO SAVEPOINT direct')
       }
       if (stored > 0) {
-        await client.query(
+        const merged = await client.query(
           `${MERGE_LATEST}
            FROM unnest($1::text[], $2::int8[], $3::jsonb[], $4::int8[], $5::int8[]) AS u(id, seen, latest, min_ts, max_ts)
-           WHERE d.id = u.id`,
+           WHERE d.id = u.id ${judge ? `RETURNING ${JUDGE_RETURNING}` : ''}`,
           [l.ids, l.seen, l.latest, l.minTs, l.maxTs],
         )
+        if (judge) await judgeStored(client, judge, live, undefined, merged.rows)
       } else {
         if (!stagingReady.has(client)) {
           await client.query(
@@ -471,7 +480,12 @@ export async function writeBatch(
           stagingReady.add(client)
         }
         await copyInto(client, `COPY ${STAGING} (${COLUMNS}) FROM STDIN (FORMAT binary)`, data)
-        stored = (await client.query(INSERT_STAGED, [l.ids, l.seen, l.pks])).rows[0].n
+        inserted = new Map()
+        for (const r of (await client.query(INSERT_STAGED, [l.ids, l.seen, l.pks])).rows) {
+          inserted.set(r.pk, new Set(r.msg_ids))
+          stored += r.msg_ids.length
+        }
+        if (judge && stored > 0) await judgeStored(client, judge, live, inserted)
       }
     }
     let quarantined = 0

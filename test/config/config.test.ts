@@ -18,6 +18,20 @@ describe('config', () => {
     assert.ok(Object.isFrozen(c))
   })
 
+  test('the quality checks default to 300 km/h, no age limit, 10 flagged readings an hour, gaps alerted after 600 s', () => {
+    const c = loadConfig({})
+    assert.deepEqual(
+      [
+        c.maxSpeedKmh,
+        c.maxReadingAgeSeconds,
+        c.deviceCheckViolations,
+        c.deviceCheckWindowSeconds,
+        c.gapAlertAfterSeconds,
+      ],
+      [300, 0, 10, 3600, 600],
+    )
+  })
+
   test('PORT sets the HTTP port; IOTCORE_HTTP_PORT wins over it; off disables a listener', () => {
     assert.equal(loadConfig({ PORT: '3000' }).httpPort, 3000)
     assert.equal(loadConfig({ PORT: '3000', IOTCORE_HTTP_PORT: '4000' }).httpPort, 4000)
@@ -69,6 +83,8 @@ describe('config', () => {
     ['IOTCORE_WEBHOOK_RETRY_FOR', '0'],
     ['IOTCORE_MAX_INGEST_LAG', 'soon'],
     ['IOTCORE_MIN_FREE_DISK', '10kB'],
+    ['IOTCORE_MAX_SPEED_KMH', '0'],
+    ['IOTCORE_DEVICE_CHECK_WINDOW', 'an hour'],
   ] as const) {
     test(`a bad ${name} fails at start, naming the variable`, () => {
       assert.throws(

@@ -87,7 +87,13 @@ describe('store: migration 7, telemetry keyed by devices.pk', () => {
         (await q(`SELECT indexdef FROM pg_indexes WHERE tablename = 'telemetry' ORDER BY indexname`)).map(
           (r) => r.indexdef.replace(/^.* USING /, ''),
         ),
-        ['btree (device_pk, ts)', 'btree (device_pk, msg_id)', 'brin (received_at)'],
+        // telemetry_flagged is migration 10's.
+        [
+          'btree (device_pk, ts)',
+          'btree (device_pk, ts) WHERE (flags IS NOT NULL)',
+          'btree (device_pk, msg_id)',
+          'brin (received_at)',
+        ],
       )
       // Dedup holds across the rewrite: a stored reading sent again is a duplicate; a new one is stored.
       const b = new TelemetryBatch()

@@ -317,4 +317,73 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
 `,
   },
+  {
+    version: 10,
+    name: 'quality checks: reading flags, rules, devices.quality state, sequence gaps, device alerts due',
+    sql: `
+-- The names of the quality checks a reading failed (src/quality), NULL when it passed them all. Nullable and
+-- without a default: adding it rewrites nothing, the COPY does not name it, and an unflagged row stores no
+-- byte for it (its bit in the null bitmap fits the tuple header's alignment padding). The ingest sets it on
+-- the flagged rows only, in the batch's transaction, once it knows which rows were stored.
+ALTER TABLE telemetry ADD COLUMN flags text[];
+-- The flagged readings of a device by time (?flagged=true). Partial: appending an unflagged row costs only the
+-- predicate check.
+CREATE INDEX telemetry_flagged ON telemetry (device_pk, ts) WHERE flags IS NOT NULL;
+
+-- User rules. A rule applies to one device (device_id), or to every device whose attributes contain
+-- \`attributes\` (jsonb @>; '{}' is every device). Rules are never edited, only created and deleted: the
+-- ingest caches their definitions by id.
+CREATE TABLE quality_rules (
+  id          int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name        text NOT NULL UNIQUE,
+  device_id   text REFERENCES devices (id) ON DELETE CASCADE,
+  attributes  jsonb,
+  condition   jsonb NOT NULL,
+  trigger     jsonb NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CHECK ((device_id IS NULL) <> (attributes IS NULL))
+);
+
+-- What the checks remember of a device between batches (last position, numeric keys, rule clocks, recent
+-- violations, highest seq), in the device's row, and its version, one more at each write. The UPDATE of
+-- \`latest\` that every batch makes returns the version (RETURNING): it holds the row's lock, and after
+-- waiting for a concurrent batch of the device it returns the row as that batch left it. The ingest keeps the
+-- states it wrote or read, and reads one again only when its version moved (another process wrote it).
+-- Written, in the batch's transaction, only when it changed. No rewrite: a nullable column, and a constant
+-- default PostgreSQL keeps in the catalog.
+ALTER TABLE devices ADD COLUMN quality jsonb, ADD COLUMN quality_version int8 NOT NULL DEFAULT 0;
+
+-- Gaps in a device's sequence numbers: [first_seq, last_seq] as found, \`missing\` what has still not
+-- arrived, as flattened inclusive ranges [a1, b1, a2, b2, ...]. Closed when the last of it arrives (missing
+-- empty) or when the device's counter restarts (missing then says what never came).
+CREATE TABLE sequence_gaps (
+  id         int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  device_pk  int8 NOT NULL REFERENCES devices (pk) ON DELETE CASCADE,
+  first_seq  int8 NOT NULL,
+  last_seq   int8 NOT NULL,
+  missing    int8[] NOT NULL,
+  opened_at  timestamptz NOT NULL,
+  closed_at  timestamptz,
+  alerted_at timestamptz
+);
+CREATE INDEX sequence_gaps_device ON sequence_gaps (device_pk, opened_at, id);
+CREATE INDEX sequence_gaps_open ON sequence_gaps (device_pk) WHERE closed_at IS NULL;
+
+-- The device alerts the checks want, one row per (device, type): the latest wanted state, and whether it
+-- has been handed to the alerts (DeviceAlerts in src/ingest). Written in the batch's transaction, handed
+-- over after its commit; \`version\` tells a hand-over that the row changed meanwhile.
+CREATE TABLE device_alerts_due (
+  device_pk  int8 NOT NULL REFERENCES devices (pk) ON DELETE CASCADE,
+  type       text NOT NULL,
+  active     boolean NOT NULL,
+  severity   text NOT NULL,
+  details    jsonb NOT NULL,
+  changed_at timestamptz NOT NULL,
+  version    int8 NOT NULL DEFAULT 1,
+  delivered  boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (device_pk, type)
+);
+CREATE INDEX device_alerts_due_pending ON device_alerts_due (changed_at) WHERE NOT delivered;
+`,
+  },
 ]

@@ -45,7 +45,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     const c = await mq.client(5, dev)
     const body = [
       { ts: '2026-11-23T08:00:00Z', msgId: 'a1', values: { lat: 37.98, lon: 23.72, speed: 52.3 } },
-      { ts: '2026-11-23T08:00:01.500Z', msgId: 'a2', values: { lat: 37.99, lon: 23.73, speed: 53 } },
+      { ts: '2026-11-23T08:00:01.500Z', msgId: 'a2', values: { lat: 37.9801, lon: 23.7201, speed: 53 } },
     ]
     assert.equal(await publish(c, telemetry(dev), JSON.stringify(body), 1), undefined)
     const before = Date.now()
@@ -61,7 +61,7 @@ describe('MQTT PUBLISH: telemetry into the durable queue, acked once durable', (
     ])
     assert.deepEqual(
       (await series(mq.p, dev.id, 'lat')).map((x) => x.value),
-      [37.98, 37.99],
+      [37.98, 37.9801],
     )
     const rpm = await waitFor(async () => (await series(mq.p, dev.id, 'rpm'))[0])
     assert.equal(rpm.value, 2100)

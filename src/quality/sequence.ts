@@ -1,0 +1,156 @@
+import type { Judgement, OpenGap } from '../store/index.js'
+
+/**
+ * A forward jump longer than this is taken for a counter that jumped (a new counter, a firmware's other
+ * numbering), not for this many lost readings: tracking starts over from it, with no gap.
+ */
+const MAX_GAP = 100_000
+/**
+ * A seq at most this, below the highest seen and in no open gap, starts the count over: the device rebooted or
+ * its counter wrapped (both restart at 0 or 1). Any other seq below the highest, in no open gap, is a repeat.
+ */
+const RESTART_SEQ = 1
+/** Past this many open gaps a device's oldest is given up (closed with what it still misses). */
+const MAX_OPEN_GAPS = 100
+
+interface Gap {
+  /** Undefined for a gap found in this batch. */
+  id: number | undefined
+  first: number
+  last: number
+  missing: number[]
+  openedAt: number
+  changed: boolean
+  closed: boolean
+}
+
+/**
+ * One device's sequence numbers through a batch: the highest seen, and the gaps below it. Readings are taken
+ * in the order they arrive: one that fills a gap shrinks it (or splits it, arriving in its middle); the gap
+ * closes when nothing of it is missing. A counter restart gives up the open gaps: what they miss can no longer
+ * be told from the new count's numbers, so they close, keeping what never came.
+ *
+ * What would ask the device to resend: a gap found here (`first`..`last`), for a device whose commands say it
+ * can, would be handed to the commands dispatcher (h/cmd) as a `resend` command with that range. Not built.
+ */
+export class SequenceGaps {
+  private readonly gaps: Gap[]
+
+  constructor(
+    private max: number | undefined,
+    open: readonly OpenGap[],
+  ) {
+    this.gaps = open.map((g) => ({
+      id: g.id,
+      first: g.missing[0],
+      last: g.missing[g.missing.length - 1],
+      missing: g.missing,
+      openedAt: g.openedAt,
+      changed: false,
+      closed: false,
+    }))
+  }
+
+  get highest(): number | undefined {
+    return this.max
+  }
+
+  see(seq: number, receivedAt: number): void {
+    const max = this.max
+    if (max === undefined || seq === max + 1) {
+      this.max = seq
+      return
+    }
+    if (seq > max) {
+      if (seq - max > MAX_GAP) this.restart(seq)
+      else {
+        this.gaps.push({
+          id: undefined,
+          first: max + 1,
+          last: seq - 1,
+          missing: [max + 1, seq - 1],
+          openedAt: receivedAt,
+          changed: true,
+          closed: false,
+        })
+        this.max = seq
+        this.limit()
+      }
+      return
+    }
+    for (const g of this.gaps) if (!g.closed && fill(g, seq)) return
+    if (seq < max && seq <= RESTART_SEQ) this.restart(seq)
+  }
+
+  /** Whether a gap opened at or before `at` (ms) is still open. */
+  openSince(at: number): boolean {
+    for (const g of this.gaps) if (!g.closed && g.openedAt <= at) return true
+    return false
+  }
+
+  /**
+   * Adds the gaps found and changed to the judgement. A gap found and filled within the batch was a
+   * reordering, not a gap: it is left out.
+   */
+  write(pk: number, out: Judgement): void {
+    for (const g of this.gaps) {
+      if (!g.changed) continue
+      const missing = `{${g.missing.join(',')}}`
+      if (g.id === undefined) {
+        if (g.closed && g.missing.length === 0) continue
+        const n = out.newGaps
+        n.pk.push(pk)
+        n.first.push(g.first)
+        n.last.push(g.last)
+        n.missing.push(missing)
+        n.openedAt.push(g.openedAt)
+        n.closed.push(g.closed)
+      } else {
+        const c = out.changedGaps
+        c.id.push(g.id)
+        c.missing.push(missing)
+        c.closed.push(g.closed)
+      }
+    }
+  }
+
+  private restart(seq: number): void {
+    for (const g of this.gaps) this.close(g)
+    this.max = seq
+  }
+
+  private close(g: Gap): void {
+    if (g.closed) return
+    g.closed = true
+    g.changed = true
+  }
+
+  /** Gives up the oldest open gaps past MAX_OPEN_GAPS. */
+  private limit(): void {
+    let open = 0
+    for (const g of this.gaps) if (!g.closed) open++
+    for (let i = 0; open > MAX_OPEN_GAPS && i < this.gaps.length; i++) {
+      if (this.gaps[i].closed) continue
+      this.close(this.gaps[i])
+      open--
+    }
+  }
+}
+
+/** Takes `seq` out of the gap's missing ranges if it is there; closes the gap when nothing is left. */
+function fill(g: Gap, seq: number): boolean {
+  const m = g.missing
+  for (let i = 0; i < m.length; i += 2) {
+    const a = m[i]
+    const b = m[i + 1]
+    if (seq < a || seq > b) continue
+    if (a === b) m.splice(i, 2)
+    else if (seq === a) m[i] = a + 1
+    else if (seq === b) m[i + 1] = b - 1
+    else m.splice(i, 2, a, seq - 1, seq + 1, b)
+    g.changed = true
+    if (m.length === 0) g.closed = true
+    return true
+  }
+  return false
+}
