@@ -111,6 +111,7 @@ export class QualityBatch implements BatchJudge {
       flags: { pk: [], msgId: [], names: [] },
       newGaps: { pk: [], first: [], last: [], missing: [], openedAt: [], closed: [] },
       changedGaps: { id: [], missing: [], closed: [] },
+      resends: { pk: [], from: [], to: [] },
       alerts: { pk: [], type: [], active: [], severity: [], details: [] },
     }
     const judges = new Map<string, DeviceJudge>()
