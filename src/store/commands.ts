@@ -60,10 +60,11 @@ const commandRow = (x: Record<string, any>) => apiRow<CommandRow>(x, TIMES)
 const CHANNEL = 'iotcore_commands'
 
 /**
- * Asking a device to resend a range of its sequence (README, "Rules"): the command the ingest queues when a batch
- * opens a gap (src/quality/sequence.ts), for a device whose attributes hold `"resend": true`. A device says it
- * can by an attribute, as a device group is said (rules' `attributes`): set with the device, read in SQL only
- * when a gap opens, and the firmware's capability is the fleet's to state, as its model is.
+ * Asking a device to resend a range of its sequence (README, "Rules"): the command the ingest queues when a
+ * batch opens a gap (src/quality/sequence.ts), for a device whose attributes hold `"resend": true`. A device
+ * says it can by an attribute, as a device group is said (rules' `attributes`): set with the device, read in
+ * SQL only when a gap opens, with no column or API field of its own, and true whatever protocol the device
+ * speaks; its firmware's capability is the fleet's to state, as its model is.
  */
 export const RESEND = {
   name: 'resend',
@@ -78,18 +79,18 @@ export const RESEND = {
    * At most this many of a device's resend commands are unanswered (queued, sent, or delivered within
    * ttlSeconds) at once. A device losing many readings (a link dropping every other message) would otherwise
    * get a command per gap, doubling the traffic of a link already failing, faster than it can answer. The
-   * batch's gaps past the room are coalesced into the last command the room allows, one range from the first
-   * of them to the last: the device resends what lies between too, which the dedup drops (same msgId), so every
-   * gap is still asked for, once. With no room, a new gap is not asked for: its alert reports it.
+   * batch's gaps past the room are coalesced into the last command the room allows, one range from the
+   * first of them to the last: the device resends what lies between too, which the dedup drops (same msgId),
+   * so every gap is still asked for, once. With no room, a new gap is not asked for: its alert reports it.
    */
   maxOpen: 8,
 } as const
 
 /**
- * The part of a batch's statement (store/rules.ts) that queues `resend` commands for the gaps it opened, given
- * its bound parameters: the devices' keys and each gap's range still missing (`from`..`to`), a device's gaps in
- * the order found. `cte` is a data-modifying CTE named `resent`; `announce` an expression that announces the
- * devices it queued for (a SELECT in WITH runs only if the statement reads it), to select from the statement.
+ * The part of a batch's statement (store/rules.ts) that queues `resend` commands for the gaps it opened,
+ * given its bound parameters: the devices' keys and each gap's range still missing (`from`..`to`), a
+ * device's gaps in the order found. `cte` is a data-modifying CTE named `resent`; `announce` an expression
+ * that announces the devices it queued for, for the statement to select (a SELECT in WITH runs only if read).
  */
 export function queueResends(pk: string, from: string, to: string): { cte: string; announce: string } {
   return {
@@ -101,7 +102,8 @@ export function queueResends(pk: string, from: string, to: string): { cte: strin
             FROM unnest(${pk}::int8[], ${from}::int8[], ${to}::int8[]) WITH ORDINALITY AS u(pk, a, b, i)) x
       JOIN (SELECT d.pk, d.id, ${RESEND.maxOpen} - (
               SELECT count(*) FROM commands c
-              WHERE c.device_id = d.id AND c.name = '${RESEND.name}' AND c.status IN ('queued', 'sent', 'delivered')
+              WHERE c.device_id = d.id AND c.name = '${RESEND.name}'
+                AND c.status IN ('queued', 'sent', 'delivered')
                 AND c.created_at > now() - make_interval(secs => ${RESEND.ttlSeconds})) AS room
             FROM devices d
             WHERE d.pk = ANY(${pk}::int8[]) AND d.attributes @> '{"${RESEND.attribute}": true}'
@@ -110,14 +112,16 @@ export function queueResends(pk: string, from: string, to: string): { cte: strin
       GROUP BY d.id, least(x.n, d.room)
       ORDER BY d.id, min(x.n)
       RETURNING device_id)`,
-    announce: `(SELECT count(pg_notify('${CHANNEL}', device_id)) FROM (SELECT DISTINCT device_id FROM resent) r)`,
+    announce: `(SELECT count(pg_notify('${CHANNEL}', device_id))
+      FROM (SELECT DISTINCT device_id FROM resent) r)`,
   }
 }
 
 /**
- * `commands`: created by the API, claimed and answered through the gateways' dispatchers. Every change that
- * makes a command `queued` is announced on `channel` with its device's id, in the statement that makes it,
- * so the process holding that device's connection sends it at once.
+ * `commands`: created by the API (`resend` also by the ingest, queueResends), claimed and answered through
+ * the gateways' dispatchers. Every change that makes a command `queued` is announced on `channel` with its
+ * device's id, in the statement that makes it, so the process holding that device's connection sends it at
+ * once.
  *
  * Claims are atomic (UPDATE ... WHERE status = 'queued' ... FOR UPDATE SKIP LOCKED): two processes, or two
  * connections of one device, never take the same command. The updates that follow a send name the status
