@@ -4,12 +4,18 @@
 // reconnects and sends again what was not acknowledged. A reading that did arrive before the outage has the
 // same msgId, so the platform stores it once.
 //
+// It also keeps its last historySize readings by seq and answers the platform's `resend` command (on
+// devices/<id>/commands, sent to a device created with the attribute "resend": true when its seq skips a
+// range): it publishes again the readings of that range it still has, as they were (same msgId: stored once),
+// and answers on devices/<id>/commands/ack. `-lose A-B` makes readings A..B but does not send them, as a link
+// that lost them would, to see that happen.
+//
 // Build without a module download, against Debian's packages (golang-go,
 // golang-github-eclipse-paho.mqtt.golang-dev):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o iotcore-device .
 //
-// Run: ./iotcore-device -broker tcp://localhost:1883 -id $ID -token $TOKEN [-count 100] [-interval 1s]
+// Run: ./iotcore-device -broker tcp://localhost:1883 -id $ID -token $TOKEN [-count 100] [-interval 1s] [-lose 5-8]
 // (or IOTCORE_MQTT_URL, IOTCORE_DEVICE_ID, IOTCORE_DEVICE_TOKEN in the environment).
 package main
 
@@ -44,6 +50,37 @@ type ack struct {
 	err error
 }
 
+// historySize readings are kept for a resend, the newest: a few minutes at one a second, a few hundred KiB.
+const historySize = 1000
+
+// command is what the platform sends on devices/<id>/commands.
+type command struct {
+	ID     string          `json:"id"`
+	Name   string          `json:"name"`
+	Params json.RawMessage `json:"params"`
+}
+
+// answer goes to devices/<id>/commands/ack.
+type answer struct {
+	ID     string      `json:"id"`
+	Status string      `json:"status"`
+	Result interface{} `json:"result"`
+}
+
+// seqRange is -lose A-B.
+type seqRange struct{ from, to int }
+
+func (r *seqRange) String() string { return fmt.Sprintf("%d-%d", r.from, r.to) }
+
+func (r *seqRange) Set(s string) error {
+	if _, err := fmt.Sscanf(s, "%d-%d", &r.from, &r.to); err != nil || r.from < 1 || r.to < r.from {
+		return fmt.Errorf("%q: want A-B with 1 <= A <= B", s)
+	}
+	return nil
+}
+
+func (r *seqRange) has(seq int) bool { return r.from <= seq && seq <= r.to }
+
 func env(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -57,12 +94,17 @@ func main() {
 	token := flag.String("token", os.Getenv("IOTCORE_DEVICE_TOKEN"), "device token (MQTT password)")
 	count := flag.Int("count", 0, "readings to send, then wait for their acks and exit (0: run forever)")
 	interval := flag.Duration("interval", time.Second, "time between readings")
+	var lose seqRange
+	flag.Var(&lose, "lose", "make readings A-B but do not send them (a lost range)")
 	flag.Parse()
 	if *id == "" || *token == "" {
-		fmt.Fprintln(os.Stderr, "usage: iotcore-device -id ID -token TOKEN [-broker tcp://host:1883] [-count N] [-interval 1s]")
+		fmt.Fprintln(os.Stderr, "usage: iotcore-device -id ID -token TOKEN [-broker tcp://host:1883] [-count N] [-interval 1s] [-lose A-B]")
 		os.Exit(2)
 	}
 
+	commandsTopic := "devices/" + *id + "/commands"
+	// paho's router hands each message to the handler in turn; the main loop below runs them.
+	commands := make(chan []byte, 64)
 	opts := mqtt.NewClientOptions().
 		AddBroker(*broker).
 		SetClientID(*id).
@@ -74,7 +116,11 @@ func main() {
 		SetConnectTimeout(5 * time.Second).
 		SetKeepAlive(30 * time.Second).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { log.Printf("connection lost: %v; reconnecting", err) }).
-		SetOnConnectHandler(func(mqtt.Client) { log.Printf("connected to %s", *broker) })
+		SetOnConnectHandler(func(c mqtt.Client) {
+			log.Printf("connected to %s", *broker)
+			// A clean session forgets its subscriptions: subscribe at every connect.
+			c.Subscribe(commandsTopic, 1, func(_ mqtt.Client, m mqtt.Message) { commands <- m.Payload() })
+		})
 	client := mqtt.NewClient(opts)
 	// paho reconnects a connection it had; the first one is this loop's to retry (the platform may be starting).
 	for {
@@ -93,6 +139,7 @@ func main() {
 
 	topic := "devices/" + *id + "/telemetry"
 	boot := time.Now().UnixNano() / int64(time.Millisecond)
+	history := map[int][]byte{}
 	unacked := map[int][]byte{}
 	inflight := map[int]bool{}
 	acks := make(chan ack, 1024)
@@ -134,8 +181,19 @@ func main() {
 				Fuel:  math.Max(5, 80-float64(seq)*0.01),
 			}
 			payload, _ := json.Marshal(r)
-			unacked[seq] = payload
-			publish(seq)
+			history[seq] = payload
+			delete(history, seq-historySize)
+			if !lose.has(seq) {
+				unacked[seq] = payload
+				publish(seq)
+			}
+		case p := <-commands:
+			a, ok := run(p, seq, history, unacked, publish)
+			if ok {
+				// After the readings a resend put back, so the platform has them when it reads the answer.
+				b, _ := json.Marshal(a)
+				client.Publish(commandsTopic+"/ack", 1, false, b)
+			}
 		case a := <-acks:
 			delete(inflight, a.seq)
 			if a.err != nil {
@@ -161,4 +219,52 @@ func main() {
 			}
 		}
 	}
+}
+
+// run runs a command from the platform and returns the answer for devices/<id>/commands/ack (false: none).
+func run(payload []byte, seq int, history, unacked map[int][]byte, publish func(int)) (answer, bool) {
+	var c command
+	if err := json.Unmarshal(payload, &c); err != nil || c.ID == "" {
+		log.Printf("not a command, ignored: %.200q", payload)
+		return answer{}, false
+	}
+	if c.Name != "resend" {
+		return answer{c.ID, "error", map[string]string{"error": fmt.Sprintf("unknown command %q", c.Name)}}, true
+	}
+	var r struct {
+		From *int `json:"from"`
+		To   *int `json:"to"`
+	}
+	if err := json.Unmarshal(c.Params, &r); err != nil || r.From == nil || r.To == nil || *r.From > *r.To {
+		return answer{c.ID, "error", map[string]string{"error": "params want integers from <= to"}}, true
+	}
+	// Only what is still kept, and only once: a reading not yet acked is already on its way.
+	from, to := *r.From, *r.To
+	resent := 0
+	for s := max(from, seq-historySize+1); s <= min(to, seq); s++ {
+		if p, ok := history[s]; ok {
+			if _, waiting := unacked[s]; !waiting {
+				unacked[s] = p
+				publish(s)
+			}
+			resent++
+		}
+	}
+	fmt.Printf("resend %d-%d: %d readings\n", from, to, resent)
+	// Older than the history (or not made yet): gone for good, and said so.
+	return answer{c.ID, "ok", map[string]int{"resent": resent, "unavailable": to - from + 1 - resent}}, true
+}
+
+func max(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func min(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
 }

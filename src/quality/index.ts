@@ -15,7 +15,8 @@ export { DEVICE_ALERTS, FLAGS, type QualityOptions } from './device.js'
  *
  * A reading that fails a check is stored all the same, with the checks' names in its `flags`, and counts
  * against its device: past IOTCORE_DEVICE_CHECK_VIOLATIONS within IOTCORE_DEVICE_CHECK_WINDOW, the device
- * wants a `device_check` alert. Sequence gaps open too long want a `sequence_gap` alert.
+ * wants a `device_check` alert. Sequence gaps open too long want a `sequence_gap` alert; a gap found is asked
+ * for again from a device that can resend (sequence.ts).
  */
 
 export function qualityOptions(c: Config): QualityOptions {
@@ -111,6 +112,7 @@ export class QualityBatch implements BatchJudge {
       flags: { pk: [], msgId: [], names: [] },
       newGaps: { pk: [], first: [], last: [], missing: [], openedAt: [], closed: [] },
       changedGaps: { id: [], missing: [], closed: [] },
+      resends: { pk: [], from: [], to: [] },
       alerts: { pk: [], type: [], active: [], severity: [], details: [] },
     }
     const judges = new Map<string, DeviceJudge>()

@@ -30,8 +30,12 @@ interface Gap {
  * closes when nothing of it is missing. A counter restart gives up the open gaps: what they miss can no longer
  * be told from the new count's numbers, so they close, keeping what never came.
  *
- * What would ask the device to resend: a gap found here (`first`..`last`), for a device whose commands say it
- * can, would be handed to the commands dispatcher (h/cmd) as a `resend` command with that range. Not built.
+ * A gap found here that is still open when the batch ends is one the device may be asked to resend: `write`
+ * hands its range to the judgement's `resends`, and the store queues a `resend` command for it if the device
+ * says it can (store/rules.ts, store/commands.ts). A gap given up within the batch is not asked for: after a
+ * counter restart the old numbers name the new count's readings (and a device that rebooted has lost what it
+ * kept), and one past MAX_OPEN_GAPS is the oldest of a device losing too much for a request to help. A gap
+ * from an earlier batch was asked for then, if at all: each gap is asked for once.
  */
 export class SequenceGaps {
   private readonly gaps: Gap[]
@@ -89,8 +93,9 @@ export class SequenceGaps {
   }
 
   /**
-   * Adds the gaps found and changed to the judgement. A gap found and filled within the batch was a
-   * reordering, not a gap: it is left out.
+   * Adds the gaps found and changed to the judgement, and the ranges to ask the device to resend: of each gap
+   * found and still open, from the first to the last seq it still misses. A gap found and filled within the
+   * batch was a reordering, not a gap: it is left out.
    */
   write(pk: number, out: Judgement): void {
     for (const g of this.gaps) {
@@ -105,6 +110,12 @@ export class SequenceGaps {
         n.missing.push(missing)
         n.openedAt.push(g.openedAt)
         n.closed.push(g.closed)
+        if (!g.closed) {
+          const r = out.resends
+          r.pk.push(pk)
+          r.from.push(g.missing[0])
+          r.to.push(g.missing[g.missing.length - 1])
+        }
       } else {
         const c = out.changedGaps
         c.id.push(g.id)

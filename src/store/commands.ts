@@ -56,10 +56,72 @@ const COLUMNS = `id::text, device_id AS "deviceId", name, params, status, attemp
 const TIMES = ['createdAt', 'expiresAt', 'sentAt', 'deliveredAt', 'repliedAt'] as const
 const commandRow = (x: Record<string, any>) => apiRow<CommandRow>(x, TIMES)
 
+/** Where every change that makes a command `queued` is announced, with its device's id. */
+const CHANNEL = 'iotcore_commands'
+
 /**
- * `commands`: created by the API, claimed and answered through the gateways' dispatchers. Every change that
- * makes a command `queued` is announced on `channel` with its device's id, in the statement that makes it,
- * so the process holding that device's connection sends it at once.
+ * Asking a device to resend a range of its sequence (README, "Rules"): the command the ingest queues when a
+ * batch opens a gap (src/quality/sequence.ts), for a device whose attributes hold `"resend": true`. A device
+ * says it can by an attribute, as a device group is said (rules' `attributes`): set with the device, read in
+ * SQL only when a gap opens, with no column or API field of its own, and true whatever protocol the device
+ * speaks; its firmware's capability is the fleet's to state, as its model is.
+ */
+export const RESEND = {
+  name: 'resend',
+  /** The device attribute that says the device can: `{"resend": true}` (JSON true, nothing else). */
+  attribute: 'resend',
+  /**
+   * A request may wait this long for the device: past it, what the device kept of the range is likely
+   * overwritten by what it measured since, and the gap is left to its `sequence_gap` alert.
+   */
+  ttlSeconds: 3600,
+  /**
+   * At most this many of a device's resend commands are unanswered (queued, sent, or delivered within
+   * ttlSeconds) at once. A device losing many readings (a link dropping every other message) would otherwise
+   * get a command per gap, doubling the traffic of a link already failing, faster than it can answer. The
+   * batch's gaps past the room are coalesced into the last command the room allows, one range from the
+   * first of them to the last: the device resends what lies between too, which the dedup drops (same msgId),
+   * so every gap is still asked for, once. With no room, a new gap is not asked for: its alert reports it.
+   */
+  maxOpen: 8,
+} as const
+
+/**
+ * The part of a batch's statement (store/rules.ts) that queues `resend` commands for the gaps it opened,
+ * given its bound parameters: the devices' keys and each gap's range still missing (`from`..`to`), a
+ * device's gaps in the order found. `cte` is a data-modifying CTE named `resent`; `announce` an expression
+ * that announces the devices it queued for, for the statement to select (a SELECT in WITH runs only if read).
+ */
+export function queueResends(pk: string, from: string, to: string): { cte: string; announce: string } {
+  return {
+    cte: `resent AS (
+      INSERT INTO commands (device_id, name, params, expires_at)
+      SELECT d.id, '${RESEND.name}', jsonb_build_object('from', min(x.a), 'to', max(x.b)),
+        now() + make_interval(secs => ${RESEND.ttlSeconds})
+      FROM (SELECT u.pk, u.a, u.b, row_number() OVER (PARTITION BY u.pk ORDER BY u.i) AS n
+            FROM unnest(${pk}::int8[], ${from}::int8[], ${to}::int8[]) WITH ORDINALITY AS u(pk, a, b, i)) x
+      JOIN (SELECT d.pk, d.id, ${RESEND.maxOpen} - (
+              SELECT count(*) FROM commands c
+              WHERE c.device_id = d.id AND c.name = '${RESEND.name}'
+                AND c.status IN ('queued', 'sent', 'delivered')
+                AND c.created_at > now() - make_interval(secs => ${RESEND.ttlSeconds})) AS room
+            FROM devices d
+            WHERE d.pk = ANY(${pk}::int8[]) AND d.attributes @> '{"${RESEND.attribute}": true}'
+              AND d.retired_at IS NULL) d ON d.pk = x.pk
+      WHERE d.room > 0
+      GROUP BY d.id, least(x.n, d.room)
+      ORDER BY d.id, min(x.n)
+      RETURNING device_id)`,
+    announce: `(SELECT count(pg_notify('${CHANNEL}', device_id))
+      FROM (SELECT DISTINCT device_id FROM resent) r)`,
+  }
+}
+
+/**
+ * `commands`: created by the API (`resend` also by the ingest, queueResends), claimed and answered through
+ * the gateways' dispatchers. Every change that makes a command `queued` is announced on `channel` with its
+ * device's id, in the statement that makes it, so the process holding that device's connection sends it at
+ * once.
  *
  * Claims are atomic (UPDATE ... WHERE status = 'queued' ... FOR UPDATE SKIP LOCKED): two processes, or two
  * connections of one device, never take the same command. The updates that follow a send name the status
@@ -67,7 +129,7 @@ const commandRow = (x: Record<string, any>) => apiRow<CommandRow>(x, TIMES)
  * it should not.
  */
 export class CommandStore {
-  readonly channel = 'iotcore_commands'
+  readonly channel = CHANNEL
 
   constructor(private readonly db: Db) {}
 

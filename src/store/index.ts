@@ -30,6 +30,7 @@ export {
   type CommandRow,
   type CommandStatus,
   type NewCommand,
+  RESEND,
 } from './commands.js'
 export {
   ALERT_EVENTS,

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { IotError } from '../errors.js'
+import { queueResends } from './commands.js'
 import { pgFault } from './outage.js'
 import type { Db } from './pool.js'
 import { apiRow, msToTs, tsToMs } from './sql.js'
@@ -98,6 +99,11 @@ export interface Judgement {
     closed: boolean[]
   }
   changedGaps: { id: number[]; missing: string[]; closed: boolean[] }
+  /**
+   * Ranges to ask devices to resend (store/commands.ts, queueResends): of each new gap still open, the first
+   * and last seq it misses; queued as `resend` commands for the devices that can.
+   */
+  resends: { pk: number[]; from: number[]; to: number[] }
   /** `details` as JSON text. */
   alerts: { pk: number[]; type: string[]; active: boolean[]; severity: string[]; details: string[] }
 }
@@ -224,6 +230,7 @@ function isEmpty(j: Judgement): boolean {
     j.flags.pk.length === 0 &&
     j.newGaps.pk.length === 0 &&
     j.changedGaps.id.length === 0 &&
+    j.resends.pk.length === 0 &&
     j.alerts.pk.length === 0
   )
 }
@@ -291,6 +298,13 @@ async function saveJudgement(client: pg.ClientBase, j: Judgement): Promise<void>
     parts.push(`g AS (UPDATE sequence_gaps g SET missing = u.m::int8[], closed_at = CASE WHEN u.c THEN now() END
       FROM unnest(${id}::int8[], ${missing}::text[], ${closed}::bool[]) AS u(id, m, c) WHERE g.id = u.id)`)
   }
+  let result = '1'
+  if (j.resends.pk.length > 0) {
+    const [pk, from, to] = bind(j.resends.pk, j.resends.from, j.resends.to)
+    const r = queueResends(pk, from, to)
+    parts.push(r.cte)
+    result = r.announce
+  }
   if (j.alerts.pk.length > 0) {
     const a = j.alerts
     const [pk, type, active, severity, details] = bind(a.pk, a.type, a.active, a.severity, a.details)
@@ -300,7 +314,7 @@ async function saveJudgement(client: pg.ClientBase, j: Judgement): Promise<void>
         AS u(pk, t, ac, sv, d)
       ${ON_DUE_CONFLICT})`)
   }
-  if (parts.length > 0) await client.query(`WITH ${parts.join(',\n')} SELECT 1`, params)
+  if (parts.length > 0) await client.query(`WITH ${parts.join(',\n')} SELECT ${result}`, params)
 }
 
 export const UPSERT_DUE =

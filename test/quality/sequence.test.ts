@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import type { GapRow, Store } from '../../src/store/index.js'
+import { type GapRow, RESEND, type Store } from '../../src/store/index.js'
 import { freshStore } from '../helpers/index.js'
 import { device, due, envelope, judged, quality } from './helpers.js'
 
@@ -142,3 +142,91 @@ describe('quality: sequence gaps', () => {
     )
   })
 })
+
+describe('quality: a gap is asked for again, once, from a device that can resend', () => {
+  let store: Store
+  before(async () => {
+    store = await freshStore()
+  })
+  after(() => store.stop())
+
+  const q = quality()
+  let batches = 0
+  const send = (id: string, seqs: number[]) => {
+    const b = batches++
+    return judged(store, q, [
+      envelope(
+        id,
+        seqs.map((seq) => ({ msgId: `s${seq}-${b}`, ts: T0, seq })),
+        T0,
+      ),
+    ])
+  }
+  /** The device's resend commands, oldest first: [from, to, status]. */
+  const resends = async (id: string) =>
+    (await store.commands.list(id, 100, 'asc')).items
+      .filter((c) => c.name === RESEND.name)
+      .map((c) => [c.params.from, c.params.to, c.status])
+
+  test('a gap opened by a batch queues one resend command with the range it still misses; the gap changing later asks nothing more', async () => {
+    const id = await device(store, { resend: true })
+    // 4..8 found, then 4 and 6 arrive in the same batch: 5..8 is still missing.
+    await send(id, [1, 2, 3, 9, 4, 6])
+    assert.deepEqual(await resends(id), [[5, 8, 'queued']])
+    const [cmd] = (await store.commands.list(id, 1, 'asc')).items
+    assert.equal(cmd.deviceId, id)
+    assert.deepEqual(cmd.params, { from: 5, to: 8 })
+    assert.ok(Date.parse(cmd.expiresAt) - Date.parse(cmd.createdAt) === RESEND.ttlSeconds * 1000)
+    await send(id, [7, 10])
+    await send(id, [5, 8])
+    assert.deepEqual(await resends(id), [[5, 8, 'queued']], 'asked once')
+  })
+
+  test('no command for a device without the capability (only JSON true is one), nor for a reordering within a batch', async () => {
+    for (const attributes of [{}, { resend: 'true' }, { resend: false }]) {
+      const id = await device(store, attributes)
+      await send(id, [1, 3])
+      assert.deepEqual(await resends(id), [], JSON.stringify(attributes))
+      assert.equal((await gaps(store, id)).length, 1, 'the gap is tracked all the same')
+    }
+    const id = await device(store, { resend: true })
+    await send(id, [1, 3, 2, 5, 4])
+    assert.deepEqual(await resends(id), [])
+  })
+
+  test('a gap the device can no longer fill is not asked for: closed by a counter restart in its batch', async () => {
+    const id = await device(store, { resend: true })
+    // 11..19 opens, then the counter restarts: that gap is given up; 2 opens in the new count.
+    await send(id, [10, 20, 0, 1, 3])
+    assert.deepEqual(await resends(id), [[2, 2, 'queued']])
+    // A jump too long to be lost readings opens no gap, asks nothing.
+    await send(id, [500_000])
+    assert.deepEqual(await resends(id), [[2, 2, 'queued']])
+  })
+
+  test('bounded: a batch opening many gaps gets at most 8 commands, the last spanning the rest; with 8 unanswered a new gap asks nothing until one is answered', async () => {
+    const id = await device(store, { resend: true })
+    // Every other reading lost: 20 gaps of one seq each (2, 4, ..., 40).
+    await send(
+      id,
+      Array.from({ length: 21 }, (_, i) => 2 * i + 1),
+    )
+    const asked = await resends(id)
+    assert.equal(asked.length, RESEND.maxOpen)
+    assert.deepEqual(
+      asked.slice(0, 7),
+      [2, 4, 6, 8, 10, 12, 14].map((s) => [s, s, 'queued']),
+    )
+    assert.deepEqual(asked[7], [16, 40, 'queued'], 'the rest coalesced, none left unasked')
+    await send(id, [41, 43])
+    assert.equal((await resends(id)).length, RESEND.maxOpen, 'no room: 42 is not asked for')
+    const [first] = (await store.commands.list(id, 1, 'asc')).items
+    assert.ok(await store.commands.replied(first.id, id, true, null, null))
+    await send(id, [45])
+    assert.deepEqual((await resends(id)).at(-1), [44, 44, 'queued'], 'an answer makes room')
+  })
+})
+
+async function gaps(store: Store, id: string): Promise<GapRow[]> {
+  return (await store.gaps.list({ deviceId: id, status: 'all', limit: 100, order: 'asc' })).items
+}
