@@ -34,6 +34,7 @@ import {
   CommandParams,
   CreateCommand,
   CreateDevice,
+  UpdateDevice,
   CreatedDevice,
   DeviceBody,
   DeviceList,
@@ -112,8 +113,8 @@ export async function refuseOffset(req: FastifyRequest): Promise<void> {
  * A new device's text, where PostgreSQL would refuse it (a 500) or alter it: the name and the attributes,
  * keys and values at any depth. The imei needs no check: its pattern admits ASCII letters, digits, _ and -.
  */
-function checkNewDevice(body: CreateDevice): void {
-  const bad = unstorable(body.name)
+function checkDeviceBody(body: CreateDevice | UpdateDevice): void {
+  const bad = body.name === undefined ? undefined : unstorable(body.name)
   if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
   const problem = body.attributes && jsonProblem(body.attributes, 'attributes', MAX_ATTRIBUTE_DEPTH)
   if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
@@ -220,7 +221,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     '/devices',
     adminRoute('devices', 'Register a device', { body: CreateDevice, response: { 201: CreatedDevice } }),
     async (req, reply) => {
-      checkNewDevice(req.body)
+      checkDeviceBody(req.body)
       return reply.code(201).send(await devices.create(req.body))
     },
   )
@@ -241,6 +242,22 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     '/devices/:id',
     adminRoute('devices', 'Read a device', { params: IdParam, response: { 200: Type.Ref(DeviceBody) } }),
     async (req) => devices.get(req.params.id),
+  )
+
+  app.patch(
+    '/devices/:id',
+    adminRoute('devices', 'Rename a device or replace its attributes', {
+      params: IdParam,
+      body: UpdateDevice,
+      response: { 200: Type.Ref(DeviceBody) },
+    }),
+    async (req) => {
+      // Fields the schema does not know are dropped before this (Fastify's removeAdditional), as for POST.
+      if (req.body.name === undefined && req.body.attributes === undefined)
+        throw new IotError('IOT_ERR_BAD_REQUEST', 'nothing to change: send name or attributes')
+      checkDeviceBody(req.body)
+      return devices.update(req.params.id, req.body)
+    },
   )
 
   app.delete(

@@ -44,6 +44,20 @@ export const CreateDevice = Type.Object(
 )
 export type CreateDevice = Static<typeof CreateDevice>
 
+export const UpdateDevice = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    attributes: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description:
+          'replaces all of its attributes (device groups of rules, "resend": true); takes effect with its next batch',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type UpdateDevice = Static<typeof UpdateDevice>
+
 export const CreatedDevice = Type.Intersect([
   Type.Ref(DeviceBody),
   Type.Object({ token: Type.String({ description: 'shown once: store it on the device' }) }),

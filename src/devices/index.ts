@@ -77,6 +77,16 @@ export class Devices {
     return this.view(row)
   }
 
+  /** Renames it or replaces its attributes, live or retired: nothing a connection depends on changes. */
+  async update(
+    id: string,
+    patch: { name?: string; attributes?: Record<string, unknown> },
+  ): Promise<DeviceView> {
+    const row = await this.store.devices.update(id, patch)
+    if (!row) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', id)
+    return this.view(row)
+  }
+
   /**
    * Retires the device (`keep`; again on a retired one: nothing to do) or removes it with its telemetry
    * (`delete`, live or retired). Either way its credentials are gone before this resolves, and every gateway

@@ -131,6 +131,22 @@ export class DeviceStore {
   }
 
   /**
+   * Sets what `patch` holds; undefined if there is no such device. The quality checks read a device's
+   * attributes (rule groups, the resend capability) with each batch, so the change takes effect with the next.
+   */
+  async update(
+    id: string,
+    patch: { name?: string; attributes?: Record<string, unknown> },
+  ): Promise<DeviceRow | undefined> {
+    const r = await this.db.query(
+      `UPDATE devices SET name = COALESCE($2, name), attributes = COALESCE($3::jsonb, attributes)
+       WHERE id = $1 RETURNING ${DEVICE_COLUMNS}`,
+      [id, patch.name ?? null, patch.attributes ?? null],
+    )
+    return r.rows[0] ? deviceRow(r.rows[0]) : undefined
+  }
+
+  /**
    * Removes the device (live or retired), its telemetry and its MQTT sessions together; false if there was no
    * such device. The device row goes first: that waits for any ingest batch holding it (lockLiveDevices), and
    * the telemetry delete that follows sees what that batch stored.

@@ -77,6 +77,59 @@ describe('device registry', () => {
     assert.equal(r.body.code, 'IOT_ERR_DEVICE_NOT_FOUND')
   })
 
+  test('PATCH renames a device or replaces its attributes, leaving the rest; its token keeps working', async () => {
+    const dev = await p.createDevice('van-1', { attributes: { fleet: 'north', depot: 3 } })
+    const renamed = await p.req('PATCH', `/api/v1/devices/${dev.id}`, { name: 'van-one' })
+    assert.equal(renamed.status, 200)
+    assert.deepEqual([renamed.body.name, renamed.body.attributes], ['van-one', { fleet: 'north', depot: 3 }])
+    const moved = await p.req('PATCH', `/api/v1/devices/${dev.id}`, {
+      attributes: { fleet: 'south', resend: true },
+    })
+    assert.deepEqual([moved.body.name, moved.body.attributes], ['van-one', { fleet: 'south', resend: true }])
+    assert.deepEqual((await p.req('GET', `/api/v1/devices/${dev.id}`)).body.attributes, {
+      fleet: 'south',
+      resend: true,
+    })
+    assert.equal((await p.postTelemetry(dev, { msgId: 'p1', speed: 1 })).status, 202)
+  })
+
+  test("a device moved into a rule's group by PATCH is judged by that rule from its next reading", async () => {
+    const rule = await p.req('POST', '/api/v1/rules', {
+      name: 'patched-group-slow',
+      attributes: { fleet: 'patched' },
+      condition: { type: 'range', key: 'speed', max: 10 },
+      trigger: { type: 'simple' },
+    })
+    assert.equal(rule.status, 201)
+    const dev = await p.createDevice('van-2', { attributes: { fleet: 'other' } })
+    const T = Date.now() - 60_000
+    const speeds = async (n: number) =>
+      waitFor(async () => {
+        const r = await p.req('GET', `/api/v1/devices/${dev.id}/telemetry?keys=speed&order=asc`)
+        return r.body.speed.length === n && r.body.speed
+      })
+    assert.equal((await p.postTelemetry(dev, { msgId: 'a', ts: T, speed: 50 })).status, 202)
+    await speeds(1)
+    await p.req('PATCH', `/api/v1/devices/${dev.id}`, { attributes: { fleet: 'patched' } })
+    assert.equal((await p.postTelemetry(dev, { msgId: 'b', ts: T + 1000, speed: 50 })).status, 202)
+    assert.deepEqual(
+      (await speeds(2)).map((x: { flags?: string[] }) => x.flags ?? []),
+      [[], ['rule:patched-group-slow']],
+    )
+  })
+
+  test('PATCH of an unknown device is a 404; an empty, unknown-field or unstorable body is a 400', async () => {
+    const missing = await p.req('PATCH', '/api/v1/devices/nope', { name: 'x' })
+    assert.deepEqual([missing.status, missing.body.code], [404, 'IOT_ERR_DEVICE_NOT_FOUND'])
+    const dev = await p.createDevice('patchy')
+    for (const body of [{}, { imei: '1' }, { name: '' }, { attributes: { note: 'a\u0000b' } }]) {
+      const r = await p.req('PATCH', `/api/v1/devices/${dev.id}`, body)
+      assert.equal(r.status, 400, JSON.stringify(body))
+      assert.match(r.body.message, /\w/)
+    }
+    assert.equal((await p.req('GET', `/api/v1/devices/${dev.id}`)).body.name, 'patchy')
+  })
+
   test('rotating the token makes the old one fail and the new one work', async () => {
     const d = await p.createDevice('rot')
     const send = (token: string) => p.postTelemetry({ id: d.id, token }, '{"x":1}')
