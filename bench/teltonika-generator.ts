@@ -6,7 +6,7 @@
  */
 import { type Socket, connect } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import { avlPacket, imeiFrame } from '../test/helpers/teltonika.js'
+import { avlPacket, imeiFrame } from '../src/simulate/teltonika.js'
 import {
   type GeneratorMessage,
   type GeneratorResult,

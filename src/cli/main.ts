@@ -17,7 +17,8 @@ Usage:
   iotcore start [--roles api,gateway,ingest,organizer]   run the platform (default: all roles)
   iotcore migrate                                         apply database migrations
   iotcore device create NAME [--imei IMEI]                register a device; prints its id and token
-  iotcore simulate --devices N --rate R --protocol mqtt|http [--duration S]   a simulated fleet (simulate --help)
+  iotcore simulate --devices N --rate R --protocol mqtt|http|teltonika|osmand|jsonl [--duration S]
+                                                          a simulated fleet (simulate --help)
   iotcore cloud up|down|list|snapshot [--dry-run] [--ttl D]   a DigitalOcean droplet running iotcore (cloud --help)
 
 Configuration is read from the environment (see README.md): IOTCORE_DATA_DIR, DATABASE_URL, PORT, ...`

@@ -366,6 +366,10 @@ export interface ClientConfig {
   readonly url: string
   /** Its MQTT port over TCP, on the same host. */
   readonly mqttPort: number
+  /** Its device ports on the same host: Teltonika (TCP), OsmAnd (HTTP), JSON lines (TCP). */
+  readonly teltonikaPort: number
+  readonly osmandPort: number
+  readonly jsonlPort: number
   /** IOTCORE_ADMIN_TOKEN, else the data dir's admin-token file when there is one. */
   readonly adminToken: string | undefined
   readonly digitalOceanToken: string | undefined
@@ -384,6 +388,9 @@ export function loadClientConfig(env: Env = process.env): ClientConfig {
   return Object.freeze({
     url: (url(env, 'IOTCORE_URL', ['http:', 'https:']) ?? 'http://localhost:8080').replace(/\/+$/, ''),
     mqttPort: port(env, ['IOTCORE_MQTT_PORT'], DEFAULTS.mqttPort) ?? DEFAULTS.mqttPort,
+    teltonikaPort: port(env, ['IOTCORE_TELTONIKA_PORT'], DEFAULTS.teltonikaPort) ?? DEFAULTS.teltonikaPort,
+    osmandPort: port(env, ['IOTCORE_OSMAND_PORT'], DEFAULTS.osmandPort) ?? DEFAULTS.osmandPort,
+    jsonlPort: port(env, ['IOTCORE_JSONL_PORT'], DEFAULTS.jsonlPort) ?? DEFAULTS.jsonlPort,
     adminToken,
     digitalOceanToken: env.DIGITALOCEAN_TOKEN || undefined,
     digitalOceanApiUrl: (

@@ -1,12 +1,21 @@
 /**
- * Teltonika test devices: the packets of Teltonika's documentation, an encoder for packets of any records, and
- * a raw TCP client that speaks the handshake and keeps every byte the server sends. The bench's load generator
- * encodes its Codec 8 Extended packets with the same encoder.
+ * Teltonika test devices: the packets of Teltonika's documentation, the encoder for packets of any records (the
+ * simulator's, src/simulate/teltonika.ts, which the bench's load generator uses too), and a raw TCP client that
+ * speaks the handshake and keeps every byte the server sends.
  */
 import { readFileSync } from 'node:fs'
 import { type Socket, connect as netConnect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
-import { crc16 } from '../../src/gateway/teltonika/codec.js'
+import { imeiFrame } from '../../src/simulate/teltonika.js'
+
+export {
+  avlData,
+  avlPacket,
+  frame,
+  imeiFrame,
+  messagePacket,
+  udpDatagram,
+} from '../../src/simulate/teltonika.js'
 
 /**
  * The hex examples of "Teltonika Data Sending Protocols" (https://wiki.teltonika-gps.com/view/Teltonika_Data_Sending_Protocols),
@@ -50,122 +59,6 @@ export const DOCS = {
 } as const
 
 export const hex = (h: string): Buffer => Buffer.from(h, 'hex')
-
-/** One record to encode: the GPS element (degrees, m, km/h) and IO elements by size. */
-export interface RecordSpec {
-  ts: number
-  priority?: number
-  lat?: number
-  lon?: number
-  alt?: number
-  angle?: number
-  sats?: number
-  speed?: number
-  eventIo?: number
-  /** Codec 16's generation type. */
-  generation?: number
-  /** [id, size (1, 2, 4 or 8), value] */
-  io?: Array<[number, 1 | 2 | 4 | 8, number | bigint]>
-  /** Codec 8 Extended's variable-length elements: [id, bytes]. */
-  nx?: Array<[number, Buffer]>
-}
-
-export type AvlCodec = '8' | '8e' | '16'
-const CODEC_IDS: Record<AvlCodec, number> = { '8': 0x08, '8e': 0x8e, '16': 0x10 }
-
-/** The AVL data array (Codec ID to Number of Data 2) of `records`; `n2` to make the counts disagree. */
-export function avlData(codec: AvlCodec, records: RecordSpec[], n2 = records.length): Buffer {
-  const parts: Buffer[] = [Buffer.from([CODEC_IDS[codec], records.length])]
-  const wide = codec === '8e'
-  const idLen = codec === '8' ? 1 : 2
-  const countLen = wide ? 2 : 1
-  const num = (n: number, len: number) => {
-    const b = Buffer.alloc(len)
-    b.writeUIntBE(n, 0, len)
-    return b
-  }
-  for (const r of records) {
-    const head = Buffer.alloc(24)
-    head.writeBigUInt64BE(BigInt(r.ts), 0)
-    head[8] = r.priority ?? 0
-    head.writeInt32BE(Math.round((r.lon ?? 0) * 1e7), 9)
-    head.writeInt32BE(Math.round((r.lat ?? 0) * 1e7), 13)
-    head.writeInt16BE(r.alt ?? 0, 17)
-    head.writeUInt16BE(r.angle ?? 0, 19)
-    head[21] = r.sats ?? 0
-    head.writeUInt16BE(r.speed ?? 0, 22)
-    parts.push(head, num(r.eventIo ?? 0, codec === '8' ? 1 : 2))
-    if (codec === '16') parts.push(Buffer.from([r.generation ?? 0]))
-    const io = r.io ?? []
-    const nx = wide ? (r.nx ?? []) : []
-    parts.push(num(io.length + nx.length, countLen))
-    for (const size of [1, 2, 4, 8] as const) {
-      const group = io.filter(([, s]) => s === size)
-      parts.push(num(group.length, countLen))
-      for (const [id, , value] of group) {
-        const v = Buffer.alloc(size)
-        if (size === 8) v.writeBigUInt64BE(BigInt(value), 0)
-        else v.writeUIntBE(Number(value), 0, size)
-        parts.push(num(id, idLen), v)
-      }
-    }
-    if (wide) {
-      parts.push(num(nx.length, 2))
-      for (const [id, bytes] of nx) parts.push(num(id, 2), num(bytes.length, 2), bytes)
-    }
-  }
-  parts.push(Buffer.from([n2]))
-  return Buffer.concat(parts)
-}
-
-/** A TCP packet around `data` (a Codec ID to Number of Data 2 array): preamble, length, data, CRC. */
-export function frame(data: Buffer, crc = crc16(data)): Buffer {
-  const b = Buffer.alloc(12 + data.length)
-  b.writeUInt32BE(data.length, 4)
-  data.copy(b, 8)
-  b.writeUInt32BE(crc, 8 + data.length)
-  return b
-}
-
-/** A TCP AVL packet of `records`. */
-export function avlPacket(codec: AvlCodec, records: RecordSpec[]): Buffer {
-  return frame(avlData(codec, records))
-}
-
-/** A UDP datagram: Length, Packet ID, the unused byte 0x01, AVL packet ID, the IMEI, the AVL data array. */
-export function udpDatagram(imei: string, packetId: number, avlPacketId: number, data: Buffer): Buffer {
-  const id = Buffer.from(imei, 'ascii')
-  const b = Buffer.alloc(8 + id.length + data.length)
-  b.writeUInt16BE(b.length - 2, 0)
-  b.writeUInt16BE(packetId, 2)
-  b[4] = 0x01
-  b[5] = avlPacketId
-  b.writeUInt16BE(id.length, 6)
-  id.copy(b, 8)
-  data.copy(b, 8 + id.length)
-  return b
-}
-
-/** A Codec 12 response (type 0x06) or Codec 13 message carrying `text`, framed, as a device sends it. */
-export function messagePacket(codec: 12 | 13, text: string, timestampSeconds = 0): Buffer {
-  const body = Buffer.from(text, 'utf8')
-  const ts = codec === 13 ? 4 : 0
-  const data = Buffer.alloc(8 + ts + body.length)
-  data[0] = codec === 12 ? 0x0c : 0x0d
-  data[1] = 1
-  data[2] = 0x06
-  data.writeUInt32BE(body.length + ts, 3)
-  if (ts) data.writeUInt32BE(timestampSeconds, 7)
-  body.copy(data, 7 + ts)
-  data[data.length - 1] = 1
-  return frame(data)
-}
-
-/** The handshake's first frame: the IMEI's length and the IMEI. */
-export function imeiFrame(imei: string): Buffer {
-  const id = Buffer.from(imei, 'ascii')
-  return Buffer.concat([Buffer.from([id.length >> 8, id.length & 0xff]), id])
-}
 
 /** How long a test waits for something the gateway should do: a liveness bound, not a timing assertion. */
 export const LIVENESS_MS = 15_000
