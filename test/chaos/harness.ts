@@ -8,7 +8,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import pg from 'pg'
 import pino from 'pino'
 import { EmbeddedDatabase, freePort } from '../../src/store/embedded.js'
-import { GiveUp, waitFor } from '../helpers/index.js'
+import { GiveUp, LISTENERS_OFF, waitFor } from '../helpers/index.js'
 
 export { freePort }
 
@@ -80,7 +80,7 @@ export class Proc {
     this.starts++
     const log = createWriteStream(this.logFile, { flags: 'a' })
     const child = spawn(process.execPath, [main, 'start'], {
-      env: { ...process.env, ...this.env },
+      env: { ...process.env, ...LISTENERS_OFF, ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     child.stdout!.pipe(log)

@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import { promisify } from 'node:util'
 import { freePort } from '../../src/store/embedded.js'
-import { ADMIN_TOKEN, waitFor } from '../helpers/index.js'
+import { ADMIN_TOKEN, LISTENERS_OFF, waitFor } from '../helpers/index.js'
 import { build, parseDockerfile } from './dockerfile.js'
 import { ShellProcess, root } from './processes.js'
 
@@ -96,10 +96,7 @@ describe('the Dockerfile, built and run without Docker (no Docker engine runs on
       IOTCORE_HOST: '127.0.0.1',
       IOTCORE_HTTP_PORT: String(http),
       IOTCORE_MQTT_PORT: String(mqtt),
-      IOTCORE_TELTONIKA_PORT: 'off',
-      IOTCORE_OSMAND_PORT: 'off',
-      IOTCORE_JSONL_PORT: 'off',
-      IOTCORE_SIGNAL_PORT: 'off',
+      ...LISTENERS_OFF,
       IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
       IOTCORE_LOG_LEVEL: 'warn',
     }

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { GiveUp, waitFor } from '../helpers/index.js'
+import { GiveUp, LISTENERS_OFF, waitFor } from '../helpers/index.js'
 
 export const root = new URL('../../../', import.meta.url).pathname
 
@@ -80,12 +80,15 @@ export class ShellProcess {
   }
 }
 
-/** The environment a spawned role gets: this process's, less what would choose the broker or the database. */
+/**
+ * The environment a spawned role gets: this process's, less what would choose the broker or the database, and
+ * without the listeners on fixed ports (LISTENERS_OFF).
+ */
 export function cleanEnv(extra: Record<string, string>): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env }
   for (const k of ['AMQP_URL', 'CLOUDAMQP_URL', 'DATABASE_URL', 'PORT', 'IOTCORE_HTTP_PORT', 'IOTCORE_ROLES'])
     delete env[k]
-  return { ...env, ...extra }
+  return { ...env, ...LISTENERS_OFF, ...extra }
 }
 
 /** The parsed body of a GET that answered 200; otherwise throws with the status and body (for waitFor). */

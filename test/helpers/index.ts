@@ -65,6 +65,19 @@ export interface Platform {
   stop(): Promise<void>
 }
 
+/**
+ * The listeners on fixed default ports, off: the device protocols' (5027, 5055, 5060, 2006) and MQTTS (8883,
+ * only with a certificate). A test turns one on with '0' (a free port); a default would collide with another
+ * iotcore on the machine (a colleague's, a benchmark's). Spawned processes get it in their environment too.
+ */
+export const LISTENERS_OFF = {
+  IOTCORE_TELTONIKA_PORT: 'off',
+  IOTCORE_OSMAND_PORT: 'off',
+  IOTCORE_JSONL_PORT: 'off',
+  IOTCORE_SIGNAL_PORT: 'off',
+  IOTCORE_MQTTS_PORT: 'off',
+} as const
+
 /** A platform's configuration in a test: this database and data dir, free ports, the test admin token. */
 export function testConfig(databaseUrl: string, dataDir: string, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -73,13 +86,7 @@ export function testConfig(databaseUrl: string, dataDir: string, env: Record<str
     IOTCORE_HOST: '127.0.0.1',
     IOTCORE_HTTP_PORT: '0',
     IOTCORE_MQTT_PORT: '0',
-    // The device-protocol listeners are off unless a test turns one on (with '0': a free port).
-    IOTCORE_TELTONIKA_PORT: 'off',
-    IOTCORE_OSMAND_PORT: 'off',
-    IOTCORE_JSONL_PORT: 'off',
-    IOTCORE_SIGNAL_PORT: 'off',
-    // Only with a certificate; off unless a test turns it on, so none binds 8883.
-    IOTCORE_MQTTS_PORT: 'off',
+    ...LISTENERS_OFF,
     IOTCORE_ADMIN_TOKEN: ADMIN_TOKEN,
     IOTCORE_QUEUE_MAX_BYTES: '256MiB',
     IOTCORE_INGEST_BATCH_MS: '10',

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { promisify } from 'node:util'
-import { freshDatabase, waitFor } from '../helpers/index.js'
+import { freshDatabase, LISTENERS_OFF, waitFor } from '../helpers/index.js'
 
 const run = promisify(execFile)
 const main = join(new URL('../../../', import.meta.url).pathname, 'dist/src/cli/main.js')
@@ -19,7 +19,7 @@ interface Process {
 /** `iotcore ...` as an operator runs it, in its own process, on the given data dir and database. */
 function iotcore(args: string[], env: Record<string, string>): Process {
   const child = spawn(process.execPath, [main, ...args], {
-    env: { ...process.env, IOTCORE_HOST: '127.0.0.1', IOTCORE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, ...LISTENERS_OFF, IOTCORE_HOST: '127.0.0.1', IOTCORE_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
