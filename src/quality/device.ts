@@ -1,7 +1,7 @@
 import type { Value } from '../readings/index.js'
 import type { Judgement, LoadedDevice, RuleDef } from '../store/index.js'
 import { distanceKm, KM_PER_DEGREE } from './geo.js'
-import { SequenceGaps } from './sequence.js'
+import { type SeqState, SequenceGaps } from './sequence.js'
 
 /** The names of the built-in checks, as they appear in a reading's flags. */
 export const FLAGS = {
@@ -73,15 +73,13 @@ interface Clock {
  * What the checks remember of a device between batches (devices.quality). Written only when it changes, so
  * most batches of a device write nothing.
  */
-export interface DeviceState {
+export interface DeviceState extends SeqState {
   pos?: Pos
   /** A position that jumped from `pos` (flagged): if the next one agrees with it, the device is there. */
   alt?: Fix
   /** Per key: 1 if its last value was a number, 0 if it turned to something else. A JSON object as parsed:
    * `=== 1` reads it, so a key named like an Object.prototype member reads as absent. */
   num?: Record<string, 0 | 1>
-  /** The highest seq seen. */
-  seq?: number
   /** 1 while it has open sequence gaps: only then are they loaded. */
   gaps?: 1
   /** When (received, ms) its latest violations came, at most IOTCORE_DEVICE_CHECK_VIOLATIONS of them. */
@@ -128,7 +126,7 @@ export class DeviceJudge {
     readonly stored: ReadonlySet<string> | undefined,
   ) {
     this.num = st.num ?? {}
-    this.gaps = d.gaps === undefined ? undefined : new SequenceGaps(st.seq, d.gaps)
+    this.gaps = d.gaps === undefined ? undefined : new SequenceGaps(st, d.gaps)
     this.clocks = rules.length === 0 ? [] : rules.map((r) => st.rules?.[r.id] ?? {})
     this.ruleFlags = rules.length === 0 ? [] : rules.map((r) => RULE_FLAG_PREFIX + r.name)
     this.viol = st.viol ?? []
@@ -175,8 +173,8 @@ export class DeviceJudge {
 
     const seq = values.seq
     if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) {
-      this.gaps ??= new SequenceGaps(this.st.seq, [])
-      this.gaps.see(seq, receivedAt)
+      this.gaps ??= new SequenceGaps(this.st, [])
+      this.gaps.see(seq, ts, receivedAt)
     }
 
     const rules = this.rules
@@ -266,10 +264,7 @@ export class DeviceJudge {
     const gaps = this.gaps
     if (gaps !== undefined) {
       gaps.write(d.pk, out)
-      if (gaps.highest !== st.seq) {
-        st.seq = gaps.highest
-        this.dirty = true
-      }
+      if (gaps.saveTo(st)) this.dirty = true
       const open = gaps.openSince(Number.POSITIVE_INFINITY)
       if (open !== (st.gaps === 1)) {
         if (open) st.gaps = 1

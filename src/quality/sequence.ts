@@ -7,11 +7,23 @@ import type { Judgement, OpenGap } from '../store/index.js'
 const MAX_GAP = 100_000
 /**
  * A seq at most this, below the highest seen and in no open gap, starts the count over: the device rebooted or
- * its counter wrapped (both restart at 0 or 1). Any other seq below the highest, in no open gap, is a repeat.
+ * its counter wrapped (both restart at 0 or 1), so its `ts` is not older than the highest's. Any other seq below
+ * the highest, in no open gap, is a repeat, unless it is below the lowest seen and older (below).
  */
 const RESTART_SEQ = 1
 /** Past this many open gaps a device's oldest is given up (closed with what it still misses). */
 const MAX_OPEN_GAPS = 100
+
+/**
+ * What a device's state keeps of its count: the highest and the lowest seq seen since it began (or restarted),
+ * each with its reading's `ts`. Undefined ends in a state written before they were kept: nothing is inferred.
+ */
+export interface SeqState {
+  seq?: number
+  seqTs?: number
+  seqMin?: number
+  seqMinTs?: number
+}
 
 interface Gap {
   /** Undefined for a gap found in this batch. */
@@ -40,10 +52,16 @@ interface Gap {
 export class SequenceGaps {
   private readonly gaps: Gap[]
 
-  constructor(
-    private max: number | undefined,
-    open: readonly OpenGap[],
-  ) {
+  private max: number | undefined
+  private maxTs: number | undefined
+  private min: number | undefined
+  private minTs: number | undefined
+
+  constructor(st: SeqState, open: readonly OpenGap[]) {
+    this.max = st.seq
+    this.maxTs = st.seqTs
+    this.min = st.seqMin
+    this.minTs = st.seqMinTs
     this.gaps = open.map((g) => ({
       id: g.id,
       first: g.missing[0],
@@ -55,35 +73,54 @@ export class SequenceGaps {
     }))
   }
 
-  get highest(): number | undefined {
-    return this.max
+  /** Writes the count's ends into `st`; true if they changed. */
+  saveTo(st: SeqState): boolean {
+    if (
+      st.seq === this.max &&
+      st.seqTs === this.maxTs &&
+      st.seqMin === this.min &&
+      st.seqMinTs === this.minTs
+    )
+      return false
+    st.seq = this.max
+    st.seqTs = this.maxTs
+    st.seqMin = this.min
+    st.seqMinTs = this.minTs
+    return true
   }
 
-  see(seq: number, receivedAt: number): void {
+  see(seq: number, ts: number, receivedAt: number): void {
     const max = this.max
-    if (max === undefined || seq === max + 1) {
+    if (max === undefined) return this.restart(seq, ts)
+    if (seq === max + 1) {
       this.max = seq
+      this.maxTs = ts
       return
     }
     if (seq > max) {
-      if (seq - max > MAX_GAP) this.restart(seq)
-      else {
-        this.gaps.push({
-          id: undefined,
-          first: max + 1,
-          last: seq - 1,
-          missing: [max + 1, seq - 1],
-          openedAt: receivedAt,
-          changed: true,
-          closed: false,
-        })
-        this.max = seq
-        this.limit()
-      }
+      if (seq - max > MAX_GAP) return this.restart(seq, ts)
+      this.open(max + 1, seq - 1, receivedAt)
+      this.max = seq
+      this.maxTs = ts
       return
     }
     for (const g of this.gaps) if (!g.closed && fill(g, seq)) return
-    if (seq < max && seq <= RESTART_SEQ) this.restart(seq)
+    if (seq < max && seq <= RESTART_SEQ && (this.maxTs === undefined || ts >= this.maxTs))
+      return this.restart(seq, ts)
+    // Below the lowest seen and older: the count's earlier readings, judged after later ones (the ingest writes
+    // two batches at once, and a device may send its backlog late). What lies between them is missing.
+    const min = this.min
+    if (
+      min !== undefined &&
+      seq < min &&
+      min - seq <= MAX_GAP &&
+      this.minTs !== undefined &&
+      ts <= this.minTs
+    ) {
+      if (seq < min - 1) this.open(seq + 1, min - 1, receivedAt)
+      this.min = seq
+      this.minTs = ts
+    }
   }
 
   /** Whether a gap opened at or before `at` (ms) is still open. */
@@ -125,9 +162,25 @@ export class SequenceGaps {
     }
   }
 
-  private restart(seq: number): void {
+  private restart(seq: number, ts: number): void {
     for (const g of this.gaps) this.close(g)
     this.max = seq
+    this.maxTs = ts
+    this.min = seq
+    this.minTs = ts
+  }
+
+  private open(first: number, last: number, receivedAt: number): void {
+    this.gaps.push({
+      id: undefined,
+      first,
+      last,
+      missing: [first, last],
+      openedAt: receivedAt,
+      changed: true,
+      closed: false,
+    })
+    this.limit()
   }
 
   private close(g: Gap): void {

@@ -69,6 +69,24 @@ describe('quality: sequence gaps', () => {
     ])
   })
 
+  test("the count's first readings judged after later ones (two batches written at once) are no restart: the gap between them is found", async () => {
+    const id = await device(store)
+    // The device sent 1..3, then 7..8 (4..6 lost): the batch of 7..8 is judged first.
+    await send(id, [7, 8], T0 + 10_000)
+    await send(id, [1, 2, 3], T0)
+    await send(id, [9, 10], T0 + 20_000)
+    assert.deepEqual(await gaps(id), [{ from: 2, to: 6, missing: [[4, 6]], missingCount: 3, status: 'open' }])
+    // Older readings below those are the count's earlier ones too; a repeat changes nothing.
+    await send(id, [0, 2, 9], T0 - 10_000)
+    assert.deepEqual(await gaps(id), [{ from: 2, to: 6, missing: [[4, 6]], missingCount: 3, status: 'open' }])
+    // A reboot's count restarts with a later ts: that is a restart, and a gap after it is one.
+    await send(id, [1, 3], T0 + 30_000)
+    assert.deepEqual(await gaps(id), [
+      { from: 2, to: 6, missing: [[4, 6]], missingCount: 3, status: 'closed' },
+      { from: 2, to: 2, missing: [[2, 2]], missingCount: 1, status: 'open' },
+    ])
+  })
+
   test('a jump too long to be lost readings restarts the count without a gap', async () => {
     const id = await device(store)
     await send(id, [5, 6, 500_000, 500_001])
