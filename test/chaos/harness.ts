@@ -300,20 +300,20 @@ export interface Tally {
   line: string
 }
 
-/** Prints the summary line and fails unless every reading was acked and stored exactly once. */
+/** Prints the summary line and fails unless every reading of the load was acked and stored exactly once. */
 export async function assertAllStoredOnce(
   databaseUrl: string,
-  deviceIds: string[],
+  devices: Array<{ id: string }>,
   load: Load,
-  messages: number,
 ): Promise<void> {
-  const t = await tally(databaseUrl, deviceIds, load)
+  const ids = devices.map((d) => d.id)
+  const t = await tally(databaseUrl, ids, load)
   console.log(t.line)
-  assert.equal(t.published, messages)
-  assert.equal(t.acked, messages)
+  assert.equal(t.published, load.total)
+  assert.equal(t.acked, load.total)
   assert.equal(t.lost, 0)
   assert.equal(t.duplicated, 0)
-  assert.equal(t.stored, messages)
+  assert.equal(t.stored, load.total)
 }
 
 /** Compares what the clients were acked with what the table holds. */
