@@ -1,5 +1,6 @@
 import { type Static, type TLiteral, type TSchema, type TUnion, Type } from '@sinclair/typebox'
 import { ALERT_EVENTS, ALERT_STATUSES, DELIVERY_STATUSES, EVENT_TYPES, SEVERITIES } from '../store/index.js'
+import { Cursor, NEXT_HEADERS, Next, Order } from './schemas.js'
 
 /** Schemas of the alerts and webhooks routes (api/alerts.ts). */
 
@@ -13,30 +14,6 @@ const OneOf = <const T extends readonly string[]>(values: T, opts: object = {}) 
     opts,
   ) as unknown as TUnion<{ -readonly [K in keyof T]: TLiteral<T[K]> }>
 
-const Cursor = Type.Optional(
-  Type.String({
-    maxLength: 16384,
-    description:
-      'continue after the page this came from: its `next` (or Iotcore-Next-Cursor header), sent with the same other parameters',
-  }),
-)
-const Next = Type.Union([Type.String(), Type.Null()], {
-  description: 'cursor of the next page (send it as `cursor`); null on the last page',
-})
-const NEXT_HEADERS = {
-  'iotcore-next-cursor': {
-    type: 'string',
-    description: 'the cursor of the next page; absent on the last page',
-  },
-  link: {
-    type: 'string',
-    description: 'RFC 8288 `<this URL with cursor=...>; rel="next"`; absent on the last page',
-  },
-}
-const Order = Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
-  default: 'desc',
-  description: 'by first seen (deliveries: by creation), ties by id: desc is newest first',
-})
 const paged = <T extends TSchema>(items: T) =>
   Type.Object({ items: Type.Array(items), next: Next }, { headers: NEXT_HEADERS })
 
@@ -78,7 +55,7 @@ export const AlertQuery = Type.Object({
   service: Type.Optional(Type.String({ maxLength: 256 })),
   type: Type.Optional(Type.String({ maxLength: 128 })),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-  order: Order,
+  order: Order('desc', 'by first seen, ties by id: desc is newest first'),
   cursor: Cursor,
 })
 export type AlertQuery = Static<typeof AlertQuery>
@@ -171,7 +148,7 @@ export const Delivery = Type.Object({
 export const DeliveryQuery = Type.Object({
   status: Type.Optional(OneOf(DELIVERY_STATUSES)),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
-  order: Order,
+  order: Order('desc', 'by creation, ties by id: desc is newest first'),
   cursor: Cursor,
 })
 export type DeliveryQuery = Static<typeof DeliveryQuery>

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { IotError } from '../errors.js'
-import { ALERT_ID, type Severity, type Store, unstorable, WEBHOOK_ID } from '../store/index.js'
+import { ALERT_ID, type Severity, type Store, WEBHOOK_ID } from '../store/index.js'
 import {
   Alert,
   AlertList,
@@ -19,7 +19,7 @@ import {
 } from './alert-schemas.js'
 import type { AlertStream } from './alert-stream.js'
 import { keysetPage, type QueryIdentity } from './cursor.js'
-import { adminRoute, listRoute } from './index.js'
+import { adminRoute, checkText, found, listRoute } from './index.js'
 import { IdParam } from './schemas.js'
 
 export interface AlertRoutesDeps {
@@ -42,18 +42,8 @@ function webhookUrl(raw: string): string {
 
 function secretOrNew(secret: string | undefined): string {
   if (secret === undefined) return `whsec_${randomBytes(24).toString('base64url')}`
-  const bad = unstorable(secret)
-  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'secret' holds ${bad}`)
+  checkText('secret', secret)
   return secret
-}
-
-const found = <T>(
-  x: T | undefined,
-  code: 'IOT_ERR_ALERT_NOT_FOUND' | 'IOT_ERR_WEBHOOK_NOT_FOUND',
-  id: string,
-): T => {
-  if (x === undefined) throw new IotError(code, id)
-  return x
 }
 
 const STREAM_DESCRIPTION =

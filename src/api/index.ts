@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { type TSchema, Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify'
 import { DELETE_DATA, type Devices } from '../devices/index.js'
-import { IotError } from '../errors.js'
+import { type ErrorCode, IotError } from '../errors.js'
 import { acceptPayload, correctedPayload } from '../gateway/accept.js'
 import type { Metrics } from '../metrics/index.js'
 import type { Queue } from '../queue/types.js'
@@ -54,12 +54,11 @@ const MAX_BUCKETS = 100_000
 const MAX_SERVICES = 1000
 const INTERVAL_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
 /**
- * Device attributes are labels (fleet, model, install date), not documents; past this, nesting is more likely a
- * mistake or an attack, and PostgreSQL's jsonb parser would fail deep enough (a 500).
+ * Attributes (a device's, a rule's group) are labels (fleet, model, install date), and a command's params are
+ * arguments, not documents; past this, nesting is more likely a mistake or an attack, and PostgreSQL's jsonb
+ * parser would fail deep enough (a 500).
  */
-const MAX_ATTRIBUTE_DEPTH = 32
-/** A command's params, like attributes, are arguments, not documents. */
-const MAX_PARAMS_DEPTH = 32
+const MAX_ARGUMENT_DEPTH = 32
 
 export interface ApiDeps {
   store: Store
@@ -109,25 +108,26 @@ export async function refuseOffset(req: FastifyRequest): Promise<void> {
     )
 }
 
+/** A body's text field where PostgreSQL would refuse it (a 500) or alter it: IOT_ERR_UNSTORABLE_TEXT. */
+export function checkText(field: string, value: string): void {
+  const bad = unstorable(value)
+  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field '${field}' holds ${bad}`)
+}
+
 /**
- * A new device's text, where PostgreSQL would refuse it (a 500) or alter it: the name and the attributes,
- * keys and values at any depth. The imei needs no check: its pattern admits ASCII letters, digits, _ and -.
+ * A body's JSON object (attributes, a command's params), if given, where PostgreSQL would refuse it (a 500) or
+ * alter it: its keys and values at any depth, and a nesting past MAX_ARGUMENT_DEPTH.
  */
-function checkDeviceBody(body: CreateDevice | UpdateDevice): void {
-  const bad = body.name === undefined ? undefined : unstorable(body.name)
-  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
-  const problem = body.attributes && jsonProblem(body.attributes, 'attributes', MAX_ATTRIBUTE_DEPTH)
+export function checkArguments(field: string, value: object | undefined): void {
+  const problem = value && jsonProblem(value, field, MAX_ARGUMENT_DEPTH)
   if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
   if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
 }
 
-/** A command's text where PostgreSQL would refuse it (a 500): its name and its params at any depth. */
-function checkNewCommand(body: CreateCommand): void {
-  const bad = unstorable(body.name)
-  if (bad) throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field 'name' holds ${bad}`)
-  const problem = body.params && jsonProblem(body.params, 'params', MAX_PARAMS_DEPTH)
-  if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
-  if (problem?.kind === 'depth') throw new IotError('IOT_ERR_BAD_REQUEST', problem.message)
+/** `x`, or a 404 with `code` (one of the registry's not-found codes) naming `id` when there is none. */
+export function found<T>(x: T | undefined, code: Extract<ErrorCode, `${string}_NOT_FOUND`>, id: string): T {
+  if (x === undefined) throw new IotError(code, id)
+  return x
 }
 
 /** Strings of a request's path or query that PostgreSQL could not compare: a 400 naming the parameter. */
@@ -221,7 +221,9 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     '/devices',
     adminRoute('devices', 'Register a device', { body: CreateDevice, response: { 201: CreatedDevice } }),
     async (req, reply) => {
-      checkDeviceBody(req.body)
+      // The imei needs no check: its pattern admits ASCII letters, digits, _ and -.
+      checkText('name', req.body.name)
+      checkArguments('attributes', req.body.attributes)
       return reply.code(201).send(await devices.create(req.body))
     },
   )
@@ -255,7 +257,8 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
       // Fields the schema does not know are dropped before this (Fastify's removeAdditional), as for POST.
       if (req.body.name === undefined && req.body.attributes === undefined)
         throw new IotError('IOT_ERR_BAD_REQUEST', 'nothing to change: send name or attributes')
-      checkDeviceBody(req.body)
+      if (req.body.name !== undefined) checkText('name', req.body.name)
+      checkArguments('attributes', req.body.attributes)
       return devices.update(req.params.id, req.body)
     },
   )
@@ -404,8 +407,7 @@ export async function api(root: FastifyInstance, deps: ApiDeps): Promise<void> {
     '/devices/:id/latest',
     adminRoute('telemetry', 'Latest value of every key', { params: IdParam, response: { 200: Latest } }),
     async (req) => {
-      const l = await store.queries.latest(req.params.id)
-      if (!l) throw new IotError('IOT_ERR_DEVICE_NOT_FOUND', req.params.id)
+      const l = found(await store.queries.latest(req.params.id), 'IOT_ERR_DEVICE_NOT_FOUND', req.params.id)
       let ts: number | null = null
       for (const k in l.values) if (ts === null || l.values[k].ts > ts) ts = l.values[k].ts
       return { ts, values: l.values }
@@ -531,7 +533,8 @@ function commandRoutes(app: FastifyInstance, store: Store): void {
       response: { 201: Type.Ref(CommandBody) },
     }),
     async (req, reply) => {
-      checkNewCommand(req.body)
+      checkText('name', req.body.name)
+      checkArguments('params', req.body.params)
       const { name, params, ttl } = req.body
       const cmd = await store.commands.create({
         deviceId: req.params.id,

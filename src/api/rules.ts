@@ -5,7 +5,6 @@ import { IotError } from '../errors.js'
 import { isValueName, LIMITS } from '../readings/index.js'
 import {
   GAP_ID,
-  jsonProblem,
   type NewRule,
   RULE_NAME,
   type RuleCondition,
@@ -13,15 +12,13 @@ import {
   type Store,
 } from '../store/index.js'
 import { keysetPage, type QueryIdentity } from './cursor.js'
-import { adminRoute, refuseOffset } from './index.js'
-import { IdParam } from './schemas.js'
+import { adminRoute, checkArguments, found, refuseOffset } from './index.js'
+import { Cursor, IdParam, NEXT_HEADERS, Next, Order } from './schemas.js'
 
 /** The longest clock a rule may keep: a year. */
 const MAX_SECONDS = 365 * 86_400
 /** A repeating rule remembers up to this many hits per device. */
 const MAX_REPEATS = 1000
-/** As device attributes (api/index.ts): labels, not documents. */
-const MAX_ATTRIBUTE_DEPTH = 32
 
 const Seconds = (what: string) =>
   Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SECONDS, description: `seconds: ${what}` }))
@@ -99,13 +96,8 @@ const RuleBody = Type.Object({
 const GapsQuery = Type.Object({
   status: Type.Union([Type.Literal('open'), Type.Literal('closed'), Type.Literal('all')], { default: 'all' }),
   limit: Type.Integer({ minimum: 1, maximum: 10000, default: 100 }),
-  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
-    default: 'desc',
-    description: 'by the time the gap was found, ties by id: desc is newest first',
-  }),
-  cursor: Type.Optional(
-    Type.String({ maxLength: 16384, description: 'the `next` of the page before; absent: the first page' }),
-  ),
+  order: Order('desc', 'by the time the gap was found, ties by id: desc is newest first'),
+  cursor: Cursor,
 })
 
 const GapBody = Type.Object({
@@ -138,9 +130,7 @@ function checkRule(body: CreateRule): NewRule {
     bad(`condition.key '${c.key}' cannot name a value (ts, msgId, values, __proto__, ...)`)
   if (body.deviceId !== undefined && body.attributes !== undefined)
     bad('give deviceId (one device) or attributes (a group of devices), not both')
-  const problem = body.attributes && jsonProblem(body.attributes, 'attributes', MAX_ATTRIBUTE_DEPTH)
-  if (problem?.kind === 'text') throw new IotError('IOT_ERR_UNSTORABLE_TEXT', `body field ${problem.message}`)
-  if (problem?.kind === 'depth') bad(problem.message)
+  checkArguments('attributes', body.attributes)
   let condition: RuleCondition
   if (c.type === 'range') {
     if (c.min === undefined && c.max === undefined) bad('a range condition needs min, max or both')
@@ -217,11 +207,7 @@ export async function qualityRoutes(root: FastifyInstance, deps: { store: Store 
   app.get(
     '/rules/:id',
     adminRoute('rules', 'Read a quality rule', { params: IdParam, response: { 200: RuleBody } }),
-    async (req) => {
-      const rule = await store.rules.get(req.params.id)
-      if (!rule) throw new IotError('IOT_ERR_RULE_NOT_FOUND', req.params.id)
-      return rule
-    },
+    async (req) => found(await store.rules.get(req.params.id), 'IOT_ERR_RULE_NOT_FOUND', req.params.id),
   )
 
   app.delete(
@@ -249,7 +235,7 @@ export async function qualityRoutes(root: FastifyInstance, deps: { store: Store 
         params: IdParam,
         querystring: GapsQuery,
         response: {
-          200: Type.Object({ gaps: Type.Array(GapBody), next: Type.Union([Type.String(), Type.Null()]) }),
+          200: Type.Object({ gaps: Type.Array(GapBody), next: Next }, { headers: NEXT_HEADERS }),
         },
       }),
       preHandler: refuseOffset,

@@ -65,7 +65,7 @@ export const CreatedDevice = Type.Intersect([
 
 export const IdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) })
 
-const Cursor = Type.Optional(
+export const Cursor = Type.Optional(
   Type.String({
     maxLength: 16384,
     description:
@@ -75,11 +75,11 @@ const Cursor = Type.Optional(
 )
 
 /** The `order` parameter of a paged query: by the list's key, `dflt` when absent; `description` names the key. */
-const Order = (dflt: 'asc' | 'desc', description: string) =>
+export const Order = (dflt: 'asc' | 'desc', description: string) =>
   Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: dflt, description })
 
 /** What a paged answer says about the next page (the body field `next` beside the items, where there is one). */
-const NEXT_HEADERS = {
+export const NEXT_HEADERS = {
   'iotcore-next-cursor': {
     type: 'string',
     description: 'the cursor of the next page; absent on the last page',
@@ -90,7 +90,7 @@ const NEXT_HEADERS = {
   },
 }
 
-const Next = Type.Union([Type.String(), Type.Null()], {
+export const Next = Type.Union([Type.String(), Type.Null()], {
   description: 'cursor of the next page (send it as `cursor`); null on the last page',
 })
 

@@ -86,20 +86,13 @@ export async function listen(opts: ListenOptions, onConnection: (socket: Socket)
       : accepts === 'tls'
         ? secure!
         : createServer(plain, (socket) => sniff(socket, secure!, onConnection, log, name))
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => {
-      server.close()
-      // Ends the tracking of the TLS server (its 'close').
-      if (secure !== server) secure?.close()
-      reject(err)
-    })
-    server.listen(opts.port, opts.host, () => {
-      server.removeAllListeners('error')
-      resolve()
-    })
+  const port = await bind(server, opts.port, opts.host).catch((err) => {
+    server.close()
+    // Ends the tracking of the TLS server (its 'close').
+    if (secure !== server) secure?.close()
+    throw err
   })
   server.on('error', (err) => log.error({ err }, `${name} listener error`))
-  const port = (server.address() as { port: number }).port
   log.info({ port, accepts }, `${name} listening`)
   return {
     port,
@@ -112,6 +105,40 @@ export async function listen(opts: ListenOptions, onConnection: (socket: Socket)
         server.close(() => resolve())
         if (secure !== server) secure?.close()
       }),
+  }
+}
+
+/**
+ * Binds `server` (net, TLS or HTTP) to host:port. Resolves with the bound port (the system's pick for 0);
+ * rejects if the port cannot be bound.
+ */
+export function bind(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve((server.address() as { port: number }).port)
+    })
+  })
+}
+
+/**
+ * How long a device listener's stop lets the exchanges under way finish (an answer being written, an append
+ * landing, then its answer) before their connections are cut.
+ */
+export const STOP_GRACE_MS = 2000
+
+/**
+ * A listener's stop: awaits `closed` (its close, which resolves once its connections are gone), and after
+ * STOP_GRACE_MS calls `cut` to end the connections still open. The timer is cleared and unref()ed.
+ */
+export async function closeWithin(closed: Promise<void>, cut: () => void): Promise<void> {
+  const timer = setTimeout(cut, STOP_GRACE_MS)
+  timer.unref()
+  try {
+    await closed
+  } finally {
+    clearTimeout(timer)
   }
 }
 

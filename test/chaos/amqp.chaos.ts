@@ -1,19 +1,20 @@
 import { join } from 'node:path'
 import { test } from 'node:test'
-import pg from 'pg'
 import {
   ADMIN,
-  Database,
   Proc,
-  Rabbit,
+  ackedShare,
+  assertAllStoredOnce,
   createDevices,
   freePort,
+  ingestWorkers,
   say,
   sleep,
+  startBackends,
   startLoad,
-  assertAllStoredOnce,
-  workdir,
+  storedAtLeast,
   within,
+  workdir,
 } from './harness.js'
 import { waitFor } from '../helpers/index.js'
 
@@ -24,19 +25,7 @@ const DEVICES = 20
 
 test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 3 SIGKILLs, a PostgreSQL outage and a broker restart, none lost or doubled`, async () => {
   const w = workdir('iotcore-chaos-amqp-')
-  const db = new Database(join(w.dir, 'pgdata'), await freePort())
-  const rabbit = new Rabbit(join(w.dir, 'rabbit'), await freePort())
-  const databaseUrl = await db.start()
-  let amqpUrl: string
-  try {
-    amqpUrl = await rabbit.start()
-  } catch (err) {
-    // Nothing else has started yet: stop what did, or the PostgreSQL child keeps the suite alive for good.
-    await rabbit.stop()
-    await db.stop().catch(() => {})
-    w.cleanup()
-    throw err
-  }
+  const { db, rabbit, databaseUrl, amqpUrl } = await startBackends(w)
   const httpPort = await freePort()
   const mqttPort = await freePort()
   const common = {
@@ -57,41 +46,23 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     },
     join(w.dir, 'gateway.log'),
   )
-  const ingest = [1, 2].map(
-    (i) =>
-      new Proc(
-        `ingest-${i}`,
-        {
-          ...common,
-          IOTCORE_ROLES: 'ingest',
-          IOTCORE_DATA_DIR: join(w.dir, `in${i}`),
-          IOTCORE_HTTP_PORT: 'off',
-          IOTCORE_MQTT_PORT: 'off',
-        },
-        join(w.dir, `ingest-${i}.log`),
-      ),
-  )
+  const ingest = ingestWorkers(w.dir, common)
   let load: ReturnType<typeof startLoad> | undefined
-  const count = new pg.Client({ connectionString: databaseUrl })
-  count.on('error', () => {})
   try {
     await gateway.start(httpPort)
     for (const p of ingest) await p.start()
     const devices = await createDevices(httpPort, DEVICES)
     load = startLoad(mqttPort, devices, MESSAGES, RATE)
     const l = load
-    const at = (share: number) =>
-      waitFor(() => l.acked.size >= MESSAGES * share, 300_000, `${share * 100}% acked`)
-
-    await at(0.15)
+    await ackedShare(l, 0.15)
     say(`SIGKILL gateway at ${l.acked.size} acked`)
     await gateway.kill()
     await gateway.start(httpPort)
-    await at(0.3)
+    await ackedShare(l, 0.3)
     say(`SIGKILL ingest-1 at ${l.acked.size} acked`)
     await ingest[0].kill()
     await ingest[0].start()
-    await at(0.4)
+    await ackedShare(l, 0.4)
     say(`PostgreSQL stopped at ${l.acked.size} acked`)
     await db.stop()
     const before = l.acked.size
@@ -99,13 +70,13 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     await waitFor(() => l.acked.size > before, 300_000, 'acks to go on during the outage')
     say(`${l.acked.size - before} acked during the outage; PostgreSQL started again`)
     await db.start()
-    await at(0.55)
+    await ackedShare(l, 0.55)
     say(`RabbitMQ stopped at ${l.acked.size} acked`)
     await rabbit.stop()
     await sleep(2000)
     await rabbit.start()
     say(`RabbitMQ started again at ${l.acked.size} acked`)
-    await at(0.7)
+    await ackedShare(l, 0.7)
     say(`SIGKILL gateway and ingest-2 at ${l.acked.size} acked`)
     await Promise.all([gateway.kill(), ingest[1].kill()])
     await gateway.start(httpPort)
@@ -114,21 +85,10 @@ test(`RabbitMQ: ${MESSAGES} QoS 1 readings, a gateway and two ingest processes, 
     say(`waiting for the last acks (${l.acked.size} so far)`)
     await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the ingest to store them')
-    await count.connect()
-    await waitFor(
-      async () => (await count.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n >= MESSAGES,
-      300_000,
-      'every acked reading stored',
-    )
+    await storedAtLeast(databaseUrl, MESSAGES)
     await load.stop()
-    await assertAllStoredOnce(
-      databaseUrl,
-      devices.map((d) => d.id),
-      load,
-      MESSAGES,
-    )
+    await assertAllStoredOnce(databaseUrl, devices, load)
   } finally {
-    await count.end().catch(() => {})
     await load?.stop()
     await Promise.all([gateway.kill(), ...ingest.map((p) => p.kill())])
     await rabbit.stop()

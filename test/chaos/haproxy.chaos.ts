@@ -3,18 +3,19 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import pg from 'pg'
 import { GiveUp, waitFor } from '../helpers/index.js'
 import {
   ADMIN,
-  Database,
   Proc,
-  Rabbit,
+  ackedShare,
   assertAllStoredOnce,
   createDevices,
   freePort,
+  ingestWorkers,
   say,
+  startBackends,
   startLoad,
+  storedAtLeast,
   within,
   workdir,
 } from './harness.js'
@@ -50,18 +51,7 @@ async function bothUp(statsPort: number, child: ChildProcess): Promise<boolean> 
 
 test(`HAProxy recipe: ${MESSAGES} QoS 1 readings through the balancer to two gateways and two ingest workers; each gateway SIGKILLed in turn and an ingest worker once, the devices reconnect through the balancer, none lost or doubled`, async () => {
   const w = workdir('iotcore-chaos-haproxy-')
-  const db = new Database(join(w.dir, 'pgdata'), await freePort())
-  const rabbit = new Rabbit(join(w.dir, 'rabbit'), await freePort())
-  const databaseUrl = await db.start()
-  let amqpUrl: string
-  try {
-    amqpUrl = await rabbit.start()
-  } catch (err) {
-    await rabbit.stop()
-    await db.stop().catch(() => {})
-    w.cleanup()
-    throw err
-  }
+  const { db, rabbit, databaseUrl, amqpUrl } = await startBackends(w)
   // Both gateways listen on the same ports, each on its own loopback address, as on two machines.
   const [gwHttp, gwMqtt, lbHttp, lbMqtt, lbStats] = [
     await freePort(),
@@ -92,20 +82,7 @@ test(`HAProxy recipe: ${MESSAGES} QoS 1 readings through the balancer to two gat
         join(w.dir, `gateway-${i + 1}.log`),
       ),
   )
-  const ingest = [1, 2].map(
-    (i) =>
-      new Proc(
-        `ingest-${i}`,
-        {
-          ...common,
-          IOTCORE_ROLES: 'ingest',
-          IOTCORE_DATA_DIR: join(w.dir, `in${i}`),
-          IOTCORE_HTTP_PORT: 'off',
-          IOTCORE_MQTT_PORT: 'off',
-        },
-        join(w.dir, `ingest-${i}.log`),
-      ),
-  )
+  const ingest = ingestWorkers(w.dir, common)
   const lb = haproxy(
     {
       MQTT_BIND: `127.0.0.1:${lbMqtt}`,
@@ -119,8 +96,6 @@ test(`HAProxy recipe: ${MESSAGES} QoS 1 readings through the balancer to two gat
     join(w.dir, 'haproxy.log'),
   )
   let load: ReturnType<typeof startLoad> | undefined
-  const count = new pg.Client({ connectionString: databaseUrl })
-  count.on('error', () => {})
   try {
     await Promise.all(gateways.map((g, i) => g.start(gwHttp, hosts[i])))
     for (const p of ingest) await p.start()
@@ -129,13 +104,11 @@ test(`HAProxy recipe: ${MESSAGES} QoS 1 readings through the balancer to two gat
     const devices = await createDevices(lbHttp, DEVICES)
     load = startLoad(lbMqtt, devices, MESSAGES, RATE)
     const l = load
-    const at = (share: number) =>
-      waitFor(() => l.acked.size >= MESSAGES * share, 300_000, `${share * 100}% acked`)
     for (const [share, i] of [
       [0.2, 0],
       [0.5, 1],
     ] as const) {
-      await at(share)
+      await ackedShare(l, share)
       const before = l.acked.size
       // A kill after the last ack would prove nothing about reconnecting.
       assert.ok(before < MESSAGES - 1000, `the load still runs at the kill (${before} acked)`)
@@ -153,21 +126,10 @@ test(`HAProxy recipe: ${MESSAGES} QoS 1 readings through the balancer to two gat
 
     await within(load.done, 600_000, 'every reading acked')
     say('all acked; waiting for the ingest workers to store them')
-    await count.connect()
-    await waitFor(
-      async () => (await count.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n >= MESSAGES,
-      300_000,
-      'every acked reading stored',
-    )
+    await storedAtLeast(databaseUrl, MESSAGES)
     await load.stop()
-    await assertAllStoredOnce(
-      databaseUrl,
-      devices.map((d) => d.id),
-      load,
-      MESSAGES,
-    )
+    await assertAllStoredOnce(databaseUrl, devices, load)
   } finally {
-    await count.end().catch(() => {})
     await load?.stop()
     lb.kill('SIGKILL')
     await Promise.all([...gateways, ...ingest].map((p) => p.kill()))

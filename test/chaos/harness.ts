@@ -197,6 +197,67 @@ export function startLoad(
   }
 }
 
+/**
+ * PostgreSQL and RabbitMQ for a run, in `w`'s directory, both started. If the broker does not start, both are
+ * stopped and `w` removed before the error is thrown: nothing else has started yet, and a PostgreSQL child left
+ * running would keep the suite alive for good.
+ */
+export async function startBackends(w: {
+  dir: string
+  cleanup(): void
+}): Promise<{ db: Database; rabbit: Rabbit; databaseUrl: string; amqpUrl: string }> {
+  const db = new Database(join(w.dir, 'pgdata'), await freePort())
+  const rabbit = new Rabbit(join(w.dir, 'rabbit'), await freePort())
+  const databaseUrl = await db.start()
+  try {
+    return { db, rabbit, databaseUrl, amqpUrl: await rabbit.start() }
+  } catch (err) {
+    await rabbit.stop()
+    await db.stop().catch(() => {})
+    w.cleanup()
+    throw err
+  }
+}
+
+/** Two ingest-only processes on the broker, each with its own data dir and log; `common`: the run's env. */
+export function ingestWorkers(dir: string, common: Record<string, string>): Proc[] {
+  return [1, 2].map(
+    (i) =>
+      new Proc(
+        `ingest-${i}`,
+        {
+          ...common,
+          IOTCORE_ROLES: 'ingest',
+          IOTCORE_DATA_DIR: join(dir, `in${i}`),
+          IOTCORE_HTTP_PORT: 'off',
+          IOTCORE_MQTT_PORT: 'off',
+        },
+        join(dir, `ingest-${i}.log`),
+      ),
+  )
+}
+
+/** Resolves once `share` of the load's readings are acked. */
+export function ackedShare(load: Load, share: number): Promise<unknown> {
+  return waitFor(() => load.acked.size >= load.total * share, 300_000, `${share * 100}% acked`)
+}
+
+/** Resolves once the telemetry table holds `n` rows: every acked reading stored, by whichever ingest process. */
+export async function storedAtLeast(databaseUrl: string, n: number): Promise<void> {
+  const c = new pg.Client({ connectionString: databaseUrl })
+  c.on('error', () => {})
+  await c.connect()
+  try {
+    await waitFor(
+      async () => (await c.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n >= n,
+      300_000,
+      'every acked reading stored',
+    )
+  } finally {
+    await c.end().catch(() => {})
+  }
+}
+
 export async function createDevices(
   httpPort: number,
   n: number,
@@ -239,20 +300,20 @@ export interface Tally {
   line: string
 }
 
-/** Prints the summary line and fails unless every reading was acked and stored exactly once. */
+/** Prints the summary line and fails unless every reading of the load was acked and stored exactly once. */
 export async function assertAllStoredOnce(
   databaseUrl: string,
-  deviceIds: string[],
+  devices: Array<{ id: string }>,
   load: Load,
-  messages: number,
 ): Promise<void> {
-  const t = await tally(databaseUrl, deviceIds, load)
+  const ids = devices.map((d) => d.id)
+  const t = await tally(databaseUrl, ids, load)
   console.log(t.line)
-  assert.equal(t.published, messages)
-  assert.equal(t.acked, messages)
+  assert.equal(t.published, load.total)
+  assert.equal(t.acked, load.total)
   assert.equal(t.lost, 0)
   assert.equal(t.duplicated, 0)
-  assert.equal(t.stored, messages)
+  assert.equal(t.stored, load.total)
 }
 
 /** Compares what the clients were acked with what the table holds. */

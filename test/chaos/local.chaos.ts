@@ -5,15 +5,16 @@ import {
   ADMIN,
   Database,
   Proc,
+  ackedShare,
+  assertAllStoredOnce,
   createDevices,
   freePort,
   measureDrain,
   say,
   sleep,
   startLoad,
-  assertAllStoredOnce,
-  workdir,
   within,
+  workdir,
 } from './harness.js'
 import { waitFor } from '../helpers/index.js'
 
@@ -47,17 +48,14 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
     const devices = await createDevices(httpPort, DEVICES)
     load = startLoad(mqttPort, devices, MESSAGES, RATE)
     const l = load
-    const at = (share: number) =>
-      waitFor(() => l.acked.size >= MESSAGES * share, 300_000, `${share * 100}% acked`)
-
     for (const share of [0.15, 0.3, 0.45]) {
-      await at(share)
+      await ackedShare(l, share)
       say(`SIGKILL at ${l.acked.size} acked`)
       await proc.kill()
       await sleep(500)
       await proc.start(httpPort)
     }
-    await at(0.6)
+    await ackedShare(l, 0.6)
     say(`PostgreSQL stopped at ${l.acked.size} acked`)
     await db.stop()
     say('PostgreSQL is down')
@@ -92,12 +90,7 @@ test(`local queue: ${MESSAGES} QoS 1 readings through 3 SIGKILLs and a PostgreSQ
       'the queue to drain',
     )
     await load.stop()
-    await assertAllStoredOnce(
-      databaseUrl,
-      devices.map((d) => d.id),
-      load,
-      MESSAGES,
-    )
+    await assertAllStoredOnce(databaseUrl, devices, load)
     assert.ok(proc.starts >= 4, 'killed at least 3 times')
   } finally {
     await load?.stop()

@@ -2,19 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { type Device, type Platform, startPlatform, waitFor } from '../helpers/index.js'
+import { command, sendCommand } from '../helpers/commands.js'
 import { openClient } from './mqtt/helpers.js'
-
-async function command(p: Platform, deviceId: string, id: string): Promise<any> {
-  const r = await p.req('GET', `/api/v1/devices/${deviceId}/commands/${id}`)
-  if (r.status !== 200) throw new Error(`command query: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body
-}
-
-async function sendCommand(p: Platform, deviceId: string, body: Record<string, unknown>): Promise<any> {
-  const r = await p.req('POST', `/api/v1/devices/${deviceId}/commands`, body)
-  if (r.status !== 201) throw new Error(`command: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body
-}
 
 /** MQTT.js subscribed to the device's commands; `ids` collects the ids of the commands it receives, in order. */
 async function listener(p: Platform, dev: Device, clientId?: string) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { type Device, type Platform, startPlatform, waitFor } from '../helpers/index.js'
+import { nest } from '../helpers/payloads.js'
 
 describe('HTTP ingest', () => {
   let p: Platform
@@ -119,9 +120,6 @@ describe('HTTP ingest', () => {
     )
   })
 })
-
-/** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
-const nest = (depth: number, inner = '') => '['.repeat(depth) + inner + ']'.repeat(depth)
 
 describe('HTTP ingest: deep and huge JSON', () => {
   let p: Platform

@@ -8,7 +8,7 @@ import type { QuarantineItem as QuarantineItemSchema } from '../../src/api/schem
 import { App } from '../../src/app.js'
 import { createLogger } from '../../src/logger.js'
 import { type Config, loadConfig } from '../../src/config/index.js'
-import { Store } from '../../src/store/index.js'
+import { type Keyset, type Page, Store } from '../../src/store/index.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 
@@ -31,6 +31,18 @@ export async function freshStore(url?: string): Promise<Store> {
   const store = new Store(url ?? (await freshDatabase()), createLogger('silent'), 1)
   await store.start()
   return store
+}
+
+/** Every page of a store's keyset scan, from the first: `page(after)` reads the one that starts after `after`. */
+export async function keysetPages<T>(page: (after: Keyset | undefined) => Promise<Page<T>>): Promise<T[][]> {
+  const pages: T[][] = []
+  let after: Keyset | undefined
+  for (;;) {
+    const p = await page(after)
+    pages.push(p.items)
+    if (!p.next) return pages
+    after = p.next
+  }
 }
 
 export interface Device {

@@ -4,15 +4,15 @@
  */
 import { type Socket, connect as netConnect } from 'node:net'
 import mqttPacket from 'mqtt-packet'
+import { LIVENESS_MS, onceConnected, RawSocket } from './socket.js'
+
+export { LIVENESS_MS }
 
 export type AnyPacket = mqttPacket.Packet & Record<string, any>
 export interface Device {
   id: string
   token: string
 }
-
-/** How long a test waits for something the gateway should do: a liveness bound, not a timing assertion. */
-export const LIVENESS_MS = 15_000
 
 /** Size of the whole packet at `buf[pos]`, or 0 if it is not complete there (or its length is malformed). */
 export function packetSize(buf: Buffer, pos: number): number {
@@ -37,41 +37,21 @@ export function splitPackets(buf: Buffer): Buffer[] {
   return out
 }
 
-export class RawMqtt {
-  /** Every byte the server sent. */
-  private data = Buffer.alloc(0)
+export class RawMqtt extends RawSocket {
   /** Bytes of `data` already handed out by `next` / `nextRaw`. */
   private taken = 0
-  /** The server ended the connection (its FIN, or the close). */
-  closed = false
-  private wake: (() => void) | undefined
 
   private constructor(
-    readonly socket: Socket,
+    socket: Socket,
     /** Protocol level the client speaks: 3 (MQTT 3.1), 4 (3.1.1) or 5. */
     readonly version: 3 | 4 | 5,
   ) {
-    socket.on('data', (d: Buffer) => {
-      this.data = Buffer.concat([this.data, d])
-      this.notify()
-    })
-    socket.on('error', () => {})
-    const gone = () => {
-      this.closed = true
-      this.notify()
-    }
-    socket.on('end', gone)
-    socket.on('close', gone)
+    super(socket)
   }
 
   static open(port: number, version: 3 | 4 | 5 = 4): Promise<RawMqtt> {
-    return new Promise((resolve, reject) => {
-      const s = netConnect({ host: '127.0.0.1', port, noDelay: true }, () => {
-        s.off('error', reject)
-        resolve(new RawMqtt(s, version))
-      })
-      s.once('error', reject)
-    })
+    const socket = netConnect({ host: '127.0.0.1', port, noDelay: true })
+    return onceConnected(socket, (s) => new RawMqtt(s, version))
   }
 
   /** Opens, sends CONNECT with the device's credentials, and checks the CONNACK accepts it. */
@@ -118,23 +98,6 @@ export class RawMqtt {
     if (!this.closed && this.socket.writable) this.socket.write(bytes)
   }
 
-  /** Waits until `cond` holds or the connection closes; false if neither happened within `ms`. */
-  async until(cond: () => boolean, ms = LIVENESS_MS): Promise<boolean> {
-    const deadline = Date.now() + ms
-    while (!cond() && !this.closed) {
-      const left = deadline - Date.now()
-      if (left <= 0) return false
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left)
-        this.wake = () => {
-          clearTimeout(t)
-          resolve()
-        }
-      })
-    }
-    return true
-  }
-
   /** The bytes of the next whole packet from the server, or undefined if none came within `ms` or it closed. */
   async nextRaw(ms = LIVENESS_MS): Promise<Buffer | undefined> {
     await this.until(() => packetSize(this.data, this.taken) > 0, ms)
@@ -166,21 +129,5 @@ export class RawMqtt {
   /** Every whole packet the server sent so far, taken or not. */
   received(): Buffer[] {
     return splitPackets(this.data)
-  }
-
-  /** Waits for the server to close the connection; rejects if it does not within the bound. */
-  async waitClosed(ms = LIVENESS_MS): Promise<void> {
-    await this.until(() => false, ms)
-    if (!this.closed) throw new Error('the server did not close the connection')
-  }
-
-  destroy(): void {
-    this.socket.destroy()
-  }
-
-  private notify(): void {
-    const w = this.wake
-    this.wake = undefined
-    w?.()
   }
 }

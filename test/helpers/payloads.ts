@@ -1,10 +1,14 @@
 /**
- * Generated reading payloads for property tests: a small seeded generator (a mulberry32 PRNG) rather than a
- * property-testing package, because the payloads are JSON text built by hand (a key like `__proto__` cannot be
- * put in a JS object literal and serialized) and a fixed seed makes any failure reproducible as it is.
+ * Reading payloads for tests: deep nesting (`nest`), and generated payloads for property tests, from a small
+ * seeded generator (a mulberry32 PRNG) rather than a property-testing package, because the payloads are JSON
+ * text built by hand (a key like `__proto__` cannot be put in a JS object literal and serialized) and a fixed
+ * seed makes any failure reproducible as it is.
  */
 import { LIMITS } from '../../src/readings/index.js'
 import { TS_MAX } from '../../src/readings/time.js'
+
+/** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
+export const nest = (depth: number, inner = ''): string => '['.repeat(depth) + inner + ']'.repeat(depth)
 
 /** mulberry32: a tiny PRNG whose sequence depends only on its seed. */
 export function prng(seed: number): () => number {

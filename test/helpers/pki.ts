@@ -3,12 +3,14 @@
  * would: a CA, a server certificate for 127.0.0.1 / localhost, client certificates whose CN is a device id.
  * And an HTTPS request that trusts such a CA, which fetch cannot be told to do.
  */
+import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from 'node:tls'
+import { ADMIN_TOKEN, type Device } from './index.js'
 
 export interface KeyPair {
   /** PEM file paths. */
@@ -130,4 +132,18 @@ export function httpsJson(
     req.once('error', reject)
     req.end(body)
   })
+}
+
+/**
+ * Registers a device through the admin API over HTTPS, trusting `ca` (with a certificate configured the HTTP port
+ * takes TLS only): its id and token. Fails unless the answer is 201.
+ */
+export async function createDeviceOverTls(
+  httpPort: number,
+  ca: string,
+  body: { name: string; imei?: string },
+): Promise<Device> {
+  const r = await httpsJson(httpPort, ca, 'POST', '/api/v1/devices', { token: ADMIN_TOKEN, body })
+  assert.equal(r.status, 201)
+  return { id: r.body.id, token: r.body.token }
 }

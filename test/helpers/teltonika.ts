@@ -4,9 +4,13 @@
  * speaks the handshake and keeps every byte the server sends.
  */
 import { readFileSync } from 'node:fs'
-import { type Socket, connect as netConnect } from 'node:net'
+import { connect as netConnect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { imeiFrame } from '../../src/simulate/teltonika.js'
+import type { Platform } from './index.js'
+import { LIVENESS_MS, onceConnected, RawSocket } from './socket.js'
+
+export { LIVENESS_MS }
 
 export {
   avlData,
@@ -60,50 +64,29 @@ export const DOCS = {
 
 export const hex = (h: string): Buffer => Buffer.from(h, 'hex')
 
-/** How long a test waits for something the gateway should do: a liveness bound, not a timing assertion. */
-export const LIVENESS_MS = 15_000
+let trackers = 0
+
+/** A tracker registered through the API with a fresh IMEI (15 digits, unique within the test process). */
+export async function tracker(p: Platform): Promise<{ id: string; imei: string }> {
+  const imei = `35${String(process.pid % 100000).padStart(5, '0')}${String(trackers++).padStart(8, '0')}`
+  const { id } = await p.createDevice('tracker', { imei })
+  return { id, imei }
+}
 
 /** A device over raw TCP: writes any bytes, keeps every byte the server sends, knows when it is closed. */
-export class RawTeltonika {
-  private data = Buffer.alloc(0)
+export class RawTeltonika extends RawSocket {
   private taken = 0
-  closed = false
-  private wake: (() => void) | undefined
-
-  private constructor(readonly socket: Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.data = Buffer.concat([this.data, d])
-      this.notify()
-    })
-    socket.on('error', () => {})
-    const gone = () => {
-      this.closed = true
-      this.notify()
-    }
-    socket.on('end', gone)
-    socket.on('close', gone)
-  }
 
   /** `localAddress`: another loopback address (127.0.0.2, ...) to connect from, to be another source. */
   static open(port: number, localAddress?: string): Promise<RawTeltonika> {
-    return new Promise((resolve, reject) => {
-      const s = netConnect({ host: '127.0.0.1', port, noDelay: true, localAddress }, () => {
-        s.off('error', reject)
-        resolve(new RawTeltonika(s))
-      })
-      s.once('error', reject)
-    })
+    const socket = netConnect({ host: '127.0.0.1', port, noDelay: true, localAddress })
+    return onceConnected(socket, (s) => new RawTeltonika(s))
   }
 
   /** Opens a TLS connection that trusts the CA in the PEM file `ca`, for 127.0.0.1. */
   static openTls(port: number, ca: string): Promise<RawTeltonika> {
-    return new Promise((resolve, reject) => {
-      const s = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(ca) }, () => {
-        s.off('error', reject)
-        resolve(new RawTeltonika(s))
-      })
-      s.once('error', reject)
-    })
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(ca) })
+    return onceConnected(socket, (s) => new RawTeltonika(s), true)
   }
 
   /** Opens a connection and sends the IMEI; resolves with the connection and the server's one-byte answer. */
@@ -139,12 +122,10 @@ export class RawTeltonika {
 
   /** The next `n` bytes the server sends; rejects if the connection closes first or nothing comes in time. */
   async read(n: number, ms = LIVENESS_MS): Promise<Buffer> {
-    const deadline = Date.now() + ms
-    while (this.data.length - this.taken < n) {
-      if (this.closed) throw new Error(`closed after ${this.data.length - this.taken} of ${n} bytes`)
-      if (Date.now() > deadline) throw new Error(`no ${n} bytes within ${ms} ms`)
-      await this.wait(deadline - Date.now())
-    }
+    await this.until(() => this.data.length - this.taken >= n, ms)
+    const have = this.data.length - this.taken
+    if (have < n)
+      throw new Error(this.closed ? `closed after ${have} of ${n} bytes` : `no ${n} bytes within ${ms} ms`)
     const out = this.data.subarray(this.taken, this.taken + n)
     this.taken += n
     return Buffer.from(out)
@@ -155,40 +136,6 @@ export class RawTeltonika {
     const out = this.data.subarray(this.taken)
     this.taken = this.data.length
     return Buffer.from(out)
-  }
-
-  /** Resolves once the server closed the connection; rejects if it is still open after `ms`. */
-  async whenClosed(ms = LIVENESS_MS): Promise<void> {
-    const deadline = Date.now() + ms
-    while (!this.closed) {
-      if (Date.now() > deadline) throw new Error(`still open after ${ms} ms`)
-      await this.wait(deadline - Date.now())
-    }
-  }
-
-  destroy(): void {
-    this.socket.destroy()
-  }
-
-  private wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(
-        () => {
-          this.wake = undefined
-          resolve()
-        },
-        Math.max(1, ms),
-      )
-      this.wake = () => {
-        clearTimeout(t)
-        this.wake = undefined
-        resolve()
-      }
-    })
-  }
-
-  private notify(): void {
-    this.wake?.()
   }
 }
 

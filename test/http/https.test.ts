@@ -5,7 +5,7 @@ import { App } from '../../src/app.js'
 import { isIotError } from '../../src/errors.js'
 import { createLogger } from '../../src/logger.js'
 import { ADMIN_TOKEN, type Platform, freshDatabase, startPlatform, testConfig } from '../helpers/index.js'
-import { type KeyPair, Pki, httpsJson } from '../helpers/pki.js'
+import { createDeviceOverTls, type KeyPair, Pki, httpsJson } from '../helpers/pki.js'
 import { drained, rows } from '../helpers/stored.js'
 
 describe('HTTPS: with IOTCORE_TLS_CERT/KEY the HTTP port serves TLS only', () => {
@@ -24,12 +24,7 @@ describe('HTTPS: with IOTCORE_TLS_CERT/KEY the HTTP port serves TLS only', () =>
   })
 
   test('the admin API and HTTP ingest answer over HTTPS; /readyz shows the certificate', async () => {
-    const created = await httpsJson(p.httpPort, ca.cert, 'POST', '/api/v1/devices', {
-      token: ADMIN_TOKEN,
-      body: { name: 'https' },
-    })
-    assert.equal(created.status, 201)
-    const dev = { id: created.body.id as string, token: created.body.token as string }
+    const dev = await createDeviceOverTls(p.httpPort, ca.cert, { name: 'https' })
     const read = await httpsJson(p.httpPort, ca.cert, 'GET', `/api/v1/devices/${dev.id}`, {
       token: ADMIN_TOKEN,
     })

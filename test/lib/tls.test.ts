@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type Server, type TLSSocket, connect, createServer } from 'node:tls'
+import { type TLSSocket, connect, createServer } from 'node:tls'
 import pino from 'pino'
 import { isIotError } from '../../src/errors.js'
 import { Certificates, type TlsFiles, clientCertificate } from '../../src/lib/tls.js'
@@ -17,12 +17,26 @@ function recorder(): { log: pino.Logger; lines: Array<Record<string, any>> } {
   return { log, lines }
 }
 
-/** A TLS echo server with the certificates, tracked. */
-async function echoServer(certs: Certificates): Promise<Server> {
+/**
+ * Certificates from the files `f`, started, behind a TLS echo server that tracks them: `run` gets the server's
+ * port and the certificates; both are stopped after it, however it ends.
+ */
+async function echoServer(
+  f: TlsFiles,
+  log: pino.Logger,
+  run: (port: number, certs: Certificates) => Promise<void>,
+): Promise<void> {
+  const certs = new Certificates(f, log)
+  await certs.start()
   const server = createServer(certs.serverOptions(), (s) => s.pipe(s))
   certs.track(server)
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  return server
+  try {
+    await run(portOf(server), certs)
+  } finally {
+    server.close()
+    await certs.stop()
+  }
 }
 
 function portOf(server: { address(): unknown }): number {
@@ -91,11 +105,7 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
   test('a renewal renamed over the files is served on the next handshake; open connections go on', async () => {
     const f = files('renamed')
     const { log, lines } = recorder()
-    const certs = new Certificates(f, log)
-    await certs.start()
-    const server = await echoServer(certs)
-    try {
-      const port = portOf(server)
+    await echoServer(f, log, async (port, certs) => {
       assert.equal(await servedSerial(port, ca.cert), first.serial)
       const open = connect({ host: '127.0.0.1', port, ca: readFileSync(ca.cert) })
       await new Promise((r) => open.once('secureConnect', r))
@@ -113,10 +123,7 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
       // The connection made before the renewal is the same connection, still served.
       assert.equal(await echo(open, 'after'), 'after')
       open.destroy()
-    } finally {
-      server.close()
-      await certs.stop()
-    }
+    })
   })
 
   test("certbot's renewal, a symlink in live/ swapped to a new file in archive/, is seen", async () => {
@@ -131,11 +138,7 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
     const f = { cert: join(live, 'fullchain.pem'), key: join(live, 'privkey.pem') }
     symlinkSync('../archive/fullchain1.pem', f.cert)
     symlinkSync('../archive/privkey1.pem', f.key)
-    const certs = new Certificates(f, pino({ level: 'silent' }))
-    await certs.start()
-    const server = await echoServer(certs)
-    try {
-      const port = portOf(server)
+    await echoServer(f, pino({ level: 'silent' }), async (port) => {
       assert.equal(await servedSerial(port, ca.cert), first.serial)
       // What certbot does to each link: unlink, then link to the new version.
       for (const [link, target] of [
@@ -146,20 +149,13 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
         symlinkSync(target, link)
       }
       await waitFor(async () => (await servedSerial(port, ca.cert)) === second.serial, 20_000, 'the renewal')
-    } finally {
-      server.close()
-      await certs.stop()
-    }
+    })
   })
 
   test('a broken renewal is logged as an error and the certificate in use keeps serving', async () => {
     const f = files('broken')
     const { log, lines } = recorder()
-    const certs = new Certificates(f, log)
-    await certs.start()
-    const server = await echoServer(certs)
-    try {
-      const port = portOf(server)
+    await echoServer(f, log, async (port, certs) => {
       // A certificate truncated mid-copy.
       writeFileSync(f.cert, readFileSync(second.cert).subarray(0, 100))
       await waitFor(() => certs.health().detail?.includes('IOTCORE_TLS_CERT'), 20_000, 'the failed reload')
@@ -178,10 +174,7 @@ describe('TLS certificates: loaded, checked, renewed in place', () => {
       pki.replace(second.key, f.key)
       await waitFor(async () => (await servedSerial(port, ca.cert)) === second.serial, 20_000, 'the fix')
       assert.equal(certs.health().detail, undefined)
-    } finally {
-      server.close()
-      await certs.stop()
-    }
+    })
   })
 
   test('client certificates are checked against the CA bundle, which is reloaded with the certificate', async () => {

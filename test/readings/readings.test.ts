@@ -3,6 +3,7 @@ import { describe, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { unstorable } from '../../src/lib/text.js'
 import { LIMITS, deriveMsgId, judgePayload, parsePayload } from '../../src/readings/index.js'
+import { nest } from '../helpers/payloads.js'
 
 const NOW = 1_800_000_000_000
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what a detail must not hold
@@ -91,8 +92,6 @@ describe('reading format', () => {
   })
 })
 
-/** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
-const nest = (depth: number, inner = '') => '['.repeat(depth) + inner + ']'.repeat(depth)
 const nestObject = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth)
 
 describe('deep and huge payloads', () => {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { IotError } from '../../src/errors.js'
-import { type Keyset, type Store, TelemetryBatch } from '../../src/store/index.js'
-import { freshStore } from '../helpers/index.js'
+import { type Store, TelemetryBatch } from '../../src/store/index.js'
+import { freshStore, keysetPages } from '../helpers/index.js'
 
 describe('store: devices and credentials', () => {
   let store: Store
@@ -49,16 +49,8 @@ describe('store: devices and credentials', () => {
         await s.devices.create({ id, name: id, tokenHash: `h-${id}` })
       // Devices created in one instant (an import) still page in a total order.
       await s.pool.query("UPDATE devices SET created_at = '2026-01-01T00:00:00.000001Z' WHERE id <> 'p5'")
-      const walk = async (order: 'asc' | 'desc') => {
-        const pages: string[][] = []
-        let after: Keyset | undefined
-        for (;;) {
-          const page = await s.devices.list(2, order, after)
-          pages.push(page.items.map((d) => d.id))
-          if (!page.next) return pages
-          after = page.next
-        }
-      }
+      const walk = async (order: 'asc' | 'desc') =>
+        (await keysetPages((after) => s.devices.list(2, order, after))).map((p) => p.map((d) => d.id))
       assert.deepEqual(await walk('asc'), [['p1', 'p2'], ['p3', 'p4'], ['p5']])
       assert.deepEqual(await walk('desc'), [['p5', 'p4'], ['p3', 'p2'], ['p1']])
       assert.deepEqual((await s.devices.list(5, 'asc')).next, null)

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Keyset, type QuarantineInsert, type Store, TelemetryBatch } from '../../src/store/index.js'
-import { freshStore } from '../helpers/index.js'
+import { type QuarantineInsert, type Store, TelemetryBatch } from '../../src/store/index.js'
+import { freshStore, keysetPages } from '../helpers/index.js'
 
 const T0 = Date.parse('2026-05-10T12:00:00Z')
 
@@ -74,16 +74,8 @@ describe('store: quarantine', () => {
     try {
       const same = Array.from({ length: 25 }, (_, n) => item(n, { sourceId: `same:${n}`, receivedAt: T0 }))
       await s.writeBatch(new TelemetryBatch(), same)
-      const walk = async (order: 'asc' | 'desc') => {
-        const ids: string[] = []
-        let after: Keyset | undefined
-        for (;;) {
-          const page = await s.quarantine.list({ limit: 10, order, after })
-          ids.push(...page.items.map((x) => x.id))
-          if (!page.next) return ids
-          after = page.next
-        }
-      }
+      const walk = async (order: 'asc' | 'desc') =>
+        (await keysetPages((after) => s.quarantine.list({ limit: 10, order, after }))).flat().map((x) => x.id)
       const asc = await walk('asc')
       assert.equal(new Set(asc).size, 25)
       assert.deepEqual(

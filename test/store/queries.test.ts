@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type Keyset, type Store, TelemetryBatch } from '../../src/store/index.js'
-import { freshStore } from '../helpers/index.js'
+import { type Store, TelemetryBatch } from '../../src/store/index.js'
+import { freshStore, keysetPages } from '../helpers/index.js'
 
 const T0 = Date.parse('2026-03-02T10:00:00Z')
 const MIN = 60_000
@@ -108,14 +108,9 @@ describe('store: telemetry queries', () => {
       b.add('t', 'last', T0 + 1, T0, { v: 99 })
       await s.writeBatch(b, [])
       const walk = async (order: 'asc' | 'desc') => {
-        const pages: number[][] = []
-        let after: Keyset | undefined
-        for (;;) {
-          const page = await s.queries.telemetry({ deviceId: 't', key: 'v', limit: 10, order, after })
-          pages.push(page.items.map((p) => p.value as number))
-          if (!page.next) return pages
-          after = page.next
-        }
+        const query = { deviceId: 't', key: 'v', limit: 10, order }
+        const pages = await keysetPages((after) => s.queries.telemetry({ ...query, after }))
+        return pages.map((page) => page.map((p) => p.value as number))
       }
       const asc = await walk('asc')
       assert.deepEqual(

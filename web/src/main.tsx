@@ -9,6 +9,7 @@ import { href, PAGES, type Page, parseRoute, type Route, useRoute } from './rout
 import { fleet, server } from './state'
 import { openStream, type StreamFilter } from './stream'
 import './styles.css'
+import { ErrorText, HealthPill, TableHead } from './ui/parts'
 
 /**
  * A page loaded when first shown: the map (Leaflet, the world outline) and the charts (uPlot) are most of the
@@ -179,11 +180,7 @@ function SignIn({ error, onToken }: { error?: string; onToken: (t: string) => Pr
           aria-invalid={error ? 'true' : undefined}
           aria-describedby={error ? 'signin-error' : undefined}
         />
-        {error && (
-          <p id="signin-error" class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorText id="signin-error" error={error} />
         <button type="submit" class="primary" disabled={busy || !token.trim()}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
@@ -210,19 +207,13 @@ function NotReady(props: { readiness: Readiness | null; retry: () => Promise<voi
         </p>
         {parts.length > 0 && (
           <table>
-            <thead>
-              <tr>
-                <th scope="col">component</th>
-                <th scope="col">state</th>
-                <th scope="col">detail</th>
-              </tr>
-            </thead>
+            <TableHead cols={['component', 'state', 'detail']} />
             <tbody>
               {parts.map(([name, h]) => (
                 <tr key={name}>
                   <td>{name}</td>
                   <td>
-                    <span class={`pill ${h.ok ? 'ok' : 'bad'}`}>{h.ok ? 'ok' : 'down'}</span>
+                    <HealthPill ok={h.ok} />
                   </td>
                   <td>{h.detail ?? ''}</td>
                 </tr>

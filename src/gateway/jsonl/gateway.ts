@@ -4,7 +4,7 @@ import type { CredentialCache } from '../../devices/index.js'
 import type { Certificates } from '../../lib/tls.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
-import { type Listener, listen } from '../listen.js'
+import { closeWithin, type Listener, listen } from '../listen.js'
 import { RefusedPeers, WINDOW_MS } from '../refusals.js'
 import { JsonlConnection, LineState, errorLine } from './connection.js'
 
@@ -25,8 +25,6 @@ export const JSONL_LIMITS = {
 
 /** How often timeouts are looked for: one timer for all connections. */
 const SWEEP_MS = 1000
-/** How long a stop lets connections finish their answers before cutting them. */
-const STOP_GRACE_MS = 2000
 
 export interface JsonlGatewayOptions {
   host: string
@@ -83,19 +81,16 @@ export class JsonlGateway {
     this.port = this.listener.port
   }
 
-  /** Stops accepting; each connection answers the lines it took, then closes (cut after STOP_GRACE_MS). */
+  /** Stops accepting; each connection answers the lines it took, then closes (cut after closeWithin's grace). */
   async stop(): Promise<void> {
     this.stopping = true
     this.unwatch?.()
     if (this.timer) clearInterval(this.timer)
     const closed = this.listener?.close() ?? Promise.resolve()
     for (const c of this.connections) c.finish()
-    const cut = setTimeout(() => {
+    await closeWithin(closed, () => {
       for (const c of this.connections) c.destroy()
-    }, STOP_GRACE_MS)
-    cut.unref()
-    await closed
-    clearTimeout(cut)
+    })
   }
 
   /** Whether it is bound (the service checks watch it). */

@@ -7,6 +7,7 @@ import { renderError } from '../../http/errors.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
 import { acceptDecoded, quarantineRefused } from '../accept.js'
+import { bind, closeWithin } from '../listen.js'
 import { RefusedPeers, WINDOW_MS } from '../refusals.js'
 import { type Decoded, decodeJson, decodeQuery } from './decode.js'
 
@@ -19,8 +20,6 @@ const HEADERS_TIMEOUT_MS = 10_000
 const REQUEST_TIMEOUT_MS = 30_000
 /** How often node looks for requests past those timeouts (its default, 30 s, would let them run far over). */
 const TIMEOUT_CHECK_MS = 1000
-/** How long a stop lets requests being answered finish before their connections are cut. */
-const STOP_GRACE_MS = 2000
 
 export interface OsmAndGatewayOptions {
   host: string
@@ -67,28 +66,17 @@ export class OsmAndGateway {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket))
     server.on('error', (err) => this.log.error({ err }, 'OsmAnd listener error'))
     this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.opts.port, this.opts.host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    this.port = (server.address() as { port: number }).port
+    this.port = await bind(server, this.opts.port, this.opts.host)
     this.log.info({ port: this.port }, 'OsmAnd gateway listening')
   }
 
-  /** Stops accepting; requests being answered get STOP_GRACE_MS to finish, then every connection is cut. */
+  /** Stops accepting; requests being answered get closeWithin's grace to finish, then every connection is cut. */
   async stop(): Promise<void> {
     const server = this.server
     if (!server?.listening) return
-    const cut = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS)
-    cut.unref()
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve())
-      server.closeIdleConnections()
-    })
-    clearTimeout(cut)
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeIdleConnections()
+    await closeWithin(closed, () => server.closeAllConnections())
   }
 
   /** Whether it is bound (the service checks watch it). */

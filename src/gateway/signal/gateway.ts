@@ -1,10 +1,11 @@
-import { type Server, type Socket, createServer } from 'node:net'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { CredentialCache } from '../../devices/index.js'
 import { IotError } from '../../errors.js'
 import type { Metrics } from '../../metrics/index.js'
 import type { Queue } from '../../queue/types.js'
 import { acceptDecoded, quarantineRefused } from '../accept.js'
+import { closeWithin, type Listener, listen } from '../listen.js'
 import { RefusedPeers } from '../refusals.js'
 import { decodeSignal } from './decode.js'
 import { NEED_MORE, NOT_AN_OBJECT, ObjectEnd, TOO_LARGE } from './scan.js'
@@ -22,8 +23,6 @@ export const SIGNAL_LIMITS = {
 
 /** How often timeouts are looked for: one timer for all connections. */
 const SWEEP_MS = 1000
-/** How long a stop lets signals being appended get their `1` before their connections are cut. */
-const STOP_GRACE_MS = 2000
 
 const Phase = { reading: 0, appending: 1, closing: 2 } as const
 type Phase = (typeof Phase)[keyof typeof Phase]
@@ -54,7 +53,7 @@ export interface SignalGatewayOptions {
  * authenticated device's signal quarantined as it was sent.
  */
 export class SignalGateway {
-  private server: Server | undefined
+  private listener: Listener | undefined
   readonly connections = new Set<SignalConnection>()
   private readonly peers: RefusedPeers
   /** The timeouts in force (SIGNAL_LIMITS). */
@@ -76,39 +75,28 @@ export class SignalGateway {
   async start(): Promise<void> {
     this.timer = setInterval(() => this.sweep(), SWEEP_MS)
     this.timer.unref()
-    // Half-open: a sender that ends its side once it has written the signal still gets its `1`.
-    const server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket))
-    server.on('error', (err) => this.log.error({ err }, 'signal listener error'))
-    this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.opts.port, this.opts.host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    this.port = (server.address() as { port: number }).port
-    this.log.info({ port: this.port }, 'signal gateway listening')
+    // Plain TCP only: the founders' gateway has no TLS. Half-open: a sender that ends its side once it has
+    // written the signal still gets its `1`.
+    const { host, port } = this.opts
+    const opts = { host, port, allowHalfOpen: true, name: 'signal', log: this.log }
+    this.listener = await listen(opts, (socket) => this.accept(socket))
+    this.port = this.listener.port
   }
 
-  /** Stops accepting; signals being appended get their `1` (cut after STOP_GRACE_MS), the others are closed. */
+  /** Stops accepting; signals being appended get their `1` (cut after closeWithin's grace), the others are closed. */
   async stop(): Promise<void> {
     this.stopping = true
     if (this.timer) clearInterval(this.timer)
-    const server = this.server
-    const closed = server?.listening ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve()
+    const closed = this.listener?.close() ?? Promise.resolve()
     for (const c of this.connections) if (c.phase === Phase.reading) this.close(c)
-    const cut = setTimeout(() => {
+    await closeWithin(closed, () => {
       for (const c of this.connections) c.socket.destroy()
-    }, STOP_GRACE_MS)
-    cut.unref()
-    await closed
-    clearTimeout(cut)
+    })
   }
 
   /** Whether it is bound (the service checks watch it). */
   get listening(): boolean {
-    return this.server?.listening ?? false
+    return this.listener?.listening ?? false
   }
 
   health(): { ok: boolean; connections: number; refused: number; limited: number } {

@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { after, before, test } from 'node:test'
 import { connect } from 'node:tls'
-import { ADMIN_TOKEN, type Platform, startPlatform, waitFor } from '../../helpers/index.js'
-import { type KeyPair, Pki, httpsJson } from '../../helpers/pki.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { createDeviceOverTls, type KeyPair, Pki, httpsJson } from '../../helpers/pki.js'
 import { rows } from '../../helpers/stored.js'
 import { TcpClient } from '../../helpers/tcp.js'
 
@@ -29,12 +29,7 @@ before(async () => {
     IOTCORE_JSONL_PORT: '0',
   })
   port = p.app.jsonl!.port
-  const r = await httpsJson(p.httpPort, ca.cert, 'POST', '/api/v1/devices', {
-    token: ADMIN_TOKEN,
-    body: { name: 'tls lines' },
-  })
-  assert.equal(r.status, 201)
-  dev = { id: r.body.id, token: r.body.token }
+  dev = await createDeviceOverTls(p.httpPort, ca.cert, { name: 'tls lines' })
 })
 after(async () => {
   await p.stop()

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { type Device, type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { nest } from '../../helpers/payloads.js'
 import { openClient, publish, series } from './helpers.js'
 
 const telemetry = (d: Device) => `devices/${d.id}/telemetry`
-/** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
-const nest = (depth: number, inner = '') => '['.repeat(depth) + inner + ']'.repeat(depth)
 
 const PAYLOADS = [
   ['100,000 nested arrays', nest(100_000), 'too_deep'],

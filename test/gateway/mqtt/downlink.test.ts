@@ -1,23 +1,11 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
-import { type Device, type Platform, waitFor } from '../../helpers/index.js'
+import { command, sendCommand } from '../../helpers/commands.js'
+import { type Device, waitFor } from '../../helpers/index.js'
 import type { AnyPacket, RawMqtt } from '../../helpers/mqtt-raw.js'
 import { filterMatches } from '../../../src/gateway/mqtt/topics.js'
 import { MqttSuite, openClient, publish } from './helpers.js'
-
-/** A command as GET /devices/:id/commands/:cid shows it. */
-async function command(p: Platform, deviceId: string, id: string): Promise<any> {
-  const r = await p.req('GET', `/api/v1/devices/${deviceId}/commands/${id}`)
-  if (r.status !== 200) throw new Error(`command query: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body
-}
-
-async function sendCommand(p: Platform, deviceId: string, body: Record<string, unknown>): Promise<any> {
-  const r = await p.req('POST', `/api/v1/devices/${deviceId}/commands`, body)
-  if (r.status !== 201) throw new Error(`command: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body
-}
 
 /** The commands MQTT.js receives, in order: topic, parsed payload and the packet. */
 function inbox(client: MqttClient): Array<{ topic: string; body: any; packet: any }> {

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { ADMIN_TOKEN, type Platform, startPlatform, waitFor } from '../../helpers/index.js'
 import type { Device } from '../../helpers/mqtt-raw.js'
-import { type KeyPair, Pki, httpsJson, servedSerial } from '../../helpers/pki.js'
+import { createDeviceOverTls, type KeyPair, Pki, httpsJson, servedSerial } from '../../helpers/pki.js'
 import { drained, rows } from '../../helpers/stored.js'
 import { closed, mosquittoPub, openClient, publish } from './helpers.js'
 
@@ -44,14 +44,7 @@ describe('MQTT over TLS (MQTTS, wss) and client certificates', () => {
     ...(cert ? { cert: readFileSync(cert.cert), key: readFileSync(cert.key) } : {}),
   })
 
-  async function createDevice(name: string): Promise<Device> {
-    const r = await httpsJson(p.httpPort, ca.cert, 'POST', '/api/v1/devices', {
-      token: ADMIN_TOKEN,
-      body: { name },
-    })
-    assert.equal(r.status, 201)
-    return { id: r.body.id, token: r.body.token }
-  }
+  const createDevice = (name: string) => createDeviceOverTls(p.httpPort, ca.cert, { name })
 
   async function client(url: string, version: 4 | 5, dev: Partial<Device>, opts = {}): Promise<MqttClient> {
     const { client } = await openClient(url, version, dev, opts)
@@ -280,11 +273,7 @@ describe('MQTTS without IOTCORE_TLS_CA: no client certificate is asked for', () 
   })
 
   test('a device with a certificate still needs its token; with it, it publishes', async () => {
-    const r = await httpsJson(p.httpPort, ca.cert, 'POST', '/api/v1/devices', {
-      token: ADMIN_TOKEN,
-      body: { name: 'no-ca' },
-    })
-    const dev: Device = { id: r.body.id, token: r.body.token }
+    const dev = await createDeviceOverTls(p.httpPort, ca.cert, { name: 'no-ca' })
     const cert = pki.issue(ca, dev.id, 'client')
     const base = ['-h', '127.0.0.1', '-p', String(p.app.mqtt!.tlsPort), '--cafile', ca.cert, '-q', '1']
     const withCert = ['--cert', cert.cert, '--key', cert.key, '-t', telemetry(dev)]

@@ -20,17 +20,11 @@ import {
   hex,
   imeiFrame,
   shown,
+  tracker,
 } from '../../helpers/teltonika.js'
 
 let p: Platform
 let port: number
-let imeiSeq = 0
-
-async function device(): Promise<{ id: string; imei: string }> {
-  const imei = `86${String(process.pid % 100000).padStart(5, '0')}${String(imeiSeq++).padStart(8, '0')}`
-  const { id } = await p.createDevice('tracker', { imei })
-  return { id, imei }
-}
 
 before(async () => {
   // A one-second timeout, so that the slow senders below are closed soon.
@@ -41,7 +35,7 @@ after(() => p.stop())
 
 describe('a bad CRC', () => {
   test('is not acked, is quarantined with its bytes and counted, and the connection reads on', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const rejectedBefore = await p.metric('iotcore_messages_rejected_total', 'reason="bad_crc"')
     const dev = await RawTeltonika.connected(port, imei)
     const bad = hex(DOCS.codec8a)
@@ -61,10 +55,10 @@ describe('a bad CRC', () => {
 
 describe('broken framing closes the connection, acks nothing and quarantines the bytes', () => {
   async function closedWith(bytes: Buffer): Promise<string> {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(bytes)
-    await dev.whenClosed()
+    await dev.waitClosed()
     assert.equal(dev.rest().length, 0, 'nothing was acked')
     await drained(p)
     assert.equal((await rows(p, id)).length, 0)
@@ -107,10 +101,10 @@ describe('broken framing closes the connection, acks nothing and quarantines the
   })
 
   test('a good packet before the garbage in the same read is acked; nothing after it', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(Buffer.concat([hex(DOCS.codec8b), Buffer.from('garbage'), hex(DOCS.codec8c)]))
-    await dev.whenClosed()
+    await dev.waitClosed()
     assert.equal(dev.rest().toString('hex'), ackHex(1))
     await drained(p)
     assert.equal((await rows(p, id)).length, 1)
@@ -122,7 +116,7 @@ describe('the handshake', () => {
     const dev = await RawTeltonika.open(port)
     dev.write(hex(DOCS.codec8a))
     assert.equal((await dev.read(1))[0], 0x00)
-    await dev.whenClosed()
+    await dev.waitClosed()
   })
 })
 
@@ -130,22 +124,22 @@ describe('slow senders are closed after the timeout', () => {
   test('a handshake never completed', async () => {
     const dev = await RawTeltonika.open(port)
     dev.write(imeiFrame('352093086403655').subarray(0, 5))
-    await dev.whenClosed()
+    await dev.waitClosed()
     assert.equal(dev.rest().length, 0)
   })
 
   test('a packet never completed; one completed before it is acked', async () => {
-    const { imei } = await device()
+    const { imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     const packet = hex(DOCS.codec8a)
     dev.write(Buffer.concat([hex(DOCS.codec8b), packet.subarray(0, packet.length - 3)]))
     assert.equal((await dev.read(4)).toString('hex'), ackHex(1))
-    await dev.whenClosed()
+    await dev.waitClosed()
     assert.equal(dev.rest().length, 0)
   })
 
   test('a connection that completed its packets stays open while idle', async () => {
-    const { imei } = await device()
+    const { imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(hex(DOCS.codec8b))
     await dev.read(4)
@@ -159,10 +153,10 @@ describe('slow senders are closed after the timeout', () => {
 })
 
 test('a connection of a device that is deleted is cut', async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   assert.equal((await p.req('DELETE', `/api/v1/devices/${id}`)).status, 204)
-  await dev.whenClosed()
+  await dev.waitClosed()
 })
 
 describe('refusals', () => {
@@ -175,10 +169,10 @@ describe('refusals', () => {
       dev.destroy()
     }
     assert.equal(refusals.count(flooder), LIMIT)
-    const { imei } = await device()
+    const { imei } = await tracker(p)
     const cut = await RawTeltonika.open(port, flooder)
     cut.write(imeiFrame(imei))
-    await cut.whenClosed()
+    await cut.waitClosed()
     assert.equal(cut.rest().length, 0, 'no answer, not even 01 for a registered IMEI')
     assert.ok(refusals.limited >= 1)
     const health = await (await fetch(`${p.base}/readyz`)).json()

@@ -13,17 +13,10 @@ import type { CommandEvents } from '../../../src/gateway/commands.js'
 import { encodeCommand } from '../../../src/gateway/teltonika/codec.js'
 import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
 import { rows } from '../../helpers/stored.js'
-import { DOCS, RawTeltonika, ackHex, hex, messagePacket } from '../../helpers/teltonika.js'
+import { DOCS, RawTeltonika, ackHex, hex, messagePacket, tracker } from '../../helpers/teltonika.js'
 
 let p: Platform
 let port: number
-let imeiSeq = 0
-
-async function device(): Promise<{ id: string; imei: string }> {
-  const imei = `35416${String(process.pid % 10000).padStart(4, '0')}${String(imeiSeq++).padStart(6, '0')}`
-  const { id } = await p.createDevice('tracker', { imei })
-  return { id, imei }
-}
 
 /** CommandEvents that keep every call, in order. */
 function recorder(): CommandEvents & { calls: unknown[][] } {
@@ -48,7 +41,7 @@ test('onConnect tells the device id once its handshake succeeded, and not for a 
   const stop = gw.onConnect((id) => seen.push(id))
   const refused = await RawTeltonika.handshake(port, '000000000000001')
   assert.equal(refused.answer, 0)
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   await waitFor(() => seen.length > 0)
   assert.deepEqual(seen, [id])
@@ -65,7 +58,7 @@ test('send is false for a device not connected here', () => {
 })
 
 test("getinfo reaches the device as the documentation's Codec 12 bytes; its response is the reply", async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   const events = recorder()
   assert.equal(p.app.teltonika!.send({ id: 'c1', deviceId: id, name: 'getinfo' }, events), true)
@@ -80,7 +73,7 @@ test("getinfo reaches the device as the documentation's Codec 12 bytes; its resp
 })
 
 test('one command is outstanding per connection; the next goes when it is answered', async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   const gw = p.app.teltonika!
   const first = recorder()
@@ -110,7 +103,7 @@ test('one command is outstanding per connection; the next goes when it is answer
 })
 
 test('when the connection closes, commands not yet sent are reported failed; the one sent stays delivered', async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   const gw = p.app.teltonika!
   const sent = recorder()
@@ -128,7 +121,7 @@ test('when the connection closes, commands not yet sent are reported failed; the
 })
 
 test('a Codec 12 response with no command outstanding is stored as a reading', async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const dev = await RawTeltonika.connected(port, imei)
   dev.write(messagePacket(12, 'unasked'))
   dev.write(hex(DOCS.codec8b))
@@ -145,10 +138,10 @@ test('a Codec 12 response with no command outstanding is stored as a reading', a
 })
 
 test('a newer connection of the same device takes its commands over; the older one is closed', async () => {
-  const { id, imei } = await device()
+  const { id, imei } = await tracker(p)
   const old = await RawTeltonika.connected(port, imei)
   const fresh = await RawTeltonika.connected(port, imei)
-  await old.whenClosed()
+  await old.waitClosed()
   const events = recorder()
   assert.equal(p.app.teltonika!.send({ id: 'n', deviceId: id, name: 'getinfo' }, events), true)
   assert.equal(
@@ -168,7 +161,7 @@ describe('through the API and the dispatcher', () => {
   }
 
   test('a command queued while the tracker is offline goes out as Codec 12 when it connects; its response is the result', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const queued = await p.req('POST', `/api/v1/devices/${id}/commands`, { name: 'getinfo' })
     assert.equal(queued.status, 201)
     const dev = await RawTeltonika.connected(port, imei)
@@ -182,7 +175,7 @@ describe('through the API and the dispatcher', () => {
   })
 
   test('a command queued while the tracker is connected goes out at once', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     const queued = await p.req('POST', `/api/v1/devices/${id}/commands`, { name: 'setdigout 1' })
     const out = encodeCommand('setdigout 1')

@@ -15,18 +15,11 @@ import {
   hex,
   imeiFrame,
   messagePacket,
+  tracker,
 } from '../../helpers/teltonika.js'
 
 let p: Platform
 let port: number
-let imeiSeq = 0
-
-/** A registered device with a fresh IMEI. */
-async function device(): Promise<{ id: string; imei: string }> {
-  const imei = `35209308${String(process.pid % 10000).padStart(4, '0')}${String(imeiSeq++).padStart(3, '0')}`
-  const { id } = await p.createDevice('tracker', { imei })
-  return { id, imei }
-}
 
 before(async () => {
   p = await startPlatform({ IOTCORE_TELTONIKA_PORT: '0' })
@@ -36,7 +29,7 @@ after(() => p.stop())
 
 describe('the IMEI handshake', () => {
   test('a registered IMEI is answered 01 and the connection stays open', async () => {
-    const { imei } = await device()
+    const { imei } = await tracker(p)
     const { dev, answer } = await RawTeltonika.handshake(port, imei)
     assert.equal(answer, 0x01)
     assert.equal(dev.closed, false)
@@ -46,7 +39,7 @@ describe('the IMEI handshake', () => {
   test('an unknown IMEI is answered 00 and closed', async () => {
     const { dev, answer } = await RawTeltonika.handshake(port, '999999999999999')
     assert.equal(answer, 0x00)
-    await dev.whenClosed()
+    await dev.waitClosed()
   })
 })
 
@@ -58,7 +51,7 @@ describe("the documentation's packets", () => {
     ['Codec 16', DOCS.codec16, 2],
   ] as const) {
     test(`${name}: acked with ${records} in 4 bytes after the append, stored with its values`, async () => {
-      const { id, imei } = await device()
+      const { id, imei } = await tracker(p)
       const dev = await RawTeltonika.connected(port, imei)
       dev.write(hex(h))
       assert.equal((await dev.read(4)).toString('hex'), ackHex(records))
@@ -72,7 +65,7 @@ describe("the documentation's packets", () => {
   }
 
   test('Codec 8 (1st example): the values read back through the API', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(hex(DOCS.codec8a))
     await dev.read(4)
@@ -99,7 +92,7 @@ describe("the documentation's packets", () => {
 
 describe('reads and packets', () => {
   test('a packet split across many TCP reads is acked once whole', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     await dev.trickle(hex(DOCS.codec8c), 7)
     assert.equal((await dev.read(4)).toString('hex'), ackHex(2))
@@ -108,7 +101,7 @@ describe('reads and packets', () => {
   })
 
   test('the handshake and two packets in one write: 01, then an ack per packet in order', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.open(port)
     const one = avlPacket('8e', [{ ts: 1_750_000_000_000, lat: 10, lon: 20, sats: 5 }])
     const three = avlPacket('8e', [
@@ -123,7 +116,7 @@ describe('reads and packets', () => {
   })
 
   test('a packet resent after its ack was lost is stored once', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const packet = avlPacket('8', [
       { ts: 1_750_000_000_000, lat: 54.6872, lon: 25.2797, sats: 11, speed: 42, io: [[239, 1, 1]] },
       { ts: 1_750_000_010_000, lat: 54.6873, lon: 25.2798, sats: 11, speed: 44, io: [[239, 1, 1]] },
@@ -155,7 +148,7 @@ describe('reads and packets', () => {
   })
 
   test("the device's ping byte (0xFF) between packets is skipped", async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(Buffer.from([0xff]))
     dev.write(Buffer.concat([Buffer.from([0xff]), hex(DOCS.codec8b), Buffer.from([0xff, 0xff])]))
@@ -167,7 +160,7 @@ describe('reads and packets', () => {
   })
 
   test('a Codec 13 message is stored as a reading of its text at its timestamp', async () => {
-    const { id, imei } = await device()
+    const { id, imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(messagePacket(13, 'GTSL|driver 7|login', 1_750_000_000))
     dev.write(hex(DOCS.codec13))
@@ -193,7 +186,7 @@ describe('reads and packets', () => {
 describe('counters and health', () => {
   test('received and acked count the records with transport teltonika', async () => {
     const before = await p.metric('iotcore_messages_acked_total', 'transport="teltonika"')
-    const { imei } = await device()
+    const { imei } = await tracker(p)
     const dev = await RawTeltonika.connected(port, imei)
     dev.write(hex(DOCS.codec16))
     await dev.read(4)

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict'
 import { createSocket } from 'node:dgram'
 import { after, before, test } from 'node:test'
-import { ADMIN_TOKEN, type Platform, startPlatform, waitFor } from '../../helpers/index.js'
-import { type KeyPair, Pki, httpsJson } from '../../helpers/pki.js'
+import { type Platform, startPlatform, waitFor } from '../../helpers/index.js'
+import { createDeviceOverTls, type KeyPair, Pki, httpsJson } from '../../helpers/pki.js'
 import { rows } from '../../helpers/stored.js'
 import { DOCS, RawTeltonika, ackHex, hex, imeiFrame } from '../../helpers/teltonika.js'
 
@@ -33,14 +33,8 @@ after(async () => {
 })
 
 /** Registers a tracker through the API, over HTTPS (the HTTP port takes TLS too). */
-async function register(name: string, imei: string): Promise<string> {
-  const r = await httpsJson(p.httpPort, ca.cert, 'POST', '/api/v1/devices', {
-    token: ADMIN_TOKEN,
-    body: { name, imei },
-  })
-  assert.equal(r.status, 201)
-  return r.body.id
-}
+const register = async (name: string, imei: string) =>
+  (await createDeviceOverTls(p.httpPort, ca.cert, { name, imei })).id
 
 test('a tracker over TLS: the handshake, a packet acked after the append, its readings stored', async () => {
   const imei = '356307042441777'

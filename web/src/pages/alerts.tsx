@@ -4,6 +4,7 @@ import { useOnReady, useStreamEvents } from '../bus'
 import { dateTime } from '../format'
 import { href } from '../route'
 import { fleet, server } from '../state'
+import { ErrorText, TableHead } from '../ui/parts'
 
 const SEVERITY_ORDER = ['critical', 'major', 'minor', 'warning']
 
@@ -109,25 +110,12 @@ export function AlertsPage() {
         <h1 id="alerts-title">Alerts</h1>
         <span class="muted">{alerts ? `${alerts.length} open` : 'loading…'}</span>
       </div>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       {alerts && alerts.length === 0 && <p class="empty">No open alerts.</p>}
       {alerts && alerts.length > 0 && (
         <div class="table-wrap">
           <table class="alerts">
-            <thead>
-              <tr>
-                <th scope="col">severity</th>
-                <th scope="col">alert</th>
-                <th scope="col">source</th>
-                <th scope="col">first / last seen</th>
-                <th scope="col">count</th>
-                <th scope="col">actions</th>
-              </tr>
-            </thead>
+            <TableHead cols={['severity', 'alert', 'source', 'first / last seen', 'count', 'actions']} />
             <tbody>
               {alerts.map((a) => (
                 <tr key={a.id} data-alert={a.id}>

@@ -6,6 +6,7 @@ import { href } from '../route'
 import { server, useDevice } from '../state'
 import { TimeChart } from '../ui/chart'
 import { DevicePicker } from '../ui/device-picker'
+import { ErrorText } from '../ui/parts'
 
 export const RANGES = {
   '15m': 900_000,
@@ -217,11 +218,7 @@ function DeviceCharts({ id, keys, range }: { id: string; keys: string[]; range: 
               : `${dateTime(view.from)} – ${dateTime(view.to)} · ${series.ts.length.toLocaleString()} points, one per ${intervalText(series.intervalMs)}${view.live ? ' · live' : ''}${loading ? ' · loading…' : ''} · drag across a chart to zoom in`
             : 'loading…'}
       </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       {series &&
         view &&
         chosen.map((k) => (

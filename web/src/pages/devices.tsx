@@ -4,6 +4,7 @@ import { useOnReady } from '../bus'
 import { ago, dateTime, summary, value } from '../format'
 import { href } from '../route'
 import { fleet, server, type Status, statusOf, useFleet, useTick } from '../state'
+import { ErrorText, TableHead } from '../ui/parts'
 import { TokenAndSnippets } from '../ui/snippets'
 import { VirtualList } from '../ui/virtual-list'
 import { useOpenAlerts } from './alerts'
@@ -99,11 +100,7 @@ export function DevicesPage({ id }: { id?: string }) {
             </select>
           </label>
         </div>
-        {error && (
-          <p class="error" role="alert">
-            Could not read the fleet: {error}
-          </p>
-        )}
+        <ErrorText error={error && `Could not read the fleet: ${error}`} />
         <div class="thead" aria-hidden="true">
           <span>device</span>
           <span>last seen</span>
@@ -229,24 +226,14 @@ function DeviceDetail(props: {
           Delete…
         </button>
       </div>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       {rotated && <TokenAndSnippets device={{ id: d.id, token: rotated, imei: d.imei }} title="New token" />}
       <h3>Latest values</h3>
       {keys.length === 0 ? (
         <p class="muted">No readings yet.</p>
       ) : (
         <table class="latest" data-testid="latest">
-          <thead>
-            <tr>
-              <th scope="col">key</th>
-              <th scope="col">value</th>
-              <th scope="col">at</th>
-            </tr>
-          </thead>
+          <TableHead cols={['key', 'value', 'at']} />
           <tbody>
             {keys.map((k) => (
               <tr key={k}>
@@ -328,11 +315,7 @@ function CreateDialog({ close }: { close: () => void }) {
           value={imei}
           onInput={(e) => setImei(e.currentTarget.value)}
         />
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorText error={error} />
         <div class="row end">
           <button type="button" onClick={close}>
             Cancel
@@ -376,11 +359,7 @@ function DeleteDialog({ device, close }: { device: FleetDevice; close: () => voi
             Delete it with the device
           </label>
         </fieldset>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorText error={error} />
         <div class="row end">
           <button type="button" onClick={close}>
             Cancel

@@ -11,6 +11,7 @@ import { ago, dateTime } from '../format'
 import { href } from '../route'
 import { fleet, positionOf, server, statusOf, useFleet } from '../state'
 import { DevicePicker } from '../ui/device-picker'
+import { cssVar, ErrorText } from '../ui/parts'
 
 /** Track presets; the track is read raw, a page of points at a time, up to MAX_TRACK. */
 const TRACKS = { '1h': 3_600_000, '6h': 21_600_000, '24h': 86_400_000, '7d': 604_800_000 }
@@ -19,10 +20,6 @@ const TRACK_PAGE = 10_000
 const MAX_TRACK = 50_000
 /** Clusters are drawn again at most this often while the fleet moves. */
 const REDRAW_MS = 1000
-
-function cssVar(name: string): string {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888'
-}
 
 /**
  * Natural Earth's rings are spherical: an edge across the antimeridian (Chukotka, Fiji) joins 179° to -179°
@@ -195,11 +192,7 @@ export function MapPage({ id }: { id?: string }) {
             {count.toLocaleString()} devices with a position
           </span>
         </div>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorText error={error} />
         <section ref={box} class="map" aria-label="Map of device positions" />
       </section>
       <TrackPanel id={id} map={ready} />
@@ -321,11 +314,7 @@ function TrackPanel({ id, map }: { id?: string; map: L.Map | null }) {
                 ? `${track.points.toLocaleString()} positions since ${dateTime(track.from)}${track.partial ? ' (the first ones only)' : ''}`
                 : track && `No positions in the last ${range}.`}
           </p>
-          {error && (
-            <p class="error" role="alert">
-              {error}
-            </p>
-          )}
+          <ErrorText error={error} />
           <a class="small" href={href('map')}>
             Clear track
           </a>

@@ -5,6 +5,7 @@ import { get, type Readiness, readiness } from '../api'
 import { useStreamEvents } from '../bus'
 import { ago, dateTime } from '../format'
 import { server } from '../state'
+import { cssVar, ErrorText, HealthPill, TableHead } from '../ui/parts'
 
 /** /readyz is read this often while the page is shown. */
 const POLL_MS = 2000
@@ -77,7 +78,7 @@ export function OperationsPage() {
         series: [
           {},
           {
-            stroke: getComputedStyle(document.documentElement).getPropertyValue('--accent').trim(),
+            stroke: cssVar('--accent'),
             width: 1.5,
             fill: 'rgba(80,140,255,0.12)',
           },
@@ -129,11 +130,7 @@ export function OperationsPage() {
           <a href="/readyz">/readyz</a>
         </span>
       </div>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       <div class="stats">
         <div class="stat">
           <span class="muted">ingest rate</span>
@@ -163,19 +160,13 @@ export function OperationsPage() {
       <h2>Components</h2>
       <div class="table-wrap">
         <table data-testid="components">
-          <thead>
-            <tr>
-              <th scope="col">component</th>
-              <th scope="col">state</th>
-              <th scope="col">details</th>
-            </tr>
-          </thead>
+          <TableHead cols={['component', 'state', 'details']} />
           <tbody>
             {components.map(([name, h]) => (
               <tr key={name}>
                 <th scope="row">{name}</th>
                 <td>
-                  <span class={`pill ${h.ok ? 'ok' : 'bad'}`}>{h.ok ? 'ok' : 'down'}</span>
+                  <HealthPill ok={h.ok} />
                 </td>
                 <td class="small">
                   {Object.entries(h)
@@ -191,14 +182,7 @@ export function OperationsPage() {
       <h2>Processes</h2>
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">process</th>
-              <th scope="col">roles</th>
-              <th scope="col">started</th>
-              <th scope="col">last heartbeat</th>
-            </tr>
-          </thead>
+          <TableHead cols={['process', 'roles', 'started', 'last heartbeat']} />
           <tbody>
             {services.map((s) => (
               <tr key={s.id}>

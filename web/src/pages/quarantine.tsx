@@ -4,6 +4,7 @@ import { useOnReady, useStreamEvents } from '../bus'
 import { base64Bytes, dateTime, hexDump } from '../format'
 import { href } from '../route'
 import { fleet } from '../state'
+import { ErrorText } from '../ui/parts'
 
 const PAGE = 50
 
@@ -74,11 +75,7 @@ export function QuarantinePage() {
           </button>
         )}
       </form>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       {items && items.length === 0 && (
         <p class="empty">Nothing in the quarantine{deviceId || reason ? ' for this filter' : ''}.</p>
       )}
@@ -189,11 +186,7 @@ function QuarantineCard(props: {
           {result}
         </p>
       )}
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorText error={error} />
       {!q.replayedAt && q.deviceId && !props.editing && (
         <button type="button" onClick={() => props.edit(true)}>
           Replay…

@@ -1,6 +1,7 @@
 import { useEffect, useRef } from 'preact/hooks'
 import uPlot from 'uplot'
 import 'uplot/dist/uPlot.min.css'
+import { cssVar } from './parts'
 
 export interface ChartData {
   /** ms since the epoch */
@@ -8,10 +9,6 @@ export interface ChartData {
   avg: Array<number | null>
   min: Array<number | null>
   max: Array<number | null>
-}
-
-function cssVar(name: string): string {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888'
 }
 
 /**
