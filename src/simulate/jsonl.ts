@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import { StringDecoder } from 'node:string_decoder'
 import type { SenderFactory } from './senders.js'
-import { StreamDevice } from './stream-device.js'
+import { StreamDevice, streamSender } from './stream-device.js'
 
 /**
  * Lines sent and not yet answered at most, per device: below the gateway's 1,000 (src/gateway/jsonl), so a
@@ -100,30 +100,9 @@ class LineDevice extends StreamDevice {
 }
 
 /** JSON lines over TCP, one connection per device, authenticated by id and token. */
-export const jsonlSender: SenderFactory = (target, devices, events) => {
-  let connected = 0
-  const lines = devices.map((d) => {
-    let up = false
-    return new LineDevice(target.host, target.jsonlPort, d.id, d.token, events, () => {
-      if (!up) connected++
-      up = true
-    })
-  })
-  return {
-    async start() {
-      for (const l of lines) l.start()
-    },
-    send(device, token, reading) {
-      lines[device].send(token, reading)
-    },
-    get pending() {
-      return lines.reduce((n, l) => n + l.pending, 0)
-    },
-    get connected() {
-      return connected
-    },
-    async stop() {
-      await Promise.all(lines.map((l) => l.close()))
-    },
-  }
-}
+export const jsonlSender: SenderFactory = (target, devices, events) =>
+  streamSender(
+    devices.length,
+    (i, onOpen) =>
+      new LineDevice(target.host, target.jsonlPort, devices[i].id, devices[i].token, events, onOpen),
+  )

@@ -1,4 +1,5 @@
 import { type Socket, connect } from 'node:net'
+import type { Sender } from './senders.js'
 
 /**
  * A simulated device on a TCP connection of its own whose server answers what it is sent in order (Teltonika,
@@ -131,5 +132,37 @@ export abstract class StreamDevice {
     this.timer = setTimeout(() => this.start(), this.backoff)
     this.timer.unref()
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS)
+  }
+}
+
+/**
+ * The Sender of a protocol with a connection per device: `make` builds device `i`, calling `onOpen` each time
+ * its greeting is accepted; `connected` counts the devices that got through at least once.
+ */
+export function streamSender(count: number, make: (i: number, onOpen: () => void) => StreamDevice): Sender {
+  let connected = 0
+  const devices = Array.from({ length: count }, (_, i) => {
+    let up = false
+    return make(i, () => {
+      if (!up) connected++
+      up = true
+    })
+  })
+  return {
+    async start() {
+      for (const d of devices) d.start()
+    },
+    send(device, token, reading) {
+      devices[device].send(token, reading)
+    },
+    get pending() {
+      return devices.reduce((n, d) => n + d.pending, 0)
+    },
+    get connected() {
+      return connected
+    },
+    async stop() {
+      await Promise.all(devices.map((d) => d.close()))
+    },
   }
 }

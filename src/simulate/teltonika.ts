@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net'
 import { crc16 } from '../gateway/teltonika/codec.js'
 import type { SenderFactory } from './senders.js'
-import { StreamDevice } from './stream-device.js'
+import { StreamDevice, streamSender } from './stream-device.js'
 
 /** One record to encode: the GPS element (degrees, m, km/h) and IO elements by size. */
 export interface RecordSpec {
@@ -252,30 +252,8 @@ class Tracker extends StreamDevice {
 }
 
 /** Teltonika over TCP, one connection per tracker, known by its IMEI. */
-export const teltonikaSender: SenderFactory = (target, devices, events) => {
-  let connected = 0
-  const trackers = devices.map((d) => {
-    let up = false
-    return new Tracker(target.host, target.teltonikaPort, d.imei, events, () => {
-      if (!up) connected++
-      up = true
-    })
-  })
-  return {
-    async start() {
-      for (const t of trackers) t.start()
-    },
-    send(device, token, reading) {
-      trackers[device].send(token, reading)
-    },
-    get pending() {
-      return trackers.reduce((n, t) => n + t.pending, 0)
-    },
-    get connected() {
-      return connected
-    },
-    async stop() {
-      await Promise.all(trackers.map((t) => t.close()))
-    },
-  }
-}
+export const teltonikaSender: SenderFactory = (target, devices, events) =>
+  streamSender(
+    devices.length,
+    (i, onOpen) => new Tracker(target.host, target.teltonikaPort, devices[i].imei, events, onOpen),
+  )
