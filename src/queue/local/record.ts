@@ -119,39 +119,79 @@ export const ENTRY_MAX_RECORDS = 256
 const ENTRY_TARGET_BYTES = 64 * 1024
 const GROUP = 3
 const GROUP_HEADER = 5
-/** The measured parts of the records of the group being encoded. */
-const lengths: Lengths[] = Array.from({ length: ENTRY_MAX_RECORDS }, () => ({ ...scratch }))
+/** Entries are carved one after another from slabs of this size (a record larger than it gets its own). */
+const SLAB_BYTES = 256 * 1024
 
 /**
- * One queue entry for envs[from..], as many as fit (at least one): a lone record as encodeRecord writes it,
- * or a group (format 3) of up to ENTRY_MAX_RECORDS records, ENTRY_TARGET_BYTES or so:
+ * Encodes records into queue entries as the envelopes arrive, so that nothing of an envelope (its object, the
+ * view of the socket's bytes it holds) lives on until the group commits: held that long, the in-flight
+ * envelopes survived every young-generation collection and were copied by each. An entry is a lone record as
+ * encodeRecord writes it, or a group (format 3) of up to ENTRY_MAX_RECORDS records, ENTRY_TARGET_BYTES or so:
  *   0  u8   3
  *   1  u32  count
  *   5  each record: u32 its length, then the record as above
  * One entry per group instead of one per record: LMDB's work (a B-tree insert on append, a read and a delete
  * in the ingest) is per entry, and it cost more than everything else about a record.
+ *
+ * Entries are views of a slab, written once and never again: lmdb-js reads a value's bytes on its write
+ * thread, after put() returned.
  */
-export function encodeEntry(envs: readonly Envelope[], from: number): { entry: Buffer; count: number } {
-  let n = 0
-  let size = GROUP_HEADER
-  while (from + n < envs.length && n < ENTRY_MAX_RECORDS && size < ENTRY_TARGET_BYTES) {
-    size += 4 + measure(envs[from + n], lengths[n]).size
-    n++
+export class EntryWriter {
+  private slab = Buffer.allocUnsafe(SLAB_BYTES)
+  /** Where the open entry starts in the slab, where its next record goes, and how many it holds. */
+  private start = 0
+  private at = GROUP_HEADER
+  private n = 0
+  /** The finished entries not yet taken, and the records each holds. */
+  private entries: Buffer[] = []
+  private counts: number[] = []
+
+  /** Appends the record of `e` to the open entry, finishing the entry when it is full. */
+  add(e: Envelope): void {
+    const l = measure(e, scratch)
+    if (this.at + 4 + l.size > this.slab.length) this.newSlab(GROUP_HEADER + 4 + l.size)
+    this.slab.writeUInt32LE(l.size, this.at)
+    this.at = write(e, l, this.slab, this.at + 4)
+    if (++this.n === ENTRY_MAX_RECORDS || this.at - this.start >= ENTRY_TARGET_BYTES) this.finish()
   }
-  if (n === 1) {
-    const entry = Buffer.allocUnsafe(lengths[0].size)
-    write(envs[from], lengths[0], entry, 0)
-    return { entry, count: 1 }
+
+  /** The entries of everything added since the last take, in order, and their record counts. */
+  take(): { entries: Buffer[]; counts: number[] } {
+    this.finish()
+    const taken = { entries: this.entries, counts: this.counts }
+    this.entries = []
+    this.counts = []
+    return taken
   }
-  const entry = Buffer.allocUnsafe(size)
-  entry[0] = GROUP
-  entry.writeUInt32LE(n, 1)
-  let at = GROUP_HEADER
-  for (let i = 0; i < n; i++) {
-    entry.writeUInt32LE(lengths[i].size, at)
-    at = write(envs[from + i], lengths[i], entry, at + 4)
+
+  private finish(): void {
+    const n = this.n
+    if (n === 0) return
+    const { slab, start } = this
+    if (n === 1) {
+      // A lone record is written as itself, without the group's header and its length.
+      this.entries.push(slab.subarray(start + GROUP_HEADER + 4, this.at))
+    } else {
+      slab[start] = GROUP
+      slab.writeUInt32LE(n, start + 1)
+      this.entries.push(slab.subarray(start, this.at))
+    }
+    this.counts.push(n)
+    this.n = 0
+    this.start = this.at
+    this.at += GROUP_HEADER
   }
-  return { entry, count: n }
+
+  /** Moves on to a new slab with room for `need` bytes, taking the open entry's records along. */
+  private newSlab(need: number): void {
+    const used = this.at - this.start
+    const slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, used + need))
+    // The open entry's records so far (not yet handed to LMDB) move with it.
+    if (this.n > 0) slab.set(this.slab.subarray(this.start + GROUP_HEADER, this.at), GROUP_HEADER)
+    this.slab = slab
+    this.start = 0
+    this.at = used
+  }
 }
 
 /** How many records an entry holds. */
