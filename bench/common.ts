@@ -120,6 +120,19 @@ function procStat(pid: number): ProcStat | undefined {
   }
 }
 
+/**
+ * CPU seconds one thread has run so far, to the nanosecond (`/proc/<pid>/task/<tid>/schedstat`; 0 if it is
+ * gone): the main thread of a Node process is the one whose id is the process's.
+ */
+export function threadCpu(pid: number | undefined, tid = pid): number {
+  if (pid === undefined) return 0
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9
+  } catch {
+    return 0
+  }
+}
+
 /** CPU seconds a process has used so far (0 if it is gone). */
 export function cpuOf(pid: number | undefined): number {
   if (pid === undefined) return 0

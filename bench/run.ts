@@ -49,6 +49,7 @@ import {
   machineCpu,
   perConnection,
   sleep,
+  threadCpu,
 } from './common.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -461,6 +462,13 @@ interface Figures {
   unexpectedAcks?: number
   /** CPU seconds while the clock ran: generator, broker, subscriber, iotcore, postgres, bench, other */
   cpuSeconds: Record<string, number>
+  /**
+   * iotcore: CPU seconds of its main thread (the gateways' event loop: read, judge, append, ack) from the first
+   * publish to the last ack, the cost of the ack path alone (the ingest runs on another thread)
+   */
+  gatewaySeconds?: number
+  /** iotcore: the CPU seconds of `cpuSeconds`, but only from the first publish to the last ack */
+  ackCpuSeconds?: Record<string, number>
   iotcore?: IotcoreDetail
 }
 
@@ -863,6 +871,9 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       iotcore: () => procs.reduce((sum, p) => sum + cpuOf(p.child.pid), 0),
       postgres: pgCpu,
     })
+    const gateway0 = threadCpu(front.child.pid)
+    let gatewaySeconds: number | undefined
+    let ackCpuSeconds: Record<string, number> | undefined
     // iotcore's own count, for the progress line and to know when to count rows often.
     let storedMetric = 0
     let metricAt = 0
@@ -870,7 +881,9 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       for (const p of procs) {
         if (!alive(p.child)) throw new Error(`${p.name} exited:\n${p.logs.slice(-20).join('\n')}`)
       }
-      if (Date.now() - metricAt >= 250) {
+      // Serving /metrics costs iotcore's gateway thread ~10 ms: while the acks are still being measured, read
+      // it once a second (the peer reports its count over IPC, Mosquitto is asked nothing).
+      if (Date.now() - metricAt >= (run.acked() < size.messages ? 1000 : 250)) {
         metricAt = Date.now()
         try {
           const text = (await request(back.base, 'GET', '/metrics')).text
@@ -880,7 +893,11 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       return storedMetric
     }
     const [load, st] = await Promise.all([
-      runLoad(label, run, false),
+      runLoad(label, run, false).then((r) => {
+        gatewaySeconds = threadCpu(front.child.pid) - gateway0
+        ackCpuSeconds = cpu({ generator: r.result.cpuSeconds })
+        return r
+      }),
       waitStored(label, url, startEpoch, hint, run.acked),
     ])
     const cpuSeconds = cpu({ generator: load.result.cpuSeconds })
@@ -904,6 +921,8 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       storedSeconds,
       rows: st.count,
       cpuSeconds,
+      gatewaySeconds,
+      ackCpuSeconds,
       iotcore: {
         metrics,
         shutdown: {
@@ -987,6 +1006,7 @@ function medianFigures(outcomes: Outcome[]): Figures | undefined {
     storedPerSec: pick((x) => x.storedPerSec),
     storedSeconds: pick((x) => x.storedSeconds),
     rows: pick((x) => x.rows),
+    gatewaySeconds: pick((x) => x.gatewaySeconds),
     cpuSeconds: Object.fromEntries(cpuKeys.map((k) => [k, pick((x) => x.cpuSeconds[k]) ?? 0])),
     otherShare: pick((x) => x.otherShare),
     rounds: ok.length,
@@ -1150,6 +1170,10 @@ function report(outcomes: Record<Key, Outcome[]>): {
         'one packet in flight per tracker) against the MQTT path',
     )
 
+  const ackCpu = (c: Record<string, number> | undefined) =>
+    c
+      ? `iotcore ${c.iotcore.toFixed(2)}, postgres ${c.postgres.toFixed(2)}, other ${c.other.toFixed(2)}`
+      : '-'
   // iotcore's own account of every round: nothing lost, nothing doubled, nothing complained about.
   const accounts = [
     ...outcomes.d.map((o, r) => ({ who: 'iotcore', o, r })),
@@ -1180,6 +1204,8 @@ function report(outcomes: Record<Key, Outcome[]>): {
       `${name}: ${problems.length ? problems.join(', ') : `acked = stored = rows = ${fmt(size.messages)}, clean log`}; ` +
         `mean ingest batch ${fmt(m.iotcore_ingest_batch_size_sum / m.iotcore_ingest_batch_size_count)} readings in ` +
         `${ms((1000 * m.iotcore_ingest_batch_seconds_sum) / m.iotcore_ingest_batch_seconds_count)}, ` +
+        `gateway thread ${fmt((1e6 * (o.value.gatewaySeconds ?? Number.NaN)) / size.messages, 1)} µs CPU per reading acked, ` +
+        `CPU s while acking: ${ackCpu(o.value.ackCpuSeconds)}, ` +
         `group commits ${fmt(m.iotcore_queue_commit_seconds_count)} of mean ` +
         `${ms((1000 * m.iotcore_queue_commit_seconds_sum) / m.iotcore_queue_commit_seconds_count)}, ` +
         `GC ${m.iotcore_process_nodejs_gc_duration_seconds_sum.toFixed(2)} s, ` +
