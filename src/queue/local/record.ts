@@ -42,7 +42,7 @@ const REASON_INDEX = new Map(QUARANTINE_REASONS.map((r, i) => [r, i]))
  * refused, but still queued for the quarantine) only restarts it.
  */
 const topicDevice = new Map<string, string>()
-const TOPIC_CACHE_MAX = 10_000
+const CACHE_MAX = 10_000
 
 /** Whether `topic` is `devices/<deviceId>/telemetry`. */
 function isOwnTopic(topic: string, deviceId: string): boolean {
@@ -56,14 +56,32 @@ function isOwnTopic(topic: string, deviceId: string): boolean {
       topic.slice(TOPIC_HEAD.length, n) === deviceId
         ? deviceId
         : ''
-    if (topicDevice.size >= TOPIC_CACHE_MAX) topicDevice.clear()
+    if (topicDevice.size >= CACHE_MAX) topicDevice.clear()
     topicDevice.set(topic, device)
   }
   return device === deviceId
 }
 
+/**
+ * Device ids as UTF-8, each encoded once: every record starts with its device's, and writing the string anew
+ * (Buffer#write, with its argument checks) cost more than the rest of the header. Bounded as topicDevice is.
+ */
+const deviceBytes = new Map<string, Buffer>()
+
+function idBytes(deviceId: string): Buffer {
+  let b = deviceBytes.get(deviceId)
+  if (b === undefined) {
+    if (deviceBytes.size >= CACHE_MAX) deviceBytes.clear()
+    b = Buffer.from(deviceId)
+    deviceBytes.set(deviceId, b)
+  }
+  return b
+}
+
 /** The byte lengths of one record's parts, as measured by measure(). */
 interface Lengths {
+  /** the device id, encoded */
+  id: Buffer
   d: number
   /** 0 when the topic is absent or the device's own */
   t: number
@@ -75,7 +93,8 @@ interface Lengths {
 }
 
 function measure(e: Envelope, l: Lengths): Lengths {
-  l.d = Buffer.byteLength(e.deviceId)
+  l.id = idBytes(e.deviceId)
+  l.d = l.id.length
   l.own = e.topic !== undefined && isOwnTopic(e.topic, e.deviceId)
   l.t = e.topic === undefined || l.own ? 0 : Buffer.byteLength(e.topic)
   const detail = e.rejected?.detail ?? ''
@@ -96,7 +115,8 @@ function write(e: Envelope, l: Lengths, buf: Buffer, at: number): number {
   buf.writeUInt32LE(l.r, at + 15)
   if (l.k >= 0) buf.writeUInt16LE(l.k, at + HEADER)
   at += l.k < 0 ? HEADER : HEADER + 2
-  at += buf.write(e.deviceId, at)
+  buf.set(l.id, at)
+  at += l.d
   if (l.t > 0) at += buf.write(e.topic!, at)
   if (l.r > 0) at += buf.write(e.rejected!.detail, at)
   if (l.k > 0) at += buf.write(e.idempotencyKey!, at)
@@ -105,7 +125,7 @@ function write(e: Envelope, l: Lengths, buf: Buffer, at: number): number {
   return at + e.payload.length
 }
 
-const scratch: Lengths = { d: 0, t: 0, own: false, r: 0, k: 0, size: 0 }
+const scratch: Lengths = { id: Buffer.alloc(0), d: 0, t: 0, own: false, r: 0, k: 0, size: 0 }
 
 export function encodeRecord(e: Envelope): Buffer {
   const l = measure(e, scratch)
