@@ -147,7 +147,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
 
   protected commit(count: number, done: (err?: Error) => void): void {
     const { entries, meta } = this
-    const { entries: staged, counts } = this.writer.take()
+    const { entries: staged, counts, slabs } = this.writer.take()
     const size = this.stagedBytes
     const firstAt = this.stagedAt
     this.stagedBytes = 0
@@ -164,6 +164,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
       })
       .then(
         () => {
+          this.writer.release(slabs)
           this.uncommittedBytes -= size
           this.lastError = undefined
           this.depth += count
@@ -172,6 +173,7 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
           for (const c of this.consumers) c.wake()
         },
         (err: Error) => {
+          this.writer.release(slabs)
           this.uncommittedBytes -= size
           this.lastError = err.message
           this.log.error({ err, count }, 'durable append failed; the messages are not acknowledged')

@@ -141,6 +141,8 @@ const GROUP = 3
 const GROUP_HEADER = 5
 /** Entries are carved one after another from slabs of this size (a record larger than it gets its own). */
 const SLAB_BYTES = 256 * 1024
+/** Slabs kept for reuse once their entries are committed: the group commits in flight need about this many. */
+const SLAB_POOL = 8
 
 /**
  * Encodes records into queue entries as the envelopes arrive, so that nothing of an envelope (its object, the
@@ -153,11 +155,16 @@ const SLAB_BYTES = 256 * 1024
  * One entry per group instead of one per record: LMDB's work (a B-tree insert on append, a read and a delete
  * in the ingest) is per entry, and it cost more than everything else about a record.
  *
- * Entries are views of a slab, written once and never again: lmdb-js reads a value's bytes on its write
- * thread, after put() returned.
+ * Entries are views of a slab, left alone until their commit is done: lmdb-js reads a value's bytes on its
+ * write thread, after put() returned. A slab all of whose entries were taken goes back to the writer with the
+ * commit of the last of them (`release`), and is written again: a new one would cost a fresh allocation, its
+ * pages faulted in, and external memory that hastens garbage collections.
  */
 export class EntryWriter {
-  private slab = Buffer.allocUnsafe(SLAB_BYTES)
+  private slab: Buffer = Buffer.allocUnsafe(SLAB_BYTES)
+  /** Slabs left since the last take, and slabs free to write again. */
+  private retired: Buffer[] = []
+  private readonly pool: Buffer[] = []
   /** Where the open entry starts in the slab, where its next record goes, and how many it holds. */
   private start = 0
   private at = GROUP_HEADER
@@ -175,13 +182,22 @@ export class EntryWriter {
     if (++this.n === ENTRY_MAX_RECORDS || this.at - this.start >= ENTRY_TARGET_BYTES) this.finish()
   }
 
-  /** The entries of everything added since the last take, in order, and their record counts. */
-  take(): { entries: Buffer[]; counts: number[] } {
+  /**
+   * The entries of everything added since the last take, in order, their record counts, and the slabs that
+   * hold the last of their entries, to `release` once these entries are committed (commits end in order).
+   */
+  take(): { entries: Buffer[]; counts: number[]; slabs: Buffer[] } {
     this.finish()
-    const taken = { entries: this.entries, counts: this.counts }
+    const taken = { entries: this.entries, counts: this.counts, slabs: this.retired }
     this.entries = []
     this.counts = []
+    this.retired = []
     return taken
+  }
+
+  /** The slabs of a take whose commit is done, durable or failed: nothing reads their entries any more. */
+  release(slabs: Buffer[]): void {
+    for (const s of slabs) if (s.length === SLAB_BYTES && this.pool.length < SLAB_POOL) this.pool.push(s)
   }
 
   private finish(): void {
@@ -205,7 +221,9 @@ export class EntryWriter {
   /** Moves on to a new slab with room for `need` bytes, taking the open entry's records along. */
   private newSlab(need: number): void {
     const used = this.at - this.start
-    const slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, used + need))
+    const size = Math.max(SLAB_BYTES, used + need)
+    const slab = (size === SLAB_BYTES && this.pool.pop()) || Buffer.allocUnsafe(size)
+    this.retired.push(this.slab)
     // The open entry's records so far (not yet handed to LMDB) move with it.
     if (this.n > 0) slab.set(this.slab.subarray(this.start + GROUP_HEADER, this.at), GROUP_HEADER)
     this.slab = slab
