@@ -49,7 +49,7 @@ import {
   machineCpu,
   perConnection,
   sleep,
-  threadCpu,
+  threadSched,
 } from './common.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -467,6 +467,8 @@ interface Figures {
    * publish to the last ack, the cost of the ack path alone (the ingest runs on another thread)
    */
   gatewaySeconds?: number
+  /** iotcore: over the same span, the seconds that thread was ready to run but waited for a core */
+  gatewayWaitSeconds?: number
   /** iotcore: the CPU seconds of `cpuSeconds`, but only from the first publish to the last ack */
   ackCpuSeconds?: Record<string, number>
   iotcore?: IotcoreDetail
@@ -871,8 +873,9 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       iotcore: () => procs.reduce((sum, p) => sum + cpuOf(p.child.pid), 0),
       postgres: pgCpu,
     })
-    const gateway0 = threadCpu(front.child.pid)
+    const gateway0 = threadSched(front.child.pid)
     let gatewaySeconds: number | undefined
+    let gatewayWaitSeconds: number | undefined
     let ackCpuSeconds: Record<string, number> | undefined
     // iotcore's own count, for the progress line and to know when to count rows often.
     let storedMetric = 0
@@ -894,7 +897,9 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
     }
     const [load, st] = await Promise.all([
       runLoad(label, run, false).then((r) => {
-        gatewaySeconds = threadCpu(front.child.pid) - gateway0
+        const gateway = threadSched(front.child.pid)
+        gatewaySeconds = gateway.run - gateway0.run
+        gatewayWaitSeconds = gateway.wait - gateway0.wait
         ackCpuSeconds = cpu({ generator: r.result.cpuSeconds })
         return r
       }),
@@ -922,6 +927,7 @@ async function iotcore(round: number, protocol: 'mqtt' | 'teltonika' = 'mqtt'): 
       rows: st.count,
       cpuSeconds,
       gatewaySeconds,
+      gatewayWaitSeconds,
       ackCpuSeconds,
       iotcore: {
         metrics,
@@ -1204,7 +1210,8 @@ function report(outcomes: Record<Key, Outcome[]>): {
       `${name}: ${problems.length ? problems.join(', ') : `acked = stored = rows = ${fmt(size.messages)}, clean log`}; ` +
         `mean ingest batch ${fmt(m.iotcore_ingest_batch_size_sum / m.iotcore_ingest_batch_size_count)} readings in ` +
         `${ms((1000 * m.iotcore_ingest_batch_seconds_sum) / m.iotcore_ingest_batch_seconds_count)}, ` +
-        `gateway thread ${fmt((1e6 * (o.value.gatewaySeconds ?? Number.NaN)) / size.messages, 1)} µs CPU per reading acked, ` +
+        `gateway thread ${fmt((1e6 * (o.value.gatewaySeconds ?? Number.NaN)) / size.messages, 1)} µs CPU per reading acked ` +
+        `(it waited ${fmt(o.value.gatewayWaitSeconds, 2)} s for a core), ` +
         `CPU s while acking: ${ackCpu(o.value.ackCpuSeconds)}, ` +
         `group commits ${fmt(m.iotcore_queue_commit_seconds_count)} of mean ` +
         `${ms((1000 * m.iotcore_queue_commit_seconds_sum) / m.iotcore_queue_commit_seconds_count)}, ` +
