@@ -247,6 +247,7 @@ export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: E
     out.push(decodeRecord(entry, idPrefix + key))
     return
   }
+  previous.at = -1
   const n = entry.readUInt32LE(1)
   let at = GROUP_HEADER
   for (let i = 0; i < n; i++) {
@@ -258,8 +259,16 @@ export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: E
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
+  previous.at = -1
   return decodeAt(buf, 0, buf.length, id)
 }
+
+/**
+ * The device of the record decoded last in the entry being decoded: where its id lies, and the strings made of
+ * it. The records of a commit come in runs from one connection, so most share their device's strings instead
+ * of decoding them again.
+ */
+const previous = { at: -1, len: 0, deviceId: '', topic: '' }
 
 /** The record in buf[s, end): read where it lies, without a view of it first. */
 function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
@@ -272,9 +281,16 @@ function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
   const rLen = buf.readUInt32LE(s + 15)
   const kLen = keyed ? buf.readUInt16LE(s + HEADER) : 0
   let at = s + (keyed ? HEADER + 2 : HEADER)
-  const deviceId = buf.toString('utf8', at, (at += dLen))
+  if (previous.at < 0 || dLen !== previous.len || !sameBytes(buf, at, previous.at, dLen)) {
+    previous.deviceId = buf.toString('utf8', at, at + dLen)
+    previous.topic = ''
+  }
+  previous.at = at
+  previous.len = dLen
+  const deviceId = previous.deviceId
+  at += dLen
   let topic: string | undefined
-  if (head & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
+  if (head & OWN_TOPIC) topic = previous.topic ||= TOPIC_HEAD + deviceId + TOPIC_TAIL
   else if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
   const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
@@ -291,6 +307,12 @@ function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
   if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
   if (head & ALL_VALID) env.allValid = true
   return env
+}
+
+function sameBytes(buf: Buffer, a: number, b: number, len: number): boolean {
+  let i = 0
+  while (i < len && buf[a + i] === buf[b + i]) i++
+  return i === len
 }
 
 /** The first record's receivedAt alone, for the age of the oldest entry. */
