@@ -35,6 +35,8 @@ interface Run {
   postgres: number
   storedPerSec: number
   acksPerSec: number
+  /** CPU µs of iotcore's main thread (the gateways) per reading, from the first publish to the last ack */
+  gatewayMicros: number
   rssMiB: number
   gcSeconds: number
   otherShare: number
@@ -91,6 +93,7 @@ async function runOnce(side: Side, pair: number): Promise<Run> {
     postgres: v.cpuSeconds.postgres * per100k,
     storedPerSec: v.storedPerSec,
     acksPerSec: v.acksPerSec,
+    gatewayMicros: (1e6 * v.gatewaySeconds) / results.size.messages,
     rssMiB: v.iotcore.metrics.iotcore_process_process_resident_memory_bytes / 2 ** 20,
     gcSeconds: v.iotcore.metrics.iotcore_process_nodejs_gc_duration_seconds_sum * per100k,
     otherShare: v.otherShare ?? 0,
@@ -105,13 +108,14 @@ function median(xs: number[]): number {
 
 const f = (n: number, digits = 2) => n.toFixed(digits)
 const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(6) : c.padStart(9))).join(' ')
-const HEAD = ['', 'iotcore', 'postgres', 'total', 'stored/s', 'acks/s', 'RSS MiB', 'GC s', 'other']
+const HEAD = ['', 'iotcore', 'postgres', 'total', 'stored/s', 'acks/s', 'gw µs', 'RSS MiB', 'GC s', 'other']
 const cells = (r: Run) => [
   f(r.iotcore),
   f(r.postgres),
   f(r.iotcore + r.postgres),
   f(r.storedPerSec, 0),
   f(r.acksPerSec, 0),
+  f(r.gatewayMicros),
   f(r.rssMiB, 0),
   f(r.gcSeconds),
   `${Math.round(r.otherShare * 100)}%`,
@@ -134,7 +138,16 @@ async function main(): Promise<void> {
       console.log(row([`${p}${side.name === 'base' ? 'A' : 'B'}`, ...cells(r)]))
     }
   }
-  const keys = ['iotcore', 'postgres', 'total', 'storedPerSec', 'acksPerSec', 'rssMiB', 'gcSeconds'] as const
+  const keys = [
+    'iotcore',
+    'postgres',
+    'total',
+    'storedPerSec',
+    'acksPerSec',
+    'gatewayMicros',
+    'rssMiB',
+    'gcSeconds',
+  ] as const
   const value = (r: Run, k: (typeof keys)[number]) => (k === 'total' ? r.iotcore + r.postgres : r[k])
   const summary: Record<string, Record<string, number>> = {}
   console.log('')
@@ -154,12 +167,13 @@ async function main(): Promise<void> {
       `${side.padEnd(4)} medians: iotcore ${f(summary[side].iotcore)} (${spread('iotcore')}), postgres ` +
         `${f(summary[side].postgres)} (${spread('postgres')}), total ${f(summary[side].total)} (${spread('total')}); ` +
         `stored/s ${f(summary[side].storedPerSec, 0)}, acks/s ${f(summary[side].acksPerSec, 0)}, ` +
+        `gateway thread ${f(summary[side].gatewayMicros)} µs per ack (${spread('gatewayMicros')}), ` +
         `RSS ${f(summary[side].rssMiB, 0)} MiB; ${quiet.length} quiet run(s)` +
         (quiet.length > 0 ? `, their total ${f(summary[side].quietTotal)}` : ''),
     )
   }
   const diffs: Record<string, number> = {}
-  for (const k of ['iotcore', 'postgres', 'total'] as const) {
+  for (const k of ['iotcore', 'postgres', 'total', 'gatewayMicros'] as const) {
     const d: number[] = []
     for (let p = 1; p <= pairs; p++) {
       const a = runs.find((r) => r.pair === p && r.side === 'base')!
@@ -167,11 +181,23 @@ async function main(): Promise<void> {
       d.push(value(b, k) - value(a, k))
     }
     diffs[k] = median(d)
+    const unit = k === 'gatewayMicros' ? 'µs' : 's'
     console.log(
-      `new - base, ${k.padEnd(8)}: median of pairs ${f(diffs[k])} s (${f((100 * diffs[k]) / summary.base[k], 1)}%), ` +
+      `new - base, ${k.padEnd(13)}: median of pairs ${f(diffs[k])} ${unit} (${f((100 * diffs[k]) / summary.base[k], 1)}%), ` +
         `pairs ${d.map((x) => f(x)).join(' ')}`,
     )
   }
+  // Throughput moves with the other load far more than CPU does: compared pair by pair, as a ratio.
+  const acks: number[] = []
+  for (let p = 1; p <= pairs; p++) {
+    const a = runs.find((r) => r.pair === p && r.side === 'base')!
+    const b = runs.find((r) => r.pair === p && r.side === 'new')!
+    acks.push(b.acksPerSec / a.acksPerSec)
+  }
+  diffs.acksRatio = median(acks)
+  console.log(
+    `new / base, acks/s: median of pairs ${f(diffs.acksRatio)}x, pairs ${acks.map((x) => f(x)).join(' ')}`,
+  )
   mkdirSync(RESULTS_DIR, { recursive: true })
   writeFileSync(
     join(RESULTS_DIR, 'ab.json'),

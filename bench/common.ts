@@ -120,6 +120,21 @@ function procStat(pid: number): ProcStat | undefined {
   }
 }
 
+/**
+ * One thread's scheduling so far, to the nanosecond (`/proc/<pid>/task/<tid>/schedstat`; zeros if it is gone):
+ * the seconds it ran, and the seconds it was ready to run but waited for a core. The main thread of a Node
+ * process is the one whose id is the process's.
+ */
+export function threadSched(pid: number | undefined, tid = pid): { run: number; wait: number } {
+  if (pid === undefined) return { run: 0, wait: 0 }
+  try {
+    const f = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')
+    return { run: Number(f[0]) / 1e9, wait: Number(f[1]) / 1e9 }
+  } catch {
+    return { run: 0, wait: 0 }
+  }
+}
+
 /** CPU seconds a process has used so far (0 if it is gone). */
 export function cpuOf(pid: number | undefined): number {
   if (pid === undefined) return 0

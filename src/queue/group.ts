@@ -71,11 +71,11 @@ export class PromiseSink implements AckSink {
 
 /**
  * The producer side both queues share: appends made in one event-loop turn become one group, handed to
- * `commit` once; when it reports durable, the group's sinks are acked together.
+ * `commit` once; when it reports durable, the group's sinks are acked together. Each message is handed to
+ * `stage` as it is appended, so a queue may encode it at once and keep nothing of the envelope.
  */
 export abstract class GroupCommitQueue {
   private open: CommitGroup | null = null
-  private pending: Envelope[] = []
   private inFlight = 0
   private readonly flushBound = () => this.flush()
   /** Called with each group commit's latency in ms, for the metrics. */
@@ -83,8 +83,13 @@ export abstract class GroupCommitQueue {
 
   /** Throws an IotError to refuse the message (queue full or unreachable); it is then not acked. */
   protected abstract admit(env: Envelope): void
-  /** Makes `envs` durable and calls `done` exactly once: with nothing when they are, with the error if not. */
-  protected abstract commit(envs: Envelope[], done: (err?: Error) => void): void
+  /** Takes an admitted message into the open group. */
+  protected abstract stage(env: Envelope): void
+  /**
+   * Makes the messages staged since the last call (`count` of them) durable, and calls `done` exactly once:
+   * with nothing when they are, with the error if not.
+   */
+  protected abstract commit(count: number, done: (err?: Error) => void): void
 
   get appending(): number {
     return this.inFlight + (this.open?.size ?? 0)
@@ -96,7 +101,7 @@ export abstract class GroupCommitQueue {
       this.open = new CommitGroup()
       setImmediate(this.flushBound)
     }
-    this.pending.push(env)
+    this.stage(env)
     this.open.add(sink, token, count)
   }
 
@@ -108,16 +113,15 @@ export abstract class GroupCommitQueue {
 
   protected flush(): void {
     const group = this.open
-    const envs = this.pending
     if (!group) return
     this.open = null
-    this.pending = []
-    this.inFlight += envs.length
+    const count = group.size
+    this.inFlight += count
     let settled = false
-    this.commit(envs, (err) => {
+    this.commit(count, (err) => {
       if (settled) return
       settled = true
-      this.inFlight -= envs.length
+      this.inFlight -= count
       if (!err) this.onCommit?.(performance.now() - group.createdAt)
       group.settle(err ? new IotError('IOT_ERR_QUEUE_UNAVAILABLE', err.message) : undefined)
     })

@@ -166,7 +166,7 @@ export class Connection implements AckSink {
     while (pos < end) {
       const body = decodeVbi(data, pos + 1, end)
       const next = body + vbi.value
-      const bad = checkPacket(data, pos, body, next, this.version)
+      const bad = checkPacket(data, pos, body, next, this.version, this.telemetryTopicBytes)
       if (bad) {
         if (pos > run) this.gw.parse(this, data.subarray(run, pos))
         if (this.state !== ConnState.closed) this.protocolError(bad.rc, bad.why)

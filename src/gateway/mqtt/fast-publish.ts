@@ -3,6 +3,7 @@
  * reused object, with no parser state, no packet object and no copy of the payload.
  */
 import type { IPublishPacket, QoS } from 'mqtt-packet'
+import { equalBytes } from './validate.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -68,10 +69,6 @@ export function decodePublish(
  */
 function topicAt(c: PublishContext, data: Buffer, at: number, len: number): string {
   const own = c.telemetryTopicBytes
-  if (own !== null && len === own.length) {
-    let i = 0
-    while (i < len && data[at + i] === own[i]) i++
-    if (i === len) return c.telemetryTopic
-  }
+  if (own !== null && equalBytes(data, at, at + len, own)) return c.telemetryTopic
   return data.toString('utf8', at, at + len)
 }

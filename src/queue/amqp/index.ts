@@ -38,6 +38,8 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
   private lastError: string | undefined
   private statsTimer: NodeJS.Timeout | undefined
   private readonly consumers = new Set<AmqpConsumer>()
+  /** The open group's messages, published together when it commits. */
+  private staged: Envelope[] = []
 
   constructor(
     private readonly url: string,
@@ -118,8 +120,14 @@ export class AmqpQueue extends GroupCommitQueue implements Queue {
       throw new IotError('IOT_ERR_QUEUE_UNAVAILABLE', this.lastError ?? 'not connected to RabbitMQ')
   }
 
+  protected stage(env: Envelope): void {
+    this.staged.push(env)
+  }
+
   /** Publishes one group; one callback shared by its messages reports the group on the last confirm. */
-  protected commit(envs: Envelope[], done: (err?: Error) => void): void {
+  protected commit(_count: number, done: (err?: Error) => void): void {
+    const envs = this.staged
+    this.staged = []
     const ch = this.pub
     if (!ch) return done(new Error(this.lastError ?? 'not connected to RabbitMQ'))
     let remaining = envs.length

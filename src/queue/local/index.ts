@@ -8,7 +8,7 @@ import { BatchWait, ConsumerBatch } from '../consumer.js'
 import { GroupCommitQueue } from '../group.js'
 import type { Batch, Consumer, Envelope, Queue, QueueStats } from '../types.js'
 import { lockAppends, unlockAppends } from './lock.js'
-import { decodeEntry, encodeEntry, entryCount, entryReceivedAt } from './record.js'
+import { EntryWriter, decodeEntry, entryCount, entryReceivedAt } from './record.js'
 
 /** How often the disk use is read back from LMDB; between reads it is estimated from what was appended. */
 const STATS_INTERVAL_MS = 250
@@ -48,6 +48,11 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
   private oldestAt = 0
   private lastError: string | undefined
   private readonly consumers = new Set<LocalConsumer>()
+  /** The open group's records, encoded as they are staged. */
+  private readonly writer = new EntryWriter()
+  /** The open group's budget estimate, and its first receivedAt (0: empty). */
+  private stagedBytes = 0
+  private stagedAt = 0
 
   constructor(
     private readonly dir: string,
@@ -134,38 +139,44 @@ export class LocalQueue extends GroupCommitQueue implements Queue {
     this.uncommittedBytes += size
   }
 
-  protected commit(envs: Envelope[], done: (err?: Error) => void): void {
+  protected stage(env: Envelope): void {
+    this.writer.add(env)
+    this.stagedBytes += env.payload.length + ENTRY_OVERHEAD_BYTES
+    if (this.stagedAt === 0) this.stagedAt = env.receivedAt
+  }
+
+  protected commit(count: number, done: (err?: Error) => void): void {
     const { entries, meta } = this
-    let size = 0
-    // batch(): the records are encoded here, the pages written and fsynced on lmdb-js's write thread. Every
-    // record has a number of the sequence; an entry holds a run of them (record.ts) and is keyed by its last.
+    const { entries: staged, counts, slabs } = this.writer.take()
+    const size = this.stagedBytes
+    const firstAt = this.stagedAt
+    this.stagedBytes = 0
+    this.stagedAt = 0
+    // batch(): the pages are written and fsynced on lmdb-js's write thread. Every record has a number of the
+    // sequence; an entry holds a run of them (record.ts) and is keyed by its last.
     entries
       .batch(() => {
-        for (let i = 0; i < envs.length; ) {
-          const { entry, count } = encodeEntry(envs, i)
-          this.seq += count
-          entries.put(this.seq, entry)
-          i += count
+        for (let i = 0; i < staged.length; i++) {
+          this.seq += counts[i]
+          entries.put(this.seq, staged[i])
         }
-        for (const e of envs) size += e.payload.length + ENTRY_OVERHEAD_BYTES
         meta.put('seq', this.seq)
       })
       .then(
         () => {
+          this.writer.release(slabs)
           this.uncommittedBytes -= size
           this.lastError = undefined
-          this.depth += envs.length
-          if (this.oldestAt === 0) this.oldestAt = envs[0].receivedAt
+          this.depth += count
+          if (this.oldestAt === 0) this.oldestAt = firstAt
           done()
           for (const c of this.consumers) c.wake()
         },
         (err: Error) => {
+          this.writer.release(slabs)
           this.uncommittedBytes -= size
           this.lastError = err.message
-          this.log.error(
-            { err, count: envs.length },
-            'durable append failed; the messages are not acknowledged',
-          )
+          this.log.error({ err, count }, 'durable append failed; the messages are not acknowledged')
           done(err)
         },
       )

@@ -42,7 +42,7 @@ const REASON_INDEX = new Map(QUARANTINE_REASONS.map((r, i) => [r, i]))
  * refused, but still queued for the quarantine) only restarts it.
  */
 const topicDevice = new Map<string, string>()
-const TOPIC_CACHE_MAX = 10_000
+const CACHE_MAX = 10_000
 
 /** Whether `topic` is `devices/<deviceId>/telemetry`. */
 function isOwnTopic(topic: string, deviceId: string): boolean {
@@ -56,14 +56,32 @@ function isOwnTopic(topic: string, deviceId: string): boolean {
       topic.slice(TOPIC_HEAD.length, n) === deviceId
         ? deviceId
         : ''
-    if (topicDevice.size >= TOPIC_CACHE_MAX) topicDevice.clear()
+    if (topicDevice.size >= CACHE_MAX) topicDevice.clear()
     topicDevice.set(topic, device)
   }
   return device === deviceId
 }
 
+/**
+ * Device ids as UTF-8, each encoded once: every record starts with its device's, and writing the string anew
+ * (Buffer#write, with its argument checks) cost more than the rest of the header. Bounded as topicDevice is.
+ */
+const deviceBytes = new Map<string, Buffer>()
+
+function idBytes(deviceId: string): Buffer {
+  let b = deviceBytes.get(deviceId)
+  if (b === undefined) {
+    if (deviceBytes.size >= CACHE_MAX) deviceBytes.clear()
+    b = Buffer.from(deviceId)
+    deviceBytes.set(deviceId, b)
+  }
+  return b
+}
+
 /** The byte lengths of one record's parts, as measured by measure(). */
 interface Lengths {
+  /** the device id, encoded */
+  id: Buffer
   d: number
   /** 0 when the topic is absent or the device's own */
   t: number
@@ -75,7 +93,8 @@ interface Lengths {
 }
 
 function measure(e: Envelope, l: Lengths): Lengths {
-  l.d = Buffer.byteLength(e.deviceId)
+  l.id = idBytes(e.deviceId)
+  l.d = l.id.length
   l.own = e.topic !== undefined && isOwnTopic(e.topic, e.deviceId)
   l.t = e.topic === undefined || l.own ? 0 : Buffer.byteLength(e.topic)
   const detail = e.rejected?.detail ?? ''
@@ -96,7 +115,8 @@ function write(e: Envelope, l: Lengths, buf: Buffer, at: number): number {
   buf.writeUInt32LE(l.r, at + 15)
   if (l.k >= 0) buf.writeUInt16LE(l.k, at + HEADER)
   at += l.k < 0 ? HEADER : HEADER + 2
-  at += buf.write(e.deviceId, at)
+  buf.set(l.id, at)
+  at += l.d
   if (l.t > 0) at += buf.write(e.topic!, at)
   if (l.r > 0) at += buf.write(e.rejected!.detail, at)
   if (l.k > 0) at += buf.write(e.idempotencyKey!, at)
@@ -105,7 +125,7 @@ function write(e: Envelope, l: Lengths, buf: Buffer, at: number): number {
   return at + e.payload.length
 }
 
-const scratch: Lengths = { d: 0, t: 0, own: false, r: 0, k: 0, size: 0 }
+const scratch: Lengths = { id: Buffer.alloc(0), d: 0, t: 0, own: false, r: 0, k: 0, size: 0 }
 
 export function encodeRecord(e: Envelope): Buffer {
   const l = measure(e, scratch)
@@ -119,39 +139,97 @@ export const ENTRY_MAX_RECORDS = 256
 const ENTRY_TARGET_BYTES = 64 * 1024
 const GROUP = 3
 const GROUP_HEADER = 5
-/** The measured parts of the records of the group being encoded. */
-const lengths: Lengths[] = Array.from({ length: ENTRY_MAX_RECORDS }, () => ({ ...scratch }))
+/** Entries are carved one after another from slabs of this size (a record larger than it gets its own). */
+const SLAB_BYTES = 256 * 1024
+/** Slabs kept for reuse once their entries are committed: the group commits in flight need about this many. */
+const SLAB_POOL = 8
 
 /**
- * One queue entry for envs[from..], as many as fit (at least one): a lone record as encodeRecord writes it,
- * or a group (format 3) of up to ENTRY_MAX_RECORDS records, ENTRY_TARGET_BYTES or so:
+ * Encodes records into queue entries as the envelopes arrive, so that nothing of an envelope (its object, the
+ * view of the socket's bytes it holds) lives on until the group commits: held that long, the in-flight
+ * envelopes survived every young-generation collection and were copied by each. An entry is a lone record as
+ * encodeRecord writes it, or a group (format 3) of up to ENTRY_MAX_RECORDS records, ENTRY_TARGET_BYTES or so:
  *   0  u8   3
  *   1  u32  count
  *   5  each record: u32 its length, then the record as above
  * One entry per group instead of one per record: LMDB's work (a B-tree insert on append, a read and a delete
  * in the ingest) is per entry, and it cost more than everything else about a record.
+ *
+ * Entries are views of a slab, left alone until their commit is done: lmdb-js reads a value's bytes on its
+ * write thread, after put() returned. A slab all of whose entries were taken goes back to the writer with the
+ * commit of the last of them (`release`), and is written again: a new one would cost a fresh allocation, its
+ * pages faulted in, and external memory that hastens garbage collections.
  */
-export function encodeEntry(envs: readonly Envelope[], from: number): { entry: Buffer; count: number } {
-  let n = 0
-  let size = GROUP_HEADER
-  while (from + n < envs.length && n < ENTRY_MAX_RECORDS && size < ENTRY_TARGET_BYTES) {
-    size += 4 + measure(envs[from + n], lengths[n]).size
-    n++
+export class EntryWriter {
+  private slab: Buffer = Buffer.allocUnsafe(SLAB_BYTES)
+  /** Slabs left since the last take, and slabs free to write again. */
+  private retired: Buffer[] = []
+  private readonly pool: Buffer[] = []
+  /** Where the open entry starts in the slab, where its next record goes, and how many it holds. */
+  private start = 0
+  private at = GROUP_HEADER
+  private n = 0
+  /** The finished entries not yet taken, and the records each holds. */
+  private entries: Buffer[] = []
+  private counts: number[] = []
+
+  /** Appends the record of `e` to the open entry, finishing the entry when it is full. */
+  add(e: Envelope): void {
+    const l = measure(e, scratch)
+    if (this.at + 4 + l.size > this.slab.length) this.newSlab(GROUP_HEADER + 4 + l.size)
+    this.slab.writeUInt32LE(l.size, this.at)
+    this.at = write(e, l, this.slab, this.at + 4)
+    if (++this.n === ENTRY_MAX_RECORDS || this.at - this.start >= ENTRY_TARGET_BYTES) this.finish()
   }
-  if (n === 1) {
-    const entry = Buffer.allocUnsafe(lengths[0].size)
-    write(envs[from], lengths[0], entry, 0)
-    return { entry, count: 1 }
+
+  /**
+   * The entries of everything added since the last take, in order, their record counts, and the slabs that
+   * hold the last of their entries, to `release` once these entries are committed (commits end in order).
+   */
+  take(): { entries: Buffer[]; counts: number[]; slabs: Buffer[] } {
+    this.finish()
+    const taken = { entries: this.entries, counts: this.counts, slabs: this.retired }
+    this.entries = []
+    this.counts = []
+    this.retired = []
+    return taken
   }
-  const entry = Buffer.allocUnsafe(size)
-  entry[0] = GROUP
-  entry.writeUInt32LE(n, 1)
-  let at = GROUP_HEADER
-  for (let i = 0; i < n; i++) {
-    entry.writeUInt32LE(lengths[i].size, at)
-    at = write(envs[from + i], lengths[i], entry, at + 4)
+
+  /** The slabs of a take whose commit is done, durable or failed: nothing reads their entries any more. */
+  release(slabs: Buffer[]): void {
+    for (const s of slabs) if (s.length === SLAB_BYTES && this.pool.length < SLAB_POOL) this.pool.push(s)
   }
-  return { entry, count: n }
+
+  private finish(): void {
+    const n = this.n
+    if (n === 0) return
+    const { slab, start } = this
+    if (n === 1) {
+      // A lone record is written as itself, without the group's header and its length.
+      this.entries.push(slab.subarray(start + GROUP_HEADER + 4, this.at))
+    } else {
+      slab[start] = GROUP
+      slab.writeUInt32LE(n, start + 1)
+      this.entries.push(slab.subarray(start, this.at))
+    }
+    this.counts.push(n)
+    this.n = 0
+    this.start = this.at
+    this.at += GROUP_HEADER
+  }
+
+  /** Moves on to a new slab with room for `need` bytes, taking the open entry's records along. */
+  private newSlab(need: number): void {
+    const used = this.at - this.start
+    const size = Math.max(SLAB_BYTES, used + need)
+    const slab = (size === SLAB_BYTES && this.pool.pop()) || Buffer.allocUnsafe(size)
+    this.retired.push(this.slab)
+    // The open entry's records so far (not yet handed to LMDB) move with it.
+    if (this.n > 0) slab.set(this.slab.subarray(this.start + GROUP_HEADER, this.at), GROUP_HEADER)
+    this.slab = slab
+    this.start = 0
+    this.at = used
+  }
 }
 
 /** How many records an entry holds. */
@@ -169,6 +247,7 @@ export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: E
     out.push(decodeRecord(entry, idPrefix + key))
     return
   }
+  previous.at = -1
   const n = entry.readUInt32LE(1)
   let at = GROUP_HEADER
   for (let i = 0; i < n; i++) {
@@ -180,8 +259,16 @@ export function decodeEntry(entry: Buffer, key: number, idPrefix: string, out: E
 }
 
 export function decodeRecord(buf: Buffer, id: string): Envelope {
+  previous.at = -1
   return decodeAt(buf, 0, buf.length, id)
 }
+
+/**
+ * The device of the record decoded last in the entry being decoded: where its id lies, and the strings made of
+ * it. The records of a commit come in runs from one connection, so most share their device's strings instead
+ * of decoding them again.
+ */
+const previous = { at: -1, len: 0, deviceId: '', topic: '' }
 
 /** The record in buf[s, end): read where it lies, without a view of it first. */
 function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
@@ -194,9 +281,16 @@ function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
   const rLen = buf.readUInt32LE(s + 15)
   const kLen = keyed ? buf.readUInt16LE(s + HEADER) : 0
   let at = s + (keyed ? HEADER + 2 : HEADER)
-  const deviceId = buf.toString('utf8', at, (at += dLen))
+  if (previous.at < 0 || dLen !== previous.len || !sameBytes(buf, at, previous.at, dLen)) {
+    previous.deviceId = buf.toString('utf8', at, at + dLen)
+    previous.topic = ''
+  }
+  previous.at = at
+  previous.len = dLen
+  const deviceId = previous.deviceId
+  at += dLen
   let topic: string | undefined
-  if (head & OWN_TOPIC) topic = TOPIC_HEAD + deviceId + TOPIC_TAIL
+  if (head & OWN_TOPIC) topic = previous.topic ||= TOPIC_HEAD + deviceId + TOPIC_TAIL
   else if (tRaw !== NONE16) topic = buf.toString('utf8', at, (at += tRaw))
   const detail = rLen > 0 ? buf.toString('utf8', at, (at += rLen)) : ''
   const idempotencyKey = keyed ? buf.toString('utf8', at, (at += kLen)) : undefined
@@ -213,6 +307,12 @@ function decodeAt(buf: Buffer, s: number, end: number, id: string): Envelope {
   if (idempotencyKey !== undefined) env.idempotencyKey = idempotencyKey
   if (head & ALL_VALID) env.allValid = true
   return env
+}
+
+function sameBytes(buf: Buffer, a: number, b: number, len: number): boolean {
+  let i = 0
+  while (i < len && buf[a + i] === buf[b + i]) i++
+  return i === len
 }
 
 /** The first record's receivedAt alone, for the age of the oldest entry. */
