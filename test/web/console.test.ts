@@ -167,6 +167,7 @@ describe('the web console in a real browser', () => {
     await page.getByTestId('ready-status').getByText('ready').waitFor()
     const components = await page.getByTestId('components').textContent()
     for (const c of ['database', 'queue', 'ingest', 'mqtt']) assert.ok(components?.includes(c), c)
+    assert.match(components ?? '', /failing: none/, 'nested details are read out, not [object Object]')
     await page.getByTestId('ingest-rate').getByText('/s').waitFor()
     await publish({ speed: 60 })
     await page

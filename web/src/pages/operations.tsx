@@ -25,6 +25,11 @@ interface Service {
 function fmt(v: unknown): string {
   if (typeof v === 'number') return v.toLocaleString(undefined, { maximumFractionDigits: 2 })
   if (typeof v === 'boolean') return v ? 'yes' : 'no'
+  // A nested detail (the failing checks by name): its entries, or "none" when it holds nothing.
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v)
+    return entries.length === 0 ? 'none' : entries.map(([k, x]) => `${k} (${fmt(x)})`).join(', ')
+  }
   return String(v)
 }
 
