@@ -3,7 +3,8 @@ import { loadClientConfig } from '../config/index.js'
 import { IotError } from '../errors.js'
 import { type Catch, FAULTS, type Fault, type Since, catchFaults, inject } from './faults.js'
 import { SENDERS, type SimDevice } from './senders.js'
-import { Vehicle, prng } from './vehicle.js'
+import { prng } from '../lib/prng.js'
+import { Vehicle } from './vehicle.js'
 
 export const SIMULATE_USAGE = `iotcore simulate: a fleet of simulated vehicles sending to a running platform
 

@@ -5,18 +5,6 @@
  * fuel, coolant temperature, odometer). Seeded, so a device drives the same way every run.
  */
 
-/** mulberry32: a small seeded generator, enough for plausible variety. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 export interface Segment {
   /** Start, in metres east and north of the route's origin. */
   x: number

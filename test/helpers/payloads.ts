@@ -4,23 +4,14 @@
  * text built by hand (a key like `__proto__` cannot be put in a JS object literal and serialized) and a fixed
  * seed makes any failure reproducible as it is.
  */
+import { prng } from '../../src/lib/prng.js'
 import { LIMITS } from '../../src/readings/index.js'
 import { TS_MAX } from '../../src/readings/time.js'
 
+export { prng }
+
 /** `depth` levels of arrays around `inner`: nest(2, '1') is [[1]]. */
 export const nest = (depth: number, inner = ''): string => '['.repeat(depth) + inner + ']'.repeat(depth)
-
-/** mulberry32: a tiny PRNG whose sequence depends only on its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Generates JSON payload texts that mix good readings with every way a reading can go wrong. */
 export class Payloads {

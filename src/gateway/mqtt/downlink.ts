@@ -19,6 +19,7 @@ import type { CommandChannel, CommandEvents, OutboundCommand } from '../commands
 import { ConnState } from './codes.js'
 import type { Connection } from './connection.js'
 import type { MqttGateway } from './gateway.js'
+import { OutboundWindow } from './outbound.js'
 import { type CommandAck, devicePrefix, filterMatches } from './topics.js'
 
 /**
@@ -43,32 +44,9 @@ interface Handed {
 }
 
 /** One connection's downlink: made when it can take commands, or at CONNECT for a v5 client's limits. */
-export class Downlink {
+export class Downlink extends OutboundWindow<Handed> {
   /** QoS commands go at: the highest granted to the subscriptions matching the commands topic; -1: none. */
   qos = -1
-  private lastPid = 0
-  /** QoS 1 commands written and not yet acknowledged, by packet identifier. */
-  readonly inflight = new Map<number, Handed>()
-  /** Commands handed over beyond the client's Receive Maximum, sent as acknowledgements free room. */
-  waiting: Handed[] = []
-
-  constructor(
-    /** Unacknowledged QoS 1 PUBLISH packets the client takes at once. */
-    readonly window: number,
-    /** The client's Maximum Packet Size; 0: none stated. */
-    readonly maxPacketSize: number,
-  ) {}
-
-  /**
-   * [MQTT-2.2.1-4] (v3.1.1: MQTT-2.3.1-1) a new QoS 1 PUBLISH from the server gets a non-zero packet
-   * identifier not in use. The server's identifiers are its own, apart from the client's (§2.2.1), so only
-   * this connection's commands in flight can collide; they are fewer than the window, at most 65,535.
-   */
-  nextPid(): number {
-    do this.lastPid = this.lastPid === 0xffff ? 1 : this.lastPid + 1
-    while (this.inflight.has(this.lastPid))
-    return this.lastPid
-  }
 }
 
 /** A v5 client's Receive Maximum and Maximum Packet Size, kept from its CONNECT if it stated either. */

@@ -23,6 +23,7 @@ import type { EventFeed } from '../../store/event-feed.js'
 import type { OutboxEvent } from '../../store/index.js'
 import { ConnState, ReasonCode } from './codes.js'
 import type { Connection } from './connection.js'
+import { OutboundWindow } from './outbound.js'
 import { OPERATOR_PREFIX, alertTopic, filterMatches } from './topics.js'
 
 /** The username of an operator's CONNECT. */
@@ -40,28 +41,8 @@ interface Pending {
   qos: number
 }
 
-/** One operator connection's outbound state. */
-export class OperatorLink {
-  private lastPid = 0
-  /** Packet identifiers of QoS 1 events written and not yet acknowledged. */
-  readonly inflight = new Set<number>()
-  /** Events behind those in flight, beyond the client's Receive Maximum, in order. */
-  waiting: Pending[] = []
-
-  constructor(
-    /** Unacknowledged QoS 1 PUBLISH packets the client takes at once [MQTT-3.3.4-9]. */
-    readonly window: number,
-    /** The client's Maximum Packet Size; 0: none stated. */
-    readonly maxPacketSize: number,
-  ) {}
-
-  /** [MQTT-2.2.1-4] (v3.1.1: MQTT-2.3.1-1) a non-zero packet identifier not in use. */
-  nextPid(): number {
-    do this.lastPid = this.lastPid === 0xffff ? 1 : this.lastPid + 1
-    while (this.inflight.has(this.lastPid))
-    return this.lastPid
-  }
-}
+/** One operator connection's outbound state: its window of alert events. */
+export class OperatorLink extends OutboundWindow<Pending> {}
 
 /** The operators' topic of one gateway process: the admin login, and each event out to the subscribers. */
 export class OperatorTopic {
@@ -158,7 +139,7 @@ export class OperatorTopic {
         )
         continue
       }
-      if (pid !== 0) link.inflight.add(pid)
+      if (pid !== 0) link.inflight.set(pid, next)
       c.write(packet)
     }
     if (c.unsent > MAX_UNSENT_BYTES) this.cut(c, `more than ${MAX_UNSENT_BYTES} bytes of alert events unread`)
